@@ -1,0 +1,43 @@
+# Two stacks, one command each way:
+#   make train   set up .venv (Python 3.7 + TF 1.15) and train a small ViT on the embedded digits data
+#   make test    set up both stacks and run the whole test suite on each
+# PY37 / PY311 name the interpreters; the defaults are the pyenv builds on the project machines.
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+PY37 ?= $(PYENV_ROOT)/versions/3.7.16/bin/python3.7
+PY311 ?= $(shell command -v python3.11 || echo $(PYENV_ROOT)/versions/3.11.7/bin/python3.11)
+PYTEST_ARGS ?= -q
+
+.PHONY: setup setup-tf1 setup-tf2 train test test-tf1 test-tf2 clean-venvs
+
+setup: setup-tf1 setup-tf2
+setup-tf1: .venv/.installed
+setup-tf2: .venv-tf2/.installed
+
+# A stamp per environment: re-installed only when its requirement file changes.
+.venv/.installed: requirements-tf1.txt
+	test -x $(PY37) || { echo "Python 3.7 not found at $(PY37): set PY37=/path/to/python3.7" >&2; exit 1; }
+	rm -rf .venv && $(PY37) -m venv .venv
+	.venv/bin/pip install -q --upgrade pip==23.2.1
+	.venv/bin/pip install -q -r requirements-tf1.txt
+	touch $@
+
+.venv-tf2/.installed: requirements-tf2.txt
+	test -x $(PY311) || { echo "Python 3.11 not found at $(PY311): set PY311=/path/to/python3.11" >&2; exit 1; }
+	rm -rf .venv-tf2 && $(PY311) -m venv .venv-tf2
+	.venv-tf2/bin/pip install -q --upgrade pip
+	.venv-tf2/bin/pip install -q -r requirements-tf2.txt
+	touch $@
+
+train: setup-tf1
+	.venv/bin/python -m launch.train $(TRAIN_ARGS)
+
+test: test-tf1 test-tf2
+
+test-tf1: setup-tf1
+	.venv/bin/python -m pytest $(PYTEST_ARGS) tests
+
+test-tf2: setup-tf2
+	.venv-tf2/bin/python -m pytest $(PYTEST_ARGS) tests
+
+clean-venvs:
+	rm -rf .venv .venv-tf2

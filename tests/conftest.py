@@ -1,0 +1,17 @@
+"""Shared test set-up: quiet TensorFlow, graph mode on both stacks, a fresh graph per test."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+tf.disable_v2_behavior()
+tf.logging.set_verbosity(tf.logging.ERROR)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_graph():
+    """Every test builds its own default graph, so variable names never collide across tests."""
+    with tf.Graph().as_default():
+        yield
