@@ -17,7 +17,7 @@ setup-tf2: .venv-tf2/.installed
 .venv/.installed: requirements-tf1.txt
 	test -x $(PY37) || { echo "Python 3.7 not found at $(PY37): set PY37=/path/to/python3.7" >&2; exit 1; }
 	rm -rf .venv && $(PY37) -m venv .venv
-	.venv/bin/pip install -q --upgrade pip==23.2.1
+	.venv/bin/pip install -q --upgrade pip==24.0
 	.venv/bin/pip install -q -r requirements-tf1.txt
 	touch $@
 
