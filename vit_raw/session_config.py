@@ -1,0 +1,22 @@
+"""Session options that make the ViT graph fast on CPU; the trainer and the tools build their sessions from here."""
+import os
+
+import tensorflow.compat.v1 as tf
+
+
+def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, allow_soft_placement=True):
+  """tf.ConfigProto tuned for ViT on a few CPU cores.
+
+  intra_op_threads: threads inside one op (oneDNN/Eigen matmuls); default: all cores of this process.
+  inter_op_threads: ops run concurrently; default 1, because ViT is a chain of big matmuls and a second
+    concurrent op only steals cores from the matmul that is on the critical path.
+  xla: turn on XLA JIT (global_jit_level ON_1) for the whole graph.
+  """
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  config = tf.ConfigProto(
+      intra_op_parallelism_threads=intra_op_threads or cores,
+      inter_op_parallelism_threads=inter_op_threads or 1,
+      allow_soft_placement=allow_soft_placement)
+  if xla:
+    config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+  return config
