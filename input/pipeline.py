@@ -1,0 +1,164 @@
+"""InputPipeline: a Dataset -> uint8 batches in a tf.data.Dataset with static shapes, made by worker processes.
+
+One batch's journey: sampling.BatchPlan says which examples form global batch k; a worker (workers.py) decodes and
+augments them (augment.py, batch.py) into a shared-memory slot; the consumer here takes batches in order, copies the
+slot into the array handed to tf.data and frees the slot; the graph scales to [-1, 1] (preprocess.py).
+"""
+import logging
+import os
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from input import batch as batch_lib
+from input import sampling
+from input.augment import Transform
+from input.workers import WorkerPool
+
+_log = logging.getLogger(__name__)
+
+
+def _image_hw(image_size):
+    if isinstance(image_size, (list, tuple)):
+        return int(image_size[0]), int(image_size[1])
+    return int(image_size), int(image_size)
+
+
+class InputPipeline(object):
+    """Batches of one dataset for one rank, training (endless, reshuffled) or evaluation (one exact pass).
+
+    Attributes:
+      steps_per_epoch: train: floor(shard / batch); eval: ceil(longest shard / batch).
+      num_examples: examples in this rank's shard.
+      skipped: bad files skipped (train: replaced, eval: masked out) in the batches handed out so far.
+      image_size: (height, width).
+    """
+
+    def __init__(self, dataset, image_size, batch_size, training, workers=None, seed=0, rank=0, num_ranks=1,
+                 center_crop=False, start_batch=0, start_method="fork", num_slots=None):
+        """workers=None uses every core; workers=0 builds batches in the calling thread (debugging)."""
+        self.dataset = dataset
+        self.image_size = _image_hw(image_size)
+        self.batch_size = int(batch_size)
+        self.training = bool(training)
+        self.seed = int(seed)
+        self.start_batch = int(start_batch) if training else 0
+        self.plan = sampling.BatchPlan(len(dataset), batch_size, training, seed, rank, num_ranks)
+        self.steps_per_epoch = self.plan.steps_per_epoch
+        self.num_examples = self.plan.num_examples
+        self.skipped = 0
+        self._warned = set()
+        self._transform = Transform(self.image_size, training, center_crop)
+        self.num_workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        self._pool = None
+        if self.num_workers > 0:
+            slots = num_slots or 2 * self.num_workers + 2
+            self._pool = WorkerPool(dataset, self._transform, self.batch_size, self.num_workers, slots, self.seed,
+                                    start_method)
+
+    # -- consumer side ---------------------------------------------------------------------------------------------
+
+    def _finish(self, batch_id, indices, final, skips, images):
+        """(images, labels, mask) for one batch from a worker's report; warns about and counts bad files."""
+        labels = np.zeros([self.batch_size], np.int32)
+        mask = np.zeros([self.batch_size], np.float32)
+        final = np.asarray(final, dtype=np.int64)
+        kept = final >= 0
+        labels[:len(final)][kept] = self.dataset.labels[final[kept]]
+        mask[:len(final)][kept] = 1.0
+        for where, reason in skips:
+            self.skipped += 1
+            if where not in self._warned:
+                self._warned.add(where)
+                _log.warning("input: skipped %s: %s", where, reason)
+        if (batch_id + 1) % self.steps_per_epoch == 0:
+            epoch = batch_id // self.steps_per_epoch
+            _log.info("input: %s %s epoch %d done, %d bad files skipped so far", self.dataset.name,
+                      self.dataset.split, epoch, self.skipped)
+            if self.skipped:
+                _log.warning("input: %d bad files skipped so far (epoch %d of %s %s)", self.skipped, epoch,
+                             self.dataset.name, self.dataset.split)
+        return images, labels, mask
+
+    def _local_batches(self, first, stop):
+        h, w = self.image_size
+        k = first
+        while stop is None or k < stop:
+            epoch, indices = self.plan.batch(k)
+            images = np.empty([self.batch_size, h, w, 3], np.uint8)
+            final, skips = batch_lib.fill_batch(self.dataset, self._transform, images, epoch, indices, self.seed)
+            yield self._finish(k, indices, final, skips, images)
+            k += 1
+
+    def _pool_batches(self, first, stop):
+        pool = self._pool
+        gen = pool.new_generation()
+        free = list(range(pool.num_slots))
+        if hasattr(self, "_busy_slots"):
+            # Slots still being filled for an abandoned iterator come back as stale results below.
+            free = [s for s in free if s not in self._busy_slots]
+        self._busy_slots = set(range(pool.num_slots)) - set(free)
+        pending, ready = {}, {}
+        next_submit = next_yield = first
+        while stop is None or next_yield < stop:
+            while free and (stop is None or next_submit < stop):
+                slot = free.pop()
+                epoch, indices = self.plan.batch(next_submit)
+                pool.submit(gen, next_submit, slot, epoch, indices)
+                self._busy_slots.add(slot)
+                pending[next_submit] = indices
+                next_submit += 1
+            while next_yield not in ready:
+                kind, rgen, batch_id, slot, final, skips = pool.get_result()
+                if rgen != gen or kind == "stale":
+                    self._busy_slots.discard(slot)
+                    free.append(slot)
+                    continue
+                ready[batch_id] = (slot, final, skips)
+            slot, final, skips = ready.pop(next_yield)
+            # A copy, because tf.data may keep the yielded array alive while the slot is refilled.
+            images = pool.ring[slot].copy()
+            self._busy_slots.discard(slot)
+            free.append(slot)
+            result = self._finish(next_yield, pending.pop(next_yield), final, skips, images)
+            next_yield += 1
+            yield result
+
+    def batches(self, first=None):
+        """Python generator of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]).
+
+        Train: endless, from global batch `first` (default start_batch). Eval: one pass over this rank's shard.
+        Starting a new generator abandons the previous one.
+        """
+        first = self.start_batch if first is None else int(first)
+        stop = None if self.training else self.steps_per_epoch
+        if self._pool is None:
+            return self._local_batches(first, stop)
+        return self._pool_batches(first, stop)
+
+    def tf_dataset(self, prefetch=2):
+        """tf.data.Dataset of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]), fully static shapes.
+
+        Every new iterator over it restarts at start_batch (train) or at the first batch (eval).
+        """
+        h, w = self.image_size
+        b = self.batch_size
+        dataset = tf.data.Dataset.from_generator(
+            lambda: self.batches(), (tf.uint8, tf.int32, tf.float32),
+            (tf.TensorShape([b, h, w, 3]), tf.TensorShape([b]), tf.TensorShape([b])))
+        return dataset.prefetch(prefetch)
+
+    @property
+    def worker_pids(self):
+        return self._pool.pids if self._pool is not None else []
+
+    def close(self):
+        """Stops the workers; idempotent, and also run at interpreter exit."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
