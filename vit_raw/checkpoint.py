@@ -331,8 +331,10 @@ def fit_to_model(values, target_shapes, config, image_size, keep_pre_logits=Fals
 
 
 def _model_variables(scope):
+  """{our name: variable} of the model weights under `scope` (optimizer slots such as .../kernel/Adam left out)."""
   head = scope.rstrip("/") + "/"
-  return {v.op.name[len(head):]: v for v in tf.global_variables() if v.op.name.startswith(head)}
+  return {v.op.name[len(head):]: v for v in tf.global_variables()
+          if v.op.name.startswith(head) and v.op.name.split("/")[-1] in _WEIGHT_LEAVES}
 
 
 def _summary(names, limit=12):
