@@ -1,0 +1,186 @@
+"""Input throughput: our multiprocess OpenCV pipeline vs a tf.data pipeline doing the same work, same core count.
+
+  python -m tools.bench_input --make_fake_data /tmp/fake_imagenet --num_images 1000
+  python -m tools.bench_input --data_dir /tmp/fake_imagenet --image_size 224 --workers 1,2
+
+For every N in --workers: our pipeline with N worker processes read through tf_dataset() in a tf.Session, then a
+tf.data pipeline (tf.io.read_file, tf.image.decode_jpeg, sample_distorted_bounding_box with the same area/aspect
+ranges, bilinear resize, random flip, batch) with num_parallel_calls=N and its thread pools limited to N; both sessions
+use intra/inter-op threads = N. The first --warmup_batches batches are never timed. Prints img/s, img/s per core and
+the ratio; compare ratios within one run (other jobs on the machine move the absolute numbers).
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+from input import augment  # noqa: E402
+from input.datasets import open_dataset  # noqa: E402
+from input.pipeline import InputPipeline  # noqa: E402
+
+
+def make_fake_data(root, num_images, num_classes=10, size=(375, 500), seed=0):
+    """Writes an ImageNet-like train/ tree of `num_images` JPEGs (quality 90) with smooth structure plus noise."""
+    rng = np.random.RandomState(seed)
+    for i in range(num_images):
+        folder = os.path.join(root, "train", "n%08d" % (i % num_classes))
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+        coarse = rng.randint(0, 256, size=(12, 16, 3)).astype(np.float32)
+        image = cv2.resize(coarse, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+        image += rng.normal(0, 18, size=image.shape).astype(np.float32)
+        ok, data = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        with open(os.path.join(folder, "img_%06d.jpg" % i), "wb") as f:
+            f.write(data.tobytes())
+    print("wrote %d %dx%d JPEGs in %d classes under %s" % (num_images, size[1], size[0], num_classes,
+                                                             os.path.join(root, "train")))
+
+
+def _session_config(n):
+    return tf.ConfigProto(intra_op_parallelism_threads=n, inter_op_parallelism_threads=n)
+
+
+def _limit_threads(dataset, n):
+    options = tf.data.Options()
+    threading = getattr(options, "threading", None) or options.experimental_threading
+    threading.private_threadpool_size = n
+    threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)
+
+
+def tf_data_pipeline(paths, labels, image_size, batch_size, n):
+    """The reference: the same crop/resize/flip written with tf.data and tf.image ops."""
+    h, w = image_size
+
+    def load(path, label):
+        image = tf.image.decode_jpeg(tf.io.read_file(path), channels=3)
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+            min_object_covered=augment.AREA_RANGE[0], aspect_ratio_range=augment.ASPECT_RANGE,
+            area_range=augment.AREA_RANGE, max_attempts=augment.MAX_ATTEMPTS, use_image_if_no_bounding_boxes=True)
+        crop = tf.slice(image, begin, size)
+        resized = tf.image.resize_bilinear(crop[None], [h, w])[0]
+        flipped = tf.image.random_flip_left_right(resized)
+        return tf.cast(tf.clip_by_value(flipped, 0, 255), tf.uint8), label
+
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).repeat().shuffle(1024, seed=0)
+    dataset = dataset.map(load, num_parallel_calls=n).batch(batch_size, drop_remainder=True).prefetch(2)
+    return _limit_threads(dataset, n)
+
+
+def _cpu_seconds(pids):
+    """CPU seconds (user + system) used so far by this process and the given child pids."""
+    own = os.times()
+    total = own.user + own.system
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / float(tick)
+        except (IOError, OSError, IndexError):
+            pass
+    return total
+
+
+def _time(images_op, config, batch_size, warmup, seconds, pids=()):
+    """(img/s wall, img per CPU-second) over `seconds` after `warmup` untimed batches."""
+    with tf.Session(config=config) as sess:
+        for _ in range(warmup):
+            sess.run(images_op)
+        count, start, cpu0 = 0, time.time(), _cpu_seconds(pids)
+        while time.time() - start < seconds:
+            sess.run(images_op)
+            count += 1
+        wall, cpu = time.time() - start, _cpu_seconds(pids) - cpu0
+        return count * batch_size / wall, count * batch_size / max(cpu, 1e-6)
+
+
+def _iterator(dataset):
+    return tf.data.make_one_shot_iterator(dataset) if hasattr(tf.data, "make_one_shot_iterator") \
+        else dataset.make_one_shot_iterator()
+
+
+def run(args):
+    dataset = open_dataset("auto", args.data_dir, "train")
+    if not hasattr(dataset, "paths"):
+        raise SystemExit("bench_input needs an image-file dataset (ImageFolder or list file), got %s" % dataset.name)
+    counts = [int(n) for n in args.workers.split(",")]
+    size = (args.image_size, args.image_size)
+    rows = []
+    for n in counts:
+        with tf.Graph().as_default():
+            t0 = time.time()
+            pipe = InputPipeline(dataset, size, args.batch_size, True, workers=n, seed=0,
+                                 start_method=args.start_method)
+            started = time.time() - t0
+            images = _iterator(pipe.tf_dataset()).get_next()[0]
+            ours, ours_cpu = _time(images, _session_config(n), args.batch_size, args.warmup_batches, args.seconds,
+                                   pipe.worker_pids)
+            pipe.close()
+        with tf.Graph().as_default():
+            images = _iterator(tf_data_pipeline(dataset.paths, dataset.labels, size, args.batch_size, n)).get_next()[0]
+            ref, ref_cpu = _time(images, _session_config(n), args.batch_size, args.warmup_batches, args.seconds)
+        rows.append((n, ours, ref, started, ours_cpu, ref_cpu))
+        print("workers=%d  ours %.1f img/s (%.1f img/CPU-s)  tf.data %.1f img/s (%.1f img/CPU-s)  ratio %.2fx  "
+              "(worker start-up %.3f s, %s)" % (n, ours, ours_cpu, ref, ref_cpu, ours / ref, started,
+                                               args.start_method), flush=True)
+    print()
+    print("| cores (N) | ours img/s | ours img/s/core | ours img/CPU-s | tf.data img/s | tf.data img/s/core | "
+          "tf.data img/CPU-s | ours / tf.data (wall) | ours / tf.data (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, ours, ref, _, ours_cpu, ref_cpu in rows:
+        print("| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.2fx | %.2fx |" % (
+            n, ours, ours / n, ours_cpu, ref, ref / n, ref_cpu, ours / ref, ours_cpu / ref_cpu))
+    if len(rows) > 1 and rows[0][0] == 1:
+        for n, ours, ref in [r[:3] for r in rows[1:]]:
+            print("scaling 1 -> %d workers: ours %.2fx, tf.data %.2fx" % (n, ours / rows[0][1], ref / rows[0][2]))
+    print("machine: %s, %d cores visible, OpenCV %s, TensorFlow %s, Python %s" % (
+        _cpu_name(), os.cpu_count() or 0, cv2.__version__, tf.__version__, sys.version.split()[0]))
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except IOError:
+        pass
+    return "unknown CPU"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--make_fake_data", metavar="DIR", help="write an ImageNet-like JPEG tree into DIR and exit")
+    parser.add_argument("--num_images", type=int, default=1000)
+    parser.add_argument("--num_classes", type=int, default=10)
+    parser.add_argument("--data_dir", help="ImageFolder tree or list file to read (train split)")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--workers", default="1", help="comma-separated worker/core counts, e.g. 1,2")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per pipeline and N")
+    parser.add_argument("--warmup_batches", type=int, default=5, help="untimed batches before timing")
+    parser.add_argument("--start_method", default="fork", choices=["fork", "spawn", "forkserver"])
+    args = parser.parse_args(argv)
+    tf.disable_v2_behavior()
+    if args.make_fake_data:
+        make_fake_data(args.make_fake_data, args.num_images, args.num_classes)
+        return
+    if not args.data_dir:
+        parser.error("give --data_dir (or --make_fake_data DIR)")
+    try:
+        run(args)
+    except ValueError as e:
+        print("error: %s" % e, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
