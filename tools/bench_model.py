@@ -114,5 +114,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  tf.logging.set_verbosity(tf.logging.ERROR)  # before disable_v2_behavior, which warns about resource variables
   tf.disable_v2_behavior()
   app.run(main)

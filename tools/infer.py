@@ -80,6 +80,8 @@ def predict(model_name, image_size, checkpoint_path, num_classes, images, batch_
   from vit_raw import configs  # pylint: disable=g-import-not-at-top
   from vit_raw import model  # pylint: disable=g-import-not-at-top
   from vit_raw import session_config  # pylint: disable=g-import-not-at-top
+  tf.logging.set_verbosity(tf.logging.ERROR)  # before disable_v2_behavior, which warns about resource variables
+  tf.disable_v2_behavior()
   config = configs.get_config(model_name)
   values, _ = checkpoint.read_checkpoint(checkpoint_path, config, scope)
   if not num_classes:
@@ -113,6 +115,10 @@ def run(argv):
     raise UsageError("--checkpoint is required")
   if not paths:
     raise UsageError("no images given; usage: python -m tools.infer --checkpoint PATH IMAGE...")
+  # Everything a user can get wrong is checked before TensorFlow is imported: errors come fast and alone.
+  if not (os.path.exists(FLAGS.checkpoint) or os.path.exists(FLAGS.checkpoint + ".index")):
+    raise UsageError("checkpoint %s does not exist; expected an official .npz file or a TensorFlow checkpoint "
+                     "(prefix or directory)" % FLAGS.checkpoint)
   from vit_raw import configs  # pylint: disable=g-import-not-at-top
   config = configs.get_config(FLAGS.model)
   size = parse_size(FLAGS.image_size)
@@ -142,7 +148,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  tf.disable_v2_behavior()
-  tf.logging.set_verbosity(tf.logging.ERROR)
   app.run(main)
