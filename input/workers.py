@@ -137,12 +137,20 @@ class WorkerPool(object):
     def pids(self):
         return [p.pid for p in self._procs]
 
+    def _check_usable(self):
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise RuntimeError("the input pipeline was closed; create a new InputPipeline")
+
     def new_generation(self):
         """Invalidates every queued task (workers skip them) and returns the new generation id."""
+        self._check_usable()
         self._generation.value += 1
         return self._generation.value
 
     def submit(self, gen, batch_id, slot, epoch, indices):
+        self._check_usable()
         self._tasks.put((gen, batch_id, slot, epoch, np.asarray(indices, dtype=np.int64)))
 
     def _check_workers(self):
@@ -155,10 +163,7 @@ class WorkerPool(object):
 
     def get_result(self):
         """The next result tuple (kind, gen, batch_id, slot, final, skips); raises RuntimeError if a worker died."""
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            raise RuntimeError("the input pipeline was closed")
+        self._check_usable()
         while True:
             try:
                 result = self._results.get(timeout=_POLL_SECONDS)
