@@ -51,6 +51,7 @@ class InputPipeline(object):
         self._transform = Transform(self.image_size, training, center_crop)
         self.num_workers = (os.cpu_count() or 1) if workers is None else int(workers)
         self._pool = None
+        self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
         if self.num_workers > 0:
             slots = num_slots or 2 * self.num_workers + 2
             self._pool = WorkerPool(dataset, self._transform, self.batch_size, self.num_workers, slots, self.seed,
@@ -93,32 +94,34 @@ class InputPipeline(object):
     def _pool_batches(self, first, stop):
         pool = self._pool
         gen = pool.new_generation()
-        free = list(range(pool.num_slots))
-        if hasattr(self, "_busy_slots"):
-            # Slots still being filled for an abandoned iterator come back as stale results below.
-            free = [s for s in free if s not in self._busy_slots]
-        self._busy_slots = set(range(pool.num_slots)) - set(free)
-        pending, ready = {}, {}
+        if self._slots is None:
+            self._slots = {"free": list(range(pool.num_slots)), "ready": {}}
+        slots = self._slots
+        # Results an abandoned iterator received but never handed out are stale: their slots are free again.
+        # Slots still being filled for it come back as stale results below.
+        for slot, _, _ in slots["ready"].values():
+            slots["free"].append(slot)
+        slots["ready"] = {}
+        free, ready, pending = slots["free"], slots["ready"], {}
         next_submit = next_yield = first
         while stop is None or next_yield < stop:
+            if pool.generation != gen:
+                raise RuntimeError("this batch iterator was superseded by a newer one over the same pipeline")
             while free and (stop is None or next_submit < stop):
                 slot = free.pop()
                 epoch, indices = self.plan.batch(next_submit)
                 pool.submit(gen, next_submit, slot, epoch, indices)
-                self._busy_slots.add(slot)
                 pending[next_submit] = indices
                 next_submit += 1
             while next_yield not in ready:
                 kind, rgen, batch_id, slot, final, skips = pool.get_result()
                 if rgen != gen or kind == "stale":
-                    self._busy_slots.discard(slot)
                     free.append(slot)
                     continue
                 ready[batch_id] = (slot, final, skips)
             slot, final, skips = ready.pop(next_yield)
             # A copy, because tf.data may keep the yielded array alive while the slot is refilled.
             images = pool.ring[slot].copy()
-            self._busy_slots.discard(slot)
             free.append(slot)
             result = self._finish(next_yield, pending.pop(next_yield), final, skips, images)
             next_yield += 1
@@ -128,7 +131,7 @@ class InputPipeline(object):
         """Python generator of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]).
 
         Train: endless, from global batch `first` (default start_batch). Eval: one pass over this rank's shard.
-        Starting a new generator abandons the previous one.
+        One iterator at a time: starting a new one abandons the previous one (which raises if resumed).
         """
         first = self.start_batch if first is None else int(first)
         stop = None if self.training else self.steps_per_epoch

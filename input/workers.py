@@ -107,6 +107,9 @@ class WorkerPool(object):
     """
 
     def __init__(self, dataset, transform, batch_size, num_workers, num_slots, seed, start_method="fork"):
+        if start_method not in ("fork", "spawn"):
+            # forkserver would make the fork server, not us, the workers' parent (breaks the parent-death checks).
+            raise ValueError("start_method %r is not supported: expected 'fork' or 'spawn'" % start_method)
         out_h, out_w = transform.out_size
         shape = (num_slots, batch_size, out_h, out_w, 3)
         size = int(np.prod(shape))
@@ -142,6 +145,10 @@ class WorkerPool(object):
             raise self._error
         if self._closed:
             raise RuntimeError("the input pipeline was closed; create a new InputPipeline")
+
+    @property
+    def generation(self):
+        return self._generation.value
 
     def new_generation(self):
         """Invalidates every queued task (workers skip them) and returns the new generation id."""

@@ -146,3 +146,16 @@ def test_to_model_input_maps_0_and_255_to_minus_one_and_one():
         out = sess.run(to_model_input(value))
     assert out[0, 0] == -1.0 and out[0, 1] == 1.0  # exact ends, no float32 drift
     np.testing.assert_allclose(out[0, 2], 128 / 127.5 - 1, atol=1e-7)
+
+
+def test_a_new_iterator_restarts_eval_and_supersedes_the_old_one():
+    ds = _indexed_dataset(40)
+    with InputPipeline(ds, 8, 4, False, workers=2, num_slots=3) as pipe:
+        first = pipe.batches()
+        next(first)
+        next(first)  # abandoned with slots in flight and results waiting
+        for _ in range(3):  # each full pass still sees every example once: no slot was lost
+            labels = [int(l) for _, lab, m in pipe.batches() for l, keep in zip(lab, m) if keep]
+            assert labels == list(range(40))
+        with pytest.raises(RuntimeError, match="superseded"):
+            next(first)

@@ -6,8 +6,9 @@
 For every N in --workers: our pipeline with N worker processes read through tf_dataset() in a tf.Session, then a
 tf.data pipeline (tf.io.read_file, tf.image.decode_jpeg, sample_distorted_bounding_box with the same area/aspect
 ranges, bilinear resize, random flip, batch) with num_parallel_calls=N and its thread pools limited to N; both sessions
-use intra/inter-op threads = N. The first --warmup_batches batches are never timed. Prints img/s, img/s per core and
-the ratio; compare ratios within one run (other jobs on the machine move the absolute numbers).
+use intra/inter-op threads = N. The first --warmup_batches batches are never timed; each pipeline is built, timed and
+torn down --rounds times in ABBA order, so that load from other jobs hits both alike. Prints img/s (wall), img per CPU-second
+(this process plus our workers: the per-core efficiency, robust to a busy machine) and the ratios.
 """
 import argparse
 import os
@@ -89,17 +90,34 @@ def _cpu_seconds(pids):
     return total
 
 
-def _time(images_op, config, batch_size, warmup, seconds, pids=()):
-    """(img/s wall, img per CPU-second) over `seconds` after `warmup` untimed batches."""
-    with tf.Session(config=config) as sess:
+def _measure(images_op, n, batch_size, warmup, seconds, pids=()):
+    """(images, wall seconds, CPU seconds) of `seconds` of sess.run after `warmup` untimed batches."""
+    with tf.Session(config=_session_config(n)) as sess:
         for _ in range(warmup):
             sess.run(images_op)
-        count, start, cpu0 = 0, time.time(), _cpu_seconds(pids)
+        images, start, cpu0 = 0, time.time(), _cpu_seconds(pids)
         while time.time() - start < seconds:
             sess.run(images_op)
-            count += 1
-        wall, cpu = time.time() - start, _cpu_seconds(pids) - cpu0
-        return count * batch_size / wall, count * batch_size / max(cpu, 1e-6)
+            images += batch_size
+        return images, time.time() - start, _cpu_seconds(pids) - cpu0
+
+
+def _segment(kind, dataset, size, args, n):
+    """Builds one pipeline from scratch, times it and tears it down (nothing of it runs during the other's turn)."""
+    with tf.Graph().as_default():
+        if kind == "tf.data":
+            ref = tf_data_pipeline(dataset.paths, dataset.labels, size, args.batch_size, n)
+            return _measure(_iterator(ref).get_next()[0], n, args.batch_size, args.warmup_batches,
+                            args.seconds / args.rounds)
+        t0 = time.time()
+        with InputPipeline(dataset, size, args.batch_size, True, workers=n, seed=0,
+                           start_method=args.start_method) as pipe:
+            next(pipe.batches())
+            started = time.time() - t0  # constructor + first batch: includes starting the workers
+            result = _measure(_iterator(pipe.tf_dataset()).get_next()[0], n, args.batch_size,
+                              args.warmup_batches, args.seconds / args.rounds, pipe.worker_pids)
+        _segment.started = started
+        return result
 
 
 def _iterator(dataset):
@@ -115,22 +133,19 @@ def run(args):
     size = (args.image_size, args.image_size)
     rows = []
     for n in counts:
-        with tf.Graph().as_default():
-            t0 = time.time()
-            pipe = InputPipeline(dataset, size, args.batch_size, True, workers=n, seed=0,
-                                 start_method=args.start_method)
-            started = time.time() - t0
-            images = _iterator(pipe.tf_dataset()).get_next()[0]
-            ours, ours_cpu = _time(images, _session_config(n), args.batch_size, args.warmup_batches, args.seconds,
-                                   pipe.worker_pids)
-            pipe.close()
-        with tf.Graph().as_default():
-            images = _iterator(tf_data_pipeline(dataset.paths, dataset.labels, size, args.batch_size, n)).get_next()[0]
-            ref, ref_cpu = _time(images, _session_config(n), args.batch_size, args.warmup_batches, args.seconds)
-        rows.append((n, ours, ref, started, ours_cpu, ref_cpu))
+        totals = {"ours": np.zeros(3), "tf.data": np.zeros(3)}
+        # ABBA order over the rounds: a load change on a shared machine hits both pipelines alike.
+        for r in range(args.rounds):
+            for kind in (("ours", "tf.data") if r % 2 == 0 else ("tf.data", "ours")):
+                totals[kind] += _segment(kind, dataset, size, args, n)
+        (ours_img, ours_wall, ours_cpu), (ref_img, ref_wall, ref_cpu) = totals["ours"], totals["tf.data"]
+        ours_rate, ref_rate = ours_img / ours_wall, ref_img / ref_wall
+        ours_eff, ref_eff = ours_img / ours_cpu, ref_img / ref_cpu
+        rows.append((n, ours_rate, ref_rate, _segment.started, ours_eff, ref_eff))
         print("workers=%d  ours %.1f img/s (%.1f img/CPU-s)  tf.data %.1f img/s (%.1f img/CPU-s)  ratio %.2fx  "
-              "(worker start-up %.3f s, %s)" % (n, ours, ours_cpu, ref, ref_cpu, ours / ref, started,
-                                               args.start_method), flush=True)
+              "(first batch %.2f s after start, %s)" % (n, ours_rate, ours_eff, ref_rate, ref_eff,
+                                                       ours_rate / ref_rate, _segment.started, args.start_method),
+              flush=True)
     print()
     print("| cores (N) | ours img/s | ours img/s/core | ours img/CPU-s | tf.data img/s | tf.data img/s/core | "
           "tf.data img/CPU-s | ours / tf.data (wall) | ours / tf.data (CPU) |")
@@ -166,8 +181,9 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--workers", default="1", help="comma-separated worker/core counts, e.g. 1,2")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per pipeline and N")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, in ABBA order")
     parser.add_argument("--warmup_batches", type=int, default=5, help="untimed batches before timing")
-    parser.add_argument("--start_method", default="fork", choices=["fork", "spawn", "forkserver"])
+    parser.add_argument("--start_method", default="fork", choices=["fork", "spawn"])
     args = parser.parse_args(argv)
     tf.disable_v2_behavior()
     if args.make_fake_data:
