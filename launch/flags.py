@@ -1,0 +1,160 @@
+"""Every flag of `python -m launch.train`, and the checks that reject a bad combination before any work starts.
+
+Flag names follow the Ascend ModelZoo and TPU trainers (`--iterations_per_loop`, `--precision_mode`,
+`--train_batch_size`, `--lr_warmup_epochs`), so users can carry their command lines over.
+"""
+from absl import flags
+
+PRECISION_MODES = ("auto", "allow_mix_precision", "force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
+                   "force_fp32")
+DATASETS = ("digits", "auto", "cifar10", "cifar100", "imagefolder", "list")
+
+
+def define_flags():
+  """Registers the trainer's flags on absl's global FLAGS (idempotent, so tests may import twice)."""
+  if "train_batch_size" in flags.FLAGS:
+    return
+  # Data.
+  flags.DEFINE_string("dataset", None, "Dataset: " + " | ".join(DATASETS) + ". Default: digits (the embedded 8x8 "
+                      "digits) without --data_dir, auto (detected from the folder) with it.")
+  flags.DEFINE_string("data_dir", None, "Folder of the dataset (CIFAR binaries, class folders, or a list file).")
+  flags.DEFINE_integer("image_size", 16, "Side of the square model input in pixels; must be divisible by the patch.")
+  flags.DEFINE_integer("train_batch_size", 64, "Training batch size per device (per rank).")
+  flags.DEFINE_integer("eval_batch_size", 128, "Evaluation batch size; at most the size of the test split.")
+  flags.DEFINE_integer("workers", None, "Decode/augment worker threads of the input pipeline (None: pipeline default).")
+  flags.DEFINE_enum("augment", "auto", ["auto", "inception", "none"],
+                    "Training augmentation: inception (the input pipeline's random resized crop + flip, as official "
+                    "fine-tuning) | none (launch/unaugmented.py: resize only, reshuffled every epoch, held in memory). "
+                    "auto: none for digits, inception otherwise.")
+  flags.DEFINE_integer("seed", 0, "Seed of the weight initialisation, dropout and the data order.")
+  flags.DEFINE_integer("rank", None, "This process's rank for data sharding (default: $RANK_ID or 0).")
+  flags.DEFINE_integer("num_ranks", None, "Number of data-parallel ranks (default: $RANK_SIZE or 1).")
+  # Model.
+  flags.DEFINE_string("model", "tiny", "Model: an official name (ViT-B/16, B_16, ViT-Ti/16, ...) or 'tiny' "
+                      "(patch 4, width 64, 4 layers, 4 heads, MLP 128: the digits recipe).")
+  flags.DEFINE_integer("patch_size", None, "Override the model's patch size (e.g. a small patch for small images).")
+  flags.DEFINE_integer("hidden_size", None, "Override the model's token width.")
+  flags.DEFINE_integer("num_layers", None, "Override the model's number of encoder blocks.")
+  flags.DEFINE_integer("num_heads", None, "Override the model's attention heads.")
+  flags.DEFINE_integer("mlp_dim", None, "Override the model's MLP width.")
+  flags.DEFINE_string("init_checkpoint", None, "Start from an official .npz or a checkpoint of ours (prefix or "
+                      "folder); the head is re-initialised when the class count differs.")
+  flags.DEFINE_float("dropout", 0.0, "Dropout rate inside the encoder (0 as in official fine-tuning).")
+  # Optimisation.
+  flags.DEFINE_enum("optimizer", "momentum", ["momentum", "sgd", "adam", "adamw"],
+                    "momentum (default, as official fine-tuning) | sgd | adam | adamw (decoupled weight decay).")
+  flags.DEFINE_float("lr", 0.03, "Peak learning rate (after warm-up).")
+  flags.DEFINE_float("momentum", 0.9, "Momentum of --optimizer=momentum; beta1 of adam/adamw.")
+  flags.DEFINE_float("weight_decay", 0.0, "adamw: decoupled decay (times lr); others: L2 penalty "
+                     "0.5*wd*|w|^2 on the matrices (kernels), not on biases, norms or embeddings.")
+  flags.DEFINE_float("grad_clip_norm", 1.0, "Clip gradients to this global norm (0: off). 1 as in official ViT.")
+  flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the softmax cross-entropy.")
+  flags.DEFINE_enum("lr_schedule", "cosine", ["cosine", "linear", "exponential"],
+                    "Decay after warm-up: cosine | linear (to lr*lr_decay_value) | exponential "
+                    "(times lr_decay_value every lr_decay_epochs).")
+  flags.DEFINE_float("lr_decay_value", None, "cosine/linear: final lr as a fraction of --lr (default 0); "
+                     "exponential: factor per --lr_decay_epochs (default 0.1).")
+  flags.DEFINE_float("lr_decay_epochs", 1.0, "exponential: epochs between two decays.")
+  flags.DEFINE_float("lr_warmup_epochs", None, "Linear warm-up length in epochs (default 0).")
+  flags.DEFINE_integer("lr_warmup_steps", None, "Linear warm-up length in steps (instead of --lr_warmup_epochs).")
+  flags.DEFINE_float("num_epochs", None, "Training length in epochs (default 100 when --train_steps is not given).")
+  flags.DEFINE_integer("train_steps", None, "Training length in steps (instead of --num_epochs).")
+  flags.DEFINE_integer("iterations_per_loop", 10, "Training steps per sess.run (NPU: set_iteration_per_loop; "
+                       "CPU/GPU: an in-graph tf.while_loop). Loss curves equal N=1 for the same seed.")
+  # Precision.
+  flags.DEFINE_enum("precision_mode", "auto", list(PRECISION_MODES),
+                    "NPU: passed to the adapter as is (auto = allow_mix_precision). GPU: float16 compute for the "
+                    "mixed/fp16 modes. CPU: bfloat16 compute for the mixed/fp16 modes when this TF build has the "
+                    "kernels. auto on GPU = allow_mix_precision, on CPU = float32.")
+  flags.DEFINE_string("loss_scale", "auto", "dynamic | a number | off. auto: dynamic for float16 compute (GPU, NPU "
+                      "mixed precision), off for float32/bfloat16.")
+  flags.DEFINE_float("loss_scale_init", 2.0 ** 15, "Initial dynamic loss scale.")
+  flags.DEFINE_integer("loss_scale_growth_steps", 1000, "Dynamic loss scale doubles after this many good steps.")
+  # Ascend debugging (emulated on CPU/GPU).
+  flags.DEFINE_bool("over_dump", False, "NPU: overflow dump (enable_dump_debug). CPU/GPU: name the first op that "
+                    "produced inf/NaN on an overflowing step.")
+  flags.DEFINE_string("over_dump_path", None, "Where overflow dumps go (default: <model_dir>/overflow).")
+  flags.DEFINE_bool("data_dump_flag", False, "NPU: dump tensors of --data_dump_step (enable_dump). CPU/GPU: save that "
+                    "step's key tensors as .npy.")
+  flags.DEFINE_string("data_dump_step", "10", "Step(s) to dump, '|'-separated as on Ascend (e.g. '0|5|10').")
+  flags.DEFINE_string("data_dump_path", None, "Where data dumps go (default: <model_dir>/data_dump).")
+  flags.DEFINE_bool("profiling", False, "NPU: profiling_mode with --profiling_options. CPU/GPU: a Chrome trace of a "
+                    "few steps in <model_dir>/profile.")
+  flags.DEFINE_string("profiling_options", None, "NPU profiling options JSON (default: training and task trace, "
+                      "output <model_dir>/profile).")
+  flags.DEFINE_integer("profiling_steps", 3, "CPU/GPU: how many loops (sess.run calls) to trace after warm-up.")
+  flags.DEFINE_string("fusion_switch_file", None, "NPU: fusion switch config file passed to the adapter.")
+  # Run.
+  flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"],
+                    "train | eval (the latest checkpoint, or --init_checkpoint) | train_and_eval.")
+  flags.DEFINE_integer("eval_every_loops", 0, "Evaluate every this many loops (0: once per epoch and at the end).")
+  flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, summaries, train.log and class_names.txt.")
+  flags.DEFINE_integer("save_every_loops", 0, "Checkpoint every this many loops (0: once per epoch); always at the end.")
+  flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
+  flags.DEFINE_integer("log_every_loops", 1, "Write a log line every this many loops.")
+  flags.DEFINE_integer("warmup_loops", 0, "Loops excluded from the mean img/s (0: auto, the first ~50 steps).")
+  flags.DEFINE_enum("device", "auto", ["auto", "npu", "gpu", "cpu"],
+                    "auto picks the NPU when npu_bridge imports, else a visible GPU, else the CPU.")
+
+
+class FlagError(ValueError):
+  """A bad flag value or combination; the message is the one line the user sees."""
+
+
+def check_flags(f):
+  """Raises FlagError for a bad flag that can be judged without opening data or building the model."""
+  if f.num_epochs is not None and f.train_steps is not None:
+    raise FlagError("--num_epochs and --train_steps conflict: give one of them")
+  if f.lr_warmup_epochs is not None and f.lr_warmup_steps is not None:
+    raise FlagError("--lr_warmup_epochs and --lr_warmup_steps conflict: give one of them")
+  positive = ("train_batch_size", "eval_batch_size", "image_size", "iterations_per_loop", "log_every_loops")
+  for name in positive:
+    if getattr(f, name) is not None and getattr(f, name) <= 0:
+      raise FlagError("--%s must be positive, got %s" % (name, getattr(f, name)))
+  if f.num_epochs is not None and f.num_epochs <= 0:
+    raise FlagError("--num_epochs must be positive, got %s" % f.num_epochs)
+  if f.train_steps is not None and f.train_steps <= 0:
+    raise FlagError("--train_steps must be positive, got %s" % f.train_steps)
+  if f.lr <= 0:
+    raise FlagError("--lr must be positive, got %s" % f.lr)
+  if not 0 <= f.dropout < 1:
+    raise FlagError("--dropout must be in [0, 1), got %s" % f.dropout)
+  if not 0 <= f.label_smoothing < 1:
+    raise FlagError("--label_smoothing must be in [0, 1), got %s" % f.label_smoothing)
+  if f.dataset is not None and f.dataset not in DATASETS:
+    raise FlagError("--dataset=%s is unknown; expected one of %s" % (f.dataset, ", ".join(DATASETS)))
+  if f.dataset not in (None, "digits") and not f.data_dir:
+    raise FlagError("--dataset=%s needs --data_dir (the folder holding it)" % f.dataset)
+  parse_loss_scale(f.loss_scale)
+  parse_dump_steps(f.data_dump_step)
+  if f.num_ranks is not None and f.num_ranks < 1:
+    raise FlagError("--num_ranks must be at least 1, got %s" % f.num_ranks)
+  if f.rank is not None and f.num_ranks is not None and not 0 <= f.rank < f.num_ranks:
+    raise FlagError("--rank=%d is outside [0, --num_ranks=%d)" % (f.rank, f.num_ranks))
+
+
+def parse_loss_scale(value):
+  """'auto' | 'dynamic' | 'off' | a positive number -> ('auto'|'dynamic'|'fixed'|'off', float or None)."""
+  text = str(value).strip().lower()
+  if text in ("auto", "dynamic"):
+    return text, None
+  if text in ("off", "none", "1", "1.0"):
+    return "off", None
+  try:
+    number = float(text)
+  except ValueError:
+    raise FlagError("--loss_scale=%s is not dynamic, off, auto or a number" % value)
+  if not number > 0:
+    raise FlagError("--loss_scale must be positive, got %s" % value)
+  return "fixed", number
+
+
+def parse_dump_steps(value):
+  """'0|5|10' -> [0, 5, 10] (the Ascend dump_step syntax)."""
+  try:
+    steps = [int(s) for s in str(value).split("|") if s.strip()]
+  except ValueError:
+    raise FlagError("--data_dump_step=%s is not a '|'-separated list of step numbers" % value)
+  if any(s < 0 for s in steps):
+    raise FlagError("--data_dump_step=%s has a negative step" % value)
+  return steps

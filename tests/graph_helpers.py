@@ -1,0 +1,77 @@
+"""Tiny in-memory training graphs for the step/loop/loss-scale tests (no input workers, no trainer flags)."""
+import os
+
+# intel-tensorflow 1.15's oneDNN graph rewrite costs seconds on the first run of every new graph, which dominates
+# these millisecond-sized tests; the stock kernels compute the same thing. (No effect on TF 2.x.)
+os.environ.setdefault("TF_DISABLE_MKL", "1")
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from launch import loss_scale as loss_scale_lib
+from launch import optimizers
+from launch import schedules
+from launch import train_graph
+from vit_raw.configs import tiny_config
+from vit_raw.model import vit
+
+NUM_CLASSES = 3
+BATCH = 8
+SIZE = 8
+
+
+def fake_batches(seed=0, n=16):
+  """A repeating tf.data stream of (uint8 images, labels, mask) batches with static shapes."""
+  rs = np.random.RandomState(seed)
+  images = rs.randint(0, 256, (n, SIZE, SIZE, 3)).astype(np.uint8)
+  labels = rs.randint(0, NUM_CLASSES, n).astype(np.int32)
+  ds = tf.data.Dataset.from_tensor_slices((images, labels, np.ones(n, np.float32)))
+  return ds.repeat().batch(BATCH, drop_remainder=True)
+
+
+def build(iterations=1, optimizer="momentum", schedule="cosine", loss_scale="off", total_steps=12, lr=0.05,
+          compute_dtype=tf.float32, growth_steps=1000, initial_scale=2.0 ** 10, poison=None, weight_decay=0.0,
+          in_graph_loop=True):
+  """Builds a training loop on fake data; returns (loop, iterator, parts dict). `poison` multiplies the logits."""
+  tf.set_random_seed(0)
+  config = tiny_config(patch_size=4)
+
+  def model_fn(images, is_training):
+    x = tf.cast(images, tf.float32) / 127.5 - 1.0
+    logits = vit(x, config, NUM_CLASSES, is_training, compute_dtype=compute_dtype)
+    return logits * poison if poison is not None else logits
+
+  train_graph.forward_with_reads(model_fn, tf.zeros([1, SIZE, SIZE, 3], tf.uint8), False, record=False)
+  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False,
+                                use_resource=True)
+  ls = loss_scale_lib.LossScale(loss_scale, initial_scale, growth_steps)
+  holder = train_graph.learning_rate_holder()
+  opt = optimizers.make_optimizer(optimizer, holder, 0.9, weight_decay)
+  spec = train_graph.StepSpec(
+      model_fn=model_fn, num_classes=NUM_CLASSES, optimizer=opt, lr_holder=holder,
+      learning_rate_fn=lambda s: schedules.learning_rate(s, lr, total_steps, schedule, 2, None, 3),
+      global_step=global_step, loss_scale=ls, grad_clip_norm=1.0, label_smoothing=0.1,
+      l2_fn=lambda v: optimizers.l2_penalty(v, weight_decay, optimizer), optimizer_gradients=not in_graph_loop)
+  iterator = tf.data.make_initializable_iterator(fake_batches())
+  loop = train_graph.build_train_loop(spec, train_graph.BatchSource(iterator), iterations, in_graph_loop)
+  return loop, iterator, {"global_step": global_step, "loss_scale": ls, "optimizer": opt}
+
+
+def session():
+  """A session without grappler: these graphs are tiny, and grappler's start-up dominates their run time."""
+  from tensorflow.core.protobuf import rewriter_config_pb2  # pylint: disable=g-import-not-at-top
+  rewrite = rewriter_config_pb2.RewriterConfig(disable_meta_optimizer=True)
+  return tf.Session(config=tf.ConfigProto(graph_options=tf.GraphOptions(rewrite_options=rewrite)))
+
+
+def model_weights(sess):
+  return {v.op.name: sess.run(v) for v in tf.trainable_variables()}
+
+
+def slot_values(sess, optimizer):
+  values = {}
+  for name in optimizer.get_slot_names():
+    for v in tf.trainable_variables():
+      slot = optimizer.get_slot(v, name)
+      if slot is not None:
+        values[slot.op.name] = sess.run(slot)
+  return values
