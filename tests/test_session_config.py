@@ -1,0 +1,17 @@
+"""vit_raw.session_config: the session options the trainer and tools share."""
+import tensorflow.compat.v1 as tf
+
+from vit_raw import session_config
+
+
+def test_defaults_use_all_cores_one_op_at_a_time_and_no_xla():
+  config = session_config.fast_cpu_config()
+  assert config.intra_op_parallelism_threads >= 1
+  assert config.inter_op_parallelism_threads == 1
+  assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.DEFAULT
+
+
+def test_explicit_threads_and_xla_are_honoured():
+  config = session_config.fast_cpu_config(intra_op_threads=3, inter_op_threads=2, xla=True)
+  assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 2)
+  assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.ON_1
