@@ -1,0 +1,54 @@
+"""launch/train_full_1p.sh and train_performance_1p.sh on a tiny run: summary lines, logs and the case file."""
+import os
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model=tiny", "--hidden_size=16", "--num_layers=1", "--num_heads=2", "--mlp_dim=32", "--image_size=8",
+        "--patch_size=4", "--eval_batch_size=64", "--workers=0", "--lr_warmup_steps=2", "--iterations_per_loop=4",
+        "--augment=none"]
+
+
+def _run(script, tmp_path, *args):
+  env = dict(os.environ, ASCEND_DEVICE_ID="3", TF_CPP_MIN_LOG_LEVEL="3", TF_DISABLE_MKL="1")
+  return subprocess.run([os.path.join(REPO, "launch", script), "--output_path=%s" % tmp_path, "--batch_size=32",
+                         "--train_steps=8"] + TINY + list(args), cwd=str(tmp_path), env=env,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+
+
+def _fields(path):
+  with open(path) as f:
+    return dict(line.strip().split(" = ", 1) for line in f if " = " in line)
+
+
+def test_full_script_prints_the_summary_lines_and_writes_the_case_log(tmp_path):
+  result = _run("train_full_1p.sh", tmp_path, "--precision_mode=must_keep_origin_dtype")
+  assert result.returncode == 0, result.stderr
+  lines = dict(l.split(" : ", 1) for l in result.stdout.splitlines() if " : " in l)
+  assert float(lines["Final Performance images/sec"]) > 0
+  assert 0.0 <= float(lines["Final Train Accuracy"]) <= 1.0
+  assert int(lines["E2E Training Duration sec"]) >= 0
+  out = tmp_path / "3"
+  assert "train: epoch" in (out / "train_3.log").read_text()
+  case = _fields(str(out / "tiny_bs32_1p_acc.log"))
+  assert case["Network"] == "tiny" and case["RankSize"] == "1" and case["BatchSize"] == "32"
+  assert case["CaseName"] == "tiny_bs32_1p_acc"
+  assert float(case["ActualFPS"]) == pytest.approx(float(lines["Final Performance images/sec"]))
+  assert float(case["TrainAccuracy"]) == pytest.approx(float(lines["Final Train Accuracy"]))
+  for key in ("DeviceType", "TrainingTime", "ActualLoss", "E2ETrainingTime"):
+    assert case[key]
+
+
+def test_performance_script_skips_eval_and_names_the_case_perf(tmp_path):
+  result = _run("train_performance_1p.sh", tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert "Final Performance images/sec" in result.stdout and "Final Train Accuracy" not in result.stdout
+  case = _fields(str(tmp_path / "3" / "tiny_bs32_1p_perf.log"))
+  assert case["CaseName"] == "tiny_bs32_1p_perf" and "TrainAccuracy" not in case
+  assert "eval:" not in (tmp_path / "3" / "train_3.log").read_text()
+
+
+def test_failed_training_fails_the_script(tmp_path):
+  result = _run("train_full_1p.sh", tmp_path, "--model=ViT-Q/7")
+  assert result.returncode == 2 and "unknown model" in result.stderr
