@@ -24,6 +24,13 @@ def _image_hw(image_size):
     return int(image_size), int(image_size)
 
 
+def _available_cores():
+    """Cores this process may run on (a container's CPU set, not the host's core count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 class InputPipeline(object):
     """Batches of one dataset for one rank, training (endless, reshuffled) or evaluation (one exact pass).
 
@@ -49,7 +56,7 @@ class InputPipeline(object):
         self.skipped = 0
         self._warned = set()
         self._transform = Transform(self.image_size, training, center_crop)
-        self.num_workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        self.num_workers = _available_cores() if workers is None else int(workers)
         self._pool = None
         self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
         if self.num_workers > 0:
@@ -59,7 +66,7 @@ class InputPipeline(object):
 
     # -- consumer side ---------------------------------------------------------------------------------------------
 
-    def _finish(self, batch_id, indices, final, skips, images):
+    def _finish(self, batch_id, final, skips, images):
         """(images, labels, mask) for one batch from a worker's report; warns about and counts bad files."""
         labels = np.zeros([self.batch_size], np.int32)
         mask = np.zeros([self.batch_size], np.float32)
@@ -73,12 +80,9 @@ class InputPipeline(object):
                 self._warned.add(where)
                 _log.warning("input: skipped %s: %s", where, reason)
         if (batch_id + 1) % self.steps_per_epoch == 0:
-            epoch = batch_id // self.steps_per_epoch
-            _log.info("input: %s %s epoch %d done, %d bad files skipped so far", self.dataset.name,
-                      self.dataset.split, epoch, self.skipped)
-            if self.skipped:
-                _log.warning("input: %d bad files skipped so far (epoch %d of %s %s)", self.skipped, epoch,
-                             self.dataset.name, self.dataset.split)
+            report = _log.warning if self.skipped else _log.info
+            report("input: %d bad files skipped so far (epoch %d of %s %s)", self.skipped,
+                   batch_id // self.steps_per_epoch, self.dataset.name, self.dataset.split)
         return images, labels, mask
 
     def _local_batches(self, first, stop):
@@ -88,7 +92,7 @@ class InputPipeline(object):
             epoch, indices = self.plan.batch(k)
             images = np.empty([self.batch_size, h, w, 3], np.uint8)
             final, skips = batch_lib.fill_batch(self.dataset, self._transform, images, epoch, indices, self.seed)
-            yield self._finish(k, indices, final, skips, images)
+            yield self._finish(k, final, skips, images)
             k += 1
 
     def _pool_batches(self, first, stop):
@@ -102,7 +106,7 @@ class InputPipeline(object):
         for slot, _, _ in slots["ready"].values():
             slots["free"].append(slot)
         slots["ready"] = {}
-        free, ready, pending = slots["free"], slots["ready"], {}
+        free, ready = slots["free"], slots["ready"]
         next_submit = next_yield = first
         while stop is None or next_yield < stop:
             if pool.generation != gen:
@@ -111,7 +115,6 @@ class InputPipeline(object):
                 slot = free.pop()
                 epoch, indices = self.plan.batch(next_submit)
                 pool.submit(gen, next_submit, slot, epoch, indices)
-                pending[next_submit] = indices
                 next_submit += 1
             while next_yield not in ready:
                 kind, rgen, batch_id, slot, final, skips = pool.get_result()
@@ -123,7 +126,7 @@ class InputPipeline(object):
             # A copy, because tf.data may keep the yielded array alive while the slot is refilled.
             images = pool.ring[slot].copy()
             free.append(slot)
-            result = self._finish(next_yield, pending.pop(next_yield), final, skips, images)
+            result = self._finish(next_yield, final, skips, images)
             next_yield += 1
             yield result
 

@@ -142,17 +142,19 @@ def run(args):
         ours_rate, ref_rate = ours_img / ours_wall, ref_img / ref_wall
         ours_eff, ref_eff = ours_img / ours_cpu, ref_img / ref_cpu
         rows.append((n, ours_rate, ref_rate, _segment.started, ours_eff, ref_eff))
-        print("workers=%d  ours %.1f img/s (%.1f img/CPU-s)  tf.data %.1f img/s (%.1f img/CPU-s)  ratio %.2fx  "
-              "(first batch %.2f s after start, %s)" % (n, ours_rate, ours_eff, ref_rate, ref_eff,
-                                                       ours_rate / ref_rate, _segment.started, args.start_method),
-              flush=True)
+        print("workers=%d  ours %.1f img/s (%.1f img/CPU-s, %.2f CPUs busy)  tf.data %.1f img/s (%.1f img/CPU-s, "
+              "%.2f CPUs busy)  ratio %.2fx  (first batch %.2f s after start, %s)" % (
+                  n, ours_rate, ours_eff, ours_rate / ours_eff, ref_rate, ref_eff, ref_rate / ref_eff,
+                  ours_rate / ref_rate, _segment.started, args.start_method), flush=True)
     print()
-    print("| cores (N) | ours img/s | ours img/s/core | ours img/CPU-s | tf.data img/s | tf.data img/s/core | "
-          "tf.data img/CPU-s | ours / tf.data (wall) | ours / tf.data (CPU) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    # "CPUs busy" = wall rate / CPU rate: below N means the pipeline did not get N cores (other jobs, or waiting).
+    print("| cores (N) | ours img/s | ours img/s/core | ours img/CPU-s | ours CPUs busy | tf.data img/s | "
+          "tf.data img/s/core | tf.data img/CPU-s | tf.data CPUs busy | ours / tf.data (wall) | ours / tf.data (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n, ours, ref, _, ours_cpu, ref_cpu in rows:
-        print("| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.2fx | %.2fx |" % (
-            n, ours, ours / n, ours_cpu, ref, ref / n, ref_cpu, ours / ref, ours_cpu / ref_cpu))
+        print("| %d | %.0f | %.0f | %.0f | %.2f | %.0f | %.0f | %.0f | %.2f | %.2fx | %.2fx |" % (
+            n, ours, ours / n, ours_cpu, ours / ours_cpu, ref, ref / n, ref_cpu, ref / ref_cpu, ours / ref,
+            ours_cpu / ref_cpu))
     if len(rows) > 1 and rows[0][0] == 1:
         for n, ours, ref in [r[:3] for r in rows[1:]]:
             print("scaling 1 -> %d workers: ours %.2fx, tf.data %.2fx" % (n, ours / rows[0][1], ref / rows[0][2]))
