@@ -113,6 +113,14 @@ def loss_scale_optimizer(optimizer, mode, initial_scale, growth_steps, is_distri
   return optimizer_lib.NPULossScaleOptimizer(optimizer, manager, is_distributed=is_distributed)
 
 
+def loss_scale_of(optimizer):
+  """The current loss scale tensor of an NPULossScaleOptimizer (its manager's get_loss_scale()), or None."""
+  manager = getattr(optimizer, "_loss_scale_manager", None)
+  if manager is None or not hasattr(manager, "get_loss_scale"):
+    return None
+  return manager.get_loss_scale()
+
+
 def distributed_optimizer(optimizer):
   """NPUDistributedOptimizer(optimizer): gradients are all-reduced over the ranks before apply_gradients."""
   return _modules()[3].NPUDistributedOptimizer(optimizer)

@@ -128,7 +128,7 @@ def make_plan(f):
   if f.train_steps is not None:
     total = f.train_steps
   else:
-    total = int(math.ceil((f.num_epochs if f.num_epochs is not None else 100.0) * steps_per_epoch))
+    total = int(math.ceil((f.num_epochs if f.num_epochs is not None else 50.0) * steps_per_epoch))
   if f.iterations_per_loop > steps_per_epoch:
     raise FlagError("--iterations_per_loop=%d is larger than an epoch (%d steps of batch %d); use at most %d" % (
         f.iterations_per_loop, steps_per_epoch, f.train_batch_size, steps_per_epoch))
@@ -136,8 +136,6 @@ def make_plan(f):
     warmup = f.lr_warmup_steps
   else:
     warmup = int(round((f.lr_warmup_epochs or 0.0) * steps_per_epoch))
-  if f.mode != "eval" and warmup >= total:
-    raise FlagError("the warm-up (%d steps) is not shorter than training (%d steps)" % (warmup, total))
   decay_steps = max(1, int(round(f.lr_decay_epochs * steps_per_epoch)))
 
   compute_dtype = device_lib.compute_dtype(device, precision_mode)

@@ -100,6 +100,8 @@ def build_graph(f, plan, start_step, restoring):
     debug_probe = plan.device != "npu" and (f.over_dump or f.data_dump_flag)
     g["loop"] = train_graph.build_train_loop(spec, source, plan.iterations, plan.in_graph_loop,
                                              keep_last_batch=debug_probe)
+    if npu_scaling and npu.loss_scale_of(optimizer) is not None:
+      g["loop"].fetches["loss_scale"] = npu.loss_scale_of(optimizer)  # log npu_bridge's scale, not ours (off)
     g["probe"] = debugging.Probe(model_fn, plan.num_classes, source.shapes, f.label_smoothing) if debug_probe \
         else None
   if plan.eval_ds is not None:

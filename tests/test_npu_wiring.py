@@ -72,7 +72,7 @@ def test_loss_scale_managers(fake_bridge):
 def test_trainer_on_npu_wires_loop_loss_scale_and_distribution(fake_bridge, tmp_path):
   d = str(tmp_path)
   run_trainer(d, "--device=npu", "--train_steps=8", "--iterations_per_loop=4", "--mode=train",
-              "--precision_mode=allow_mix_precision", "--num_ranks=2", "--rank=1")
+              "--precision_mode=allow_mix_precision", "--num_ranks=2", "--rank=1", "--loss_scale_init=4096")
   (loop_call,) = _calls(fake_bridge, "set_iteration_per_loop")
   assert loop_call["iterations_per_loop"] == 4
   assert loop_call["train_op"].type == "NoOp"
@@ -86,3 +86,4 @@ def test_trainer_on_npu_wires_loop_loss_scale_and_distribution(fake_bridge, tmp_
   train, _, _ = read_log(d)
   # The stand-in does not repeat the step, so only the trainer's own step count is checked here.
   assert [r["step"] for r in train] == [4, 8]
+  assert all(r["loss_scale"] == 4096 for r in train)  # the scale logged is npu_bridge's manager's

@@ -1,4 +1,6 @@
 """Stand-in (not Ascend's code): loss-scale managers that only remember their arguments."""
+import tensorflow.compat.v1 as tf
+
 import npu_bridge
 
 
@@ -10,9 +12,15 @@ class ExponentialUpdateLossScaleManager(object):
                           decr_ratio=decr_ratio)
     npu_bridge.record("ExponentialUpdateLossScaleManager", **self.arguments)
 
+  def get_loss_scale(self):
+    return tf.constant(float(self.arguments["init_loss_scale"]))
+
 
 class FixedLossScaleManager(object):
 
   def __init__(self, loss_scale):
     self.arguments = dict(loss_scale=loss_scale)
     npu_bridge.record("FixedLossScaleManager", **self.arguments)
+
+  def get_loss_scale(self):
+    return tf.constant(float(self.arguments["loss_scale"]))
