@@ -162,6 +162,54 @@ def run(args):
         _cpu_name(), os.cpu_count() or 0, cv2.__version__, tf.__version__, sys.version.split()[0]))
 
 
+def profile_stages(args):
+    """CPU ms per example of each stage of our per-example work, and of tf.image.decode_jpeg, in this process.
+
+    Single-threaded process CPU time, so the numbers hold up on a busy machine better than wall-clock rates.
+    """
+    from input import image_codec, sampling
+    cv2.setNumThreads(1)
+    dataset = open_dataset("auto", args.data_dir, "train")
+    count = min(len(dataset), 200)
+    data = [dataset.read_encoded(i) for i in range(count)]
+    size = (args.image_size, args.image_size)
+    transform = augment.Transform(size, training=True)
+    out = np.empty(size + (3,), np.uint8)
+    decoded = image_codec.decode_bgr(data[0], "x")
+    crop = decoded[: decoded.shape[0] * 3 // 4, : decoded.shape[1] * 3 // 4]
+
+    with tf.Graph().as_default():
+        encoded = tf.placeholder(tf.string, [])
+        tf_decode = tf.image.decode_jpeg(encoded, channels=3)
+        tf_noop = tf.identity(encoded)
+        sess = tf.Session(config=_session_config(1))
+
+    stages = [
+        ("read file", lambda i: dataset.read_encoded(i)),
+        ("per-example RNG", lambda i: sampling.augment_rng(0, 0, i)),
+        ("JPEG header size", lambda i: image_codec.jpeg_size(data[i])),
+        ("cv2.imdecode full", lambda i: image_codec.decode_bgr(data[i], "x")),
+        ("cv2.imdecode 1/2", lambda i: image_codec.decode_bgr(data[i], "x", 2)),
+        ("cv2.resize 3/4 crop", lambda i: cv2.resize(crop, size[::-1], interpolation=cv2.INTER_LINEAR)),
+        ("flip+RGB+copy", lambda i: out.__setitem__(Ellipsis, out[:, ::-1, ::-1])),
+        ("whole train example", lambda i: transform.apply(dataset, i, sampling.augment_rng(0, 0, i), out)),
+        ("tf decode_jpeg (minus run)", lambda i: sess.run(tf_decode, {encoded: data[i]})),
+        ("tf session.run overhead", lambda i: sess.run(tf_noop, {encoded: data[i]})),
+    ]
+    results = {}
+    for name, fn in stages:
+        for i in range(min(count, 10)):  # warm-up, untimed
+            fn(i)
+        start = time.process_time()
+        for i in range(count):
+            fn(i)
+        results[name] = (time.process_time() - start) / count * 1000.0
+    results["tf decode_jpeg (minus run)"] -= results["tf session.run overhead"]
+    print("CPU ms per example at %dx%d over %d files:" % (size[0], size[1], count))
+    for name, _ in stages:
+        print("  %-28s %7.3f" % (name, results[name]))
+
+
 def _cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -185,6 +233,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per pipeline and N")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, in ABBA order")
     parser.add_argument("--warmup_batches", type=int, default=5, help="untimed batches before timing")
+    parser.add_argument("--stages", action="store_true",
+                        help="instead: CPU cost per example of each stage, in-process (and of tf decode_jpeg)")
     parser.add_argument("--start_method", default="fork", choices=["fork", "spawn"])
     args = parser.parse_args(argv)
     tf.disable_v2_behavior()
@@ -194,6 +244,9 @@ def main(argv=None):
     if not args.data_dir:
         parser.error("give --data_dir (or --make_fake_data DIR)")
     try:
+        if args.stages:
+            profile_stages(args)
+            return
         run(args)
     except ValueError as e:
         print("error: %s" % e, file=sys.stderr)
