@@ -15,3 +15,16 @@ def test_explicit_threads_and_xla_are_honoured():
   config = session_config.fast_cpu_config(intra_op_threads=3, inter_op_threads=2, xla=True)
   assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 2)
   assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.ON_1
+
+
+def test_xla_config_really_compiles_on_cpu():
+  # global_jit_level alone is ignored on CPU; the trace must show an XLA cluster running.
+  x = tf.Variable(tf.ones([8, 8]))
+  y = tf.reduce_sum(tf.sigmoid(tf.matmul(x, x) * 2.0 + 1.0))
+  options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
+  metadata = tf.RunMetadata()
+  with tf.Session(config=session_config.fast_cpu_config(xla=True)) as sess:
+    sess.run(tf.global_variables_initializer())
+    sess.run(y, options=options, run_metadata=metadata)
+  names = [n.node_name for d in metadata.step_stats.dev_stats for n in d.node_stats]
+  assert any("xla_run" in n for n in names), names

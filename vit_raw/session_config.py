@@ -19,4 +19,9 @@ def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, all
       allow_soft_placement=allow_soft_placement)
   if xla:
     config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+    # On CPU, global_jit_level is silently ignored unless this XLA flag is set before TF first reads its flags
+    # (checked with a trace: no xla_run ops without it, on both stacks).
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "--tf_xla_cpu_global_jit" not in flags:
+      os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
   return config
