@@ -39,30 +39,36 @@ flags.DEFINE_string("trace", "", "If set, write a Chrome trace (timeline JSON) o
 flags.DEFINE_bool("forward_only", False, "Time the forward pass only (inference).")
 
 
-def _timed(sess, fetch, steps, warmup):
-  for _ in range(warmup):
-    sess.run(fetch)
+class MatmulProbe(object):
+  """A size x size matmul in `dtype` in its own graph and session, timed between training steps.
+
+  Interleaving it with the steps means both see the same machine load, so their ratio stays meaningful when other
+  jobs share the cores.
+  """
+
+  def __init__(self, config, dtype, size):
+    self.size = size
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      # Operands cast once into variables so the timed op is the matmul alone.
+      a = tf.Variable(tf.cast(tf.random_normal([size, size]), dtype), trainable=False)
+      b = tf.Variable(tf.cast(tf.random_normal([size, size]), dtype), trainable=False)
+      self.op = tf.matmul(a, b).op
+      self.sess = tf.Session(graph=self.graph, config=config)
+      self.sess.run(tf.global_variables_initializer())
+    for _ in range(2):
+      self.sess.run(self.op)
+
+  def gflops(self, runs=3):
+    """Best-of-`runs` GFLOP/s now."""
+    best = min(_time_once(self.sess, self.op) for _ in range(runs))
+    return 2.0 * self.size ** 3 / best / 1e9
+
+
+def _time_once(sess, fetch):
   start = time.time()
-  for _ in range(steps):
-    sess.run(fetch)
-  return (time.time() - start) / steps
-
-
-def matmul_gflops(config, dtype, size, steps=10):
-  """GFLOP/s of one size x size matmul in `dtype` run through a session with `config`."""
-  with tf.Graph().as_default():
-    a = tf.Variable(tf.random_normal([size, size]), trainable=False)
-    b = tf.Variable(tf.random_normal([size, size]), trainable=False)
-    # Cast once into variables so the timed op is the matmul alone.
-    ac = tf.Variable(tf.zeros([size, size], dtype), trainable=False)
-    bc = tf.Variable(tf.zeros([size, size], dtype), trainable=False)
-    init = [tf.assign(ac, tf.cast(a, dtype)), tf.assign(bc, tf.cast(b, dtype))]
-    product = tf.matmul(ac, bc)
-    with tf.Session(config=config) as sess:
-      sess.run(tf.global_variables_initializer())
-      sess.run(init)
-      seconds = _timed(sess, product.op, steps, 2)
-  return 2.0 * size ** 3 / seconds / 1e9
+  sess.run(fetch)
+  return time.time() - start
 
 
 def train_step_graph(config, batch_size, image_size, num_classes, dtype, optimizer, gelu, forward_only):
@@ -86,12 +92,20 @@ def main(argv):
   dtype = tf.as_dtype(FLAGS.dtype)
   sess_config = session_config.fast_cpu_config(FLAGS.intra_op_threads or None, FLAGS.inter_op_threads or None,
                                                xla=FLAGS.xla)
+  probe = MatmulProbe(session_config.fast_cpu_config(FLAGS.intra_op_threads or None), dtype,
+                      FLAGS.matmul_size) if FLAGS.matmul_size else None
+  step_times, peaks = [], []
   with tf.Graph().as_default():
     step = train_step_graph(config, FLAGS.batch_size, FLAGS.image_size, FLAGS.num_classes, dtype,
                             FLAGS.optimizer, FLAGS.gelu, FLAGS.forward_only)
     with tf.Session(config=sess_config) as sess:
       sess.run(tf.global_variables_initializer())
-      seconds = _timed(sess, step, FLAGS.steps, FLAGS.warmup)
+      for _ in range(FLAGS.warmup):
+        sess.run(step)
+      for _ in range(FLAGS.steps):
+        step_times.append(_time_once(sess, step))
+        if probe:
+          peaks.append(probe.gflops())
       if FLAGS.trace:
         from tensorflow.python.client import timeline  # pylint: disable=g-import-not-at-top
         options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
@@ -99,16 +113,19 @@ def main(argv):
         sess.run(step, options=options, run_metadata=metadata)
         with open(FLAGS.trace, "w") as f:
           f.write(timeline.Timeline(metadata.step_stats).generate_chrome_trace_format())
-  images_per_second = FLAGS.batch_size / seconds
   flops = model.forward_flops(config, FLAGS.image_size, FLAGS.num_classes) * (1 if FLAGS.forward_only else 3)
-  achieved = flops * images_per_second / 1e9
-  line = ("%s @%d batch %d %s %s%s: %.3f s/step, %.2f img/s, %.1f GFLOP/s (%.1f GFLOP/img)"
-          % (config.name, FLAGS.image_size, FLAGS.batch_size, FLAGS.dtype,
-             "forward" if FLAGS.forward_only else FLAGS.optimizer, " xla" if FLAGS.xla else "",
-             seconds, images_per_second, achieved, flops / 1e9))
-  if FLAGS.matmul_size:
-    peak = matmul_gflops(sess_config, dtype, FLAGS.matmul_size)
-    line += ", %d^2 %s matmul %.1f GFLOP/s, ratio %.2f" % (FLAGS.matmul_size, FLAGS.dtype, peak, achieved / peak)
+  median, best = float(np.median(step_times)), min(step_times)
+  achieved = flops * FLAGS.batch_size / median / 1e9
+  line = ("%s @%d batch %d %s %s%s: %.3f s/step median (best %.3f), %.2f img/s (best %.2f), %.1f GFLOP/s "
+          "(%.1f GFLOP/img)" % (config.name, FLAGS.image_size, FLAGS.batch_size, FLAGS.dtype,
+                                "forward" if FLAGS.forward_only else FLAGS.optimizer, " xla" if FLAGS.xla else "",
+                                median, best, FLAGS.batch_size / median, FLAGS.batch_size / best, achieved,
+                                flops / 1e9))
+  if probe:
+    # Step i is compared with the matmul timed right after it, then the median of those ratios is reported.
+    ratios = [flops * FLAGS.batch_size / t / 1e9 / p for t, p in zip(step_times, peaks)]
+    line += ", %d^2 %s matmul %.1f GFLOP/s (interleaved), ratio %.2f" % (
+        FLAGS.matmul_size, FLAGS.dtype, float(np.median(peaks)), float(np.median(ratios)))
   print("TF %s | %s" % (tf.__version__, line))
   sys.stdout.flush()
 
