@@ -3,8 +3,8 @@
   python -m tools.bench_model --model ViT-B/16 --image_size 224 --batch_size 8 [--dtype bfloat16] [--steps 10]
 
 Prints img/s, achieved GFLOP/s (matmul FLOPs counted analytically, 2 per multiply-add, training = 3x forward)
-and the ratio to a square matmul of the same dtype measured in the same process, so the ratio stays meaningful
-on a busy machine.
+and the ratio to a square matmul of the same dtype timed in the same process right after each step, so the
+ratio stays meaningful when other jobs share the cores. img/s is reported for the median and for the best step.
 """
 import os
 import sys
