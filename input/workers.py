@@ -171,6 +171,9 @@ class WorkerPool(object):
     def get_result(self):
         """The next result tuple (kind, gen, batch_id, slot, final, skips); raises RuntimeError if a worker died."""
         self._check_usable()
+        # Checked on every call, not only when the queue runs dry: the other workers may keep the queue busy
+        # while the batch a dead worker held never arrives.
+        self._check_workers()
         while True:
             try:
                 result = self._results.get(timeout=_POLL_SECONDS)

@@ -105,6 +105,7 @@ def test_killed_worker_is_a_clear_error_not_a_hang():
         batches = pipe.batches()
         next(batches)
         victim = pipe.worker_pids[1]
+        time.sleep(0.5)  # all slots filled: the victim dies idle, while the other worker could carry on alone
         os.kill(victim, signal.SIGKILL)
         _alarm(30)
         with pytest.raises(RuntimeError) as info:
