@@ -4,6 +4,7 @@ One batch's journey: sampling.BatchPlan says which examples form global batch k;
 augments them (augment.py, batch.py) into a shared-memory slot; the consumer here takes batches in order, copies the
 slot into the array handed to tf.data and frees the slot; the graph scales to [-1, 1] (preprocess.py).
 """
+import inspect
 import logging
 import os
 
@@ -149,9 +150,14 @@ class InputPipeline(object):
         """
         h, w = self.image_size
         b = self.batch_size
-        dataset = tf.data.Dataset.from_generator(
-            lambda: self.batches(), (tf.uint8, tf.int32, tf.float32),
-            (tf.TensorShape([b, h, w, 3]), tf.TensorShape([b]), tf.TensorShape([b])))
+        types = (tf.uint8, tf.int32, tf.float32)
+        shapes = (tf.TensorShape([b, h, w, 3]), tf.TensorShape([b]), tf.TensorShape([b]))
+        if "output_signature" in inspect.signature(tf.data.Dataset.from_generator).parameters:
+            # TF 2.x: the same thing without the deprecation warning that output_types/shapes print.
+            signature = tuple(tf.TensorSpec(s, t) for s, t in zip(shapes, types))
+            dataset = tf.data.Dataset.from_generator(lambda: self.batches(), output_signature=signature)
+        else:
+            dataset = tf.data.Dataset.from_generator(lambda: self.batches(), types, shapes)
         return dataset.prefetch(prefetch)
 
     @property
