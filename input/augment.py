@@ -11,7 +11,6 @@ on both axes is decoded by libjpeg at 1/2 (1/4, 1/8) scale, which is much cheape
 import math
 
 import cv2
-import numpy as np
 
 from input import image_codec
 

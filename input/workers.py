@@ -21,7 +21,6 @@ RuntimeError naming it and its exit code. close() is idempotent and runs at inte
 import atexit
 import ctypes
 import ctypes.util
-import logging
 import mmap
 import multiprocessing as mp
 import os
@@ -36,7 +35,6 @@ import numpy as np
 
 from input import batch as batch_lib
 
-_log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.25
 _live_pools = weakref.WeakSet()
 
