@@ -3,6 +3,7 @@
 Train: inception-style random resized crop as in the official ViT fine-tuning (decode_and_random_crop): crop area
 5-100 % of the image, aspect ratio 3/4..4/3 drawn log-uniformly, up to 10 attempts, then a central crop whose aspect
 is clamped to that range; resize to the output size; horizontal flip with probability 1/2.
+Train with augment="none": the eval resize, for data whose meaning a crop or a mirror destroys (8x8 digits).
 Eval: resize the whole image to the output size, or (center_crop=True) resize so the output is the central
 CENTER_CROP_FRACTION of the resized image (the usual 224-of-256 crop) and cut that centre.
 The crop is planned on the JPEG's header size before decoding, so a crop at least 2x (4x, 8x) larger than the output
@@ -18,6 +19,7 @@ AREA_RANGE = (0.05, 1.0)
 ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 MAX_ATTEMPTS = 10
 CENTER_CROP_FRACTION = 0.875
+AUGMENTATIONS = ("inception", "none")
 
 
 def random_resized_crop(height, width, rng, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE,
@@ -68,19 +70,23 @@ class Transform(object):
 
     Attributes:
       out_size: (height, width) of the output.
-      training: random crop and flip when True, deterministic resize otherwise.
-      center_crop: eval only; resize-then-center-crop instead of a plain resize.
+      training: random crop and flip when True (and augment is "inception"), deterministic resize otherwise.
+      center_crop: resize-then-center-crop instead of a plain resize, wherever the resize applies.
+      augment: "inception" (random resized crop + flip in training) or "none" (training resizes like eval).
     """
 
-    def __init__(self, out_size, training, center_crop=False):
+    def __init__(self, out_size, training, center_crop=False, augment="inception"):
+        if augment not in AUGMENTATIONS:
+            raise ValueError("augment must be one of %s, got %r" % (", ".join(AUGMENTATIONS), augment))
         self.out_size = tuple(int(s) for s in out_size)
         self.training = bool(training)
         self.center_crop = bool(center_crop)
+        self.augment = augment
 
     def _region(self, height, width, rng):
         """(y, x, h, w, flip) to cut from a height x width source image."""
         out_h, out_w = self.out_size
-        if self.training:
+        if self.training and self.augment == "inception":
             y, x, h, w = random_resized_crop(height, width, rng)
             return y, x, h, w, bool(rng.random() < 0.5)
         if not self.center_crop:

@@ -43,8 +43,12 @@ class InputPipeline(object):
     """
 
     def __init__(self, dataset, image_size, batch_size, training, workers=None, seed=0, rank=0, num_ranks=1,
-                 center_crop=False, start_batch=0, start_method="fork", num_slots=None):
-        """workers=None uses every core; workers=0 builds batches in the calling thread (debugging)."""
+                 center_crop=False, start_batch=0, augment="inception", start_method="fork", num_slots=None):
+        """workers=None uses every core; workers=0 builds batches in the calling thread (debugging).
+
+        augment="none" trains on the eval resize (still reshuffled every epoch): for data that a crop or a
+        mirror destroys, such as the 8x8 digits.
+        """
         self.dataset = dataset
         self.image_size = _image_hw(image_size)
         self.batch_size = int(batch_size)
@@ -56,7 +60,7 @@ class InputPipeline(object):
         self.num_examples = self.plan.num_examples
         self.skipped = 0
         self._warned = set()
-        self._transform = Transform(self.image_size, training, center_crop)
+        self._transform = Transform(self.image_size, training, center_crop, augment)
         self.num_workers = _available_cores() if workers is None else int(workers)
         self._pool = None
         self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators

@@ -81,3 +81,24 @@ def test_png_and_gray_images_become_rgb(tmp_path):
     ds = FileDataset("f", "train", ["c"], [path], [0])
     assert ds.read(0).shape == (10, 12, 3) and int(ds.read(0).min()) == 77
     assert math.isclose(float(ds.read(0).mean()), 77.0)
+
+
+def test_training_without_augmentation_is_the_eval_resize():
+    image = _gradient()
+    ds = ArrayDataset("t", "train", ["a"], image[None], [0])
+    expected = np.zeros((16, 24, 3), np.uint8)
+    augment.Transform((16, 24), training=False).apply(ds, 0, None, expected)
+    plain = augment.Transform((16, 24), training=True, augment="none")
+    for seed in range(10):
+        out = np.zeros((16, 24, 3), np.uint8)
+        plain.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
+        assert np.array_equal(out, expected)  # no crop, no flip, whatever the seed
+
+
+def test_unknown_augmentation_is_refused():
+    try:
+        augment.Transform((16, 16), training=True, augment="mixup")
+    except ValueError as e:
+        assert "mixup" in str(e) and "inception" in str(e)
+    else:
+        raise AssertionError("an unknown augmentation was accepted")
