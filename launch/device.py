@@ -16,6 +16,8 @@ _REDUCED = ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16")
 
 def visible_gpus():
   """Names of the GPUs TensorFlow can use (empty on CPU-only builds)."""
+  if not tf.test.is_built_with_cuda() and not tf.test.is_built_with_rocm():
+    return []  # listing devices would start a session's worth of runtime just to learn there is no GPU
   from tensorflow.python.client import device_lib  # pylint: disable=g-import-not-at-top
   return [d.name for d in device_lib.list_local_devices() if d.device_type == "GPU"]
 

@@ -11,6 +11,9 @@ import os
 import sys
 import time
 
+# TensorFlow's C++ start-up INFO lines would bury a one-line usage error; warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -294,5 +297,7 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+  # TF's own Python deprecation notices go to its logger, not to our log lines; keep only its errors.
+  tf.get_logger().setLevel("ERROR")
   tf.disable_v2_behavior()
   app.run(main, flags_parser=parse_flags)
