@@ -23,9 +23,9 @@ def define_flags():
   flags.DEFINE_integer("eval_batch_size", 128, "Evaluation batch size; at most the size of the test split.")
   flags.DEFINE_integer("workers", None, "Decode/augment worker threads of the input pipeline (None: pipeline default).")
   flags.DEFINE_enum("augment", "auto", ["auto", "inception", "none"],
-                    "Training augmentation: inception (the input pipeline's random resized crop + flip, as official "
-                    "fine-tuning) | none (launch/unaugmented.py: resize only, reshuffled every epoch, held in memory). "
-                    "auto: none for digits, inception otherwise.")
+                    "Training augmentation of the input pipeline: inception (random resized crop + flip, as official "
+                    "fine-tuning) | none (the eval resize, still reshuffled every epoch). auto: none for digits "
+                    "(a crop or a mirror destroys an 8x8 digit), inception otherwise.")
   flags.DEFINE_integer("seed", 0, "Seed of the weight initialisation, dropout and the data order.")
   flags.DEFINE_integer("rank", None, "This process's rank for data sharding (default: $RANK_ID or 0).")
   flags.DEFINE_integer("num_ranks", None, "Number of data-parallel ranks (default: $RANK_SIZE or 1).")

@@ -40,7 +40,7 @@ Attributes:
   model_dir: where everything is written.
   dump_steps: steps whose tensors --data_dump_flag saves.
   eval_steps_per_pass: eval batches in one pass (0 without eval).
-  augment: "inception" (the input pipeline's training transform) or "none" (launch.unaugmented).
+  augment: "inception" or "none": the input pipeline's training transform.
 """
 
 

@@ -35,7 +35,6 @@ from launch import schedules
 from launch import train_graph
 from launch.flags import FlagError, check_flags, define_flags
 from launch.plan import make_plan
-from launch.unaugmented import UnaugmentedStream
 from vit_raw import checkpoint as vit_checkpoint
 from vit_raw.model import vit
 
@@ -88,10 +87,9 @@ def build_graph(f, plan, start_step, restoring):
       return schedules.learning_rate(step, f.lr, plan.total_steps, f.lr_schedule, plan.warmup_steps,
                                      f.lr_decay_value, plan.decay_steps)
 
-    pipeline_class = UnaugmentedStream if plan.augment == "none" else InputPipeline
-    g["train_pipe"] = pipeline_class(plan.train_ds, size, f.train_batch_size, workers=f.workers, seed=f.seed,
-                                     rank=plan.rank, num_ranks=plan.num_ranks, start_batch=start_step,
-                                     **({} if plan.augment == "none" else {"training": True}))
+    g["train_pipe"] = InputPipeline(plan.train_ds, size, f.train_batch_size, True, workers=f.workers, seed=f.seed,
+                                    rank=plan.rank, num_ranks=plan.num_ranks, start_batch=start_step,
+                                    augment=plan.augment)
     g["train_iterator"] = tf.data.make_initializable_iterator(g["train_pipe"].tf_dataset())
     source = train_graph.BatchSource(g["train_iterator"])
     spec = train_graph.StepSpec(
