@@ -1,7 +1,14 @@
 """vit_raw.session_config: the session options the trainer and tools share."""
+import os
+import subprocess
+import sys
+
+import pytest
 import tensorflow.compat.v1 as tf
 
 from vit_raw import session_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_defaults_use_all_cores_one_op_at_a_time_and_no_xla():
@@ -17,14 +24,28 @@ def test_explicit_threads_and_xla_are_honoured():
   assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.ON_1
 
 
-def test_xla_config_really_compiles_on_cpu():
-  # global_jit_level alone is ignored on CPU; the trace must show an XLA cluster running.
-  x = tf.Variable(tf.ones([8, 8]))
-  y = tf.reduce_sum(tf.sigmoid(tf.matmul(x, x) * 2.0 + 1.0))
-  options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
-  metadata = tf.RunMetadata()
-  with tf.Session(config=session_config.fast_cpu_config(xla=True)) as sess:
-    sess.run(tf.global_variables_initializer())
-    sess.run(y, options=options, run_metadata=metadata)
-  names = [n.node_name for d in metadata.step_stats.dev_stats for n in d.node_stats]
-  assert any("xla_run" in n for n in names), names
+_XLA_PROBE = """
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+from vit_raw import session_config
+x = tf.Variable(tf.ones([8, 8]))
+y = tf.reduce_sum(tf.sigmoid(tf.matmul(x, x) * 2.0 + 1.0))
+options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
+metadata = tf.RunMetadata()
+with tf.Session(config=session_config.fast_cpu_config(xla=XLA)) as sess:
+  sess.run(tf.global_variables_initializer())
+  sess.run(y, options=options, run_metadata=metadata)
+print("XLA_RUN" if any("xla_run" in n.node_name for d in metadata.step_stats.dev_stats for n in d.node_stats)
+      else "NO_XLA")
+"""
+
+
+@pytest.mark.parametrize("xla", [True, False])
+def test_xla_config_really_compiles_on_cpu_in_a_fresh_process(xla):
+  # global_jit_level alone is ignored on CPU; the trace must show an XLA cluster running (and none without xla).
+  # A fresh process, because TF reads TF_XLA_FLAGS once, at its first session.
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("TF_XLA_FLAGS", None)
+  out = subprocess.run([sys.executable, "-c", _XLA_PROBE.replace("XLA)", "%s)" % xla)], env=env, cwd=ROOT,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+  assert out.stdout.strip().splitlines()[-1] == ("XLA_RUN" if xla else "NO_XLA"), out.stderr[-2000:]

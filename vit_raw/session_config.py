@@ -10,7 +10,9 @@ def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, all
   intra_op_threads: threads inside one op (oneDNN/Eigen matmuls); default: all cores of this process.
   inter_op_threads: ops run concurrently; default 1, because ViT is a chain of big matmuls and a second
     concurrent op only steals cores from the matmul that is on the critical path.
-  xla: turn on XLA JIT (global_jit_level ON_1) for the whole graph.
+  xla: turn on XLA JIT (global_jit_level ON_1) for the whole graph. Measured slower for ViT on both stacks (XLA:CPU
+    does not use oneDNN/AMX for the matmuls), so off by default. Takes effect only if this is called before the
+    process's first session (TF reads TF_XLA_FLAGS once), or if TF_XLA_FLAGS=--tf_xla_cpu_global_jit is exported.
   """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
   config = tf.ConfigProto(
