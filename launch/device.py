@@ -2,13 +2,14 @@
 
 The NPU session config lives in `launch.npu` (the one module that imports npu_bridge).
 """
-import importlib
+import time
 
 from absl import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 from launch import npu
+from vit_raw import session_config
 
 # Precision modes that ask for reduced-precision compute; the others keep float32.
 _REDUCED = ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16")
@@ -43,16 +44,12 @@ def resolve_precision(device, precision_mode):
   return "must_keep_origin_dtype" if device == "cpu" else "allow_mix_precision"
 
 
-_BF16_OK = {}
+_BF16 = {}
 
 
-def cpu_has_bfloat16():
-  """Probes once whether this TF build runs the model's key ops in bfloat16 on the CPU.
-
-  A tiny graph of BatchMatMulV2, MatMul, Softmax, Erf/Sigmoid and their gradients; a missing kernel raises at run.
-  """
-  if "ok" in _BF16_OK:
-    return _BF16_OK["ok"]
+def _bfloat16_kernels_run():
+  """Whether this TF build runs the model's key ops in bfloat16 on the CPU: a tiny graph of BatchMatMulV2, MatMul,
+  Softmax, Erf/Sigmoid and their gradients (a missing kernel raises at run time)."""
   graph = tf.Graph()
   try:
     with graph.as_default():
@@ -69,45 +66,75 @@ def cpu_has_bfloat16():
       with tf.Session(graph=graph, config=tf.ConfigProto(device_count={"GPU": 0})) as sess:
         sess.run(tf.global_variables_initializer())
         sess.run(grad)
-    ok = True
+    return True
   except (tf.errors.OpError, TypeError, ValueError):
-    ok = False
-  _BF16_OK["ok"] = ok
-  return ok
+    return False
+
+
+def _matmul_seconds(dtype, size=768, repeats=5):
+  """Best time of a [size, size] x [size, size] matmul in `dtype` on the CPU (after one warm-up run)."""
+  graph = tf.Graph()
+  with graph.as_default():
+    a = tf.Variable(tf.cast(tf.random.normal([size, size], seed=1), dtype))
+    product = tf.reduce_sum(tf.cast(tf.matmul(a, a), tf.float32))
+    with tf.Session(graph=graph, config=tf.ConfigProto(device_count={"GPU": 0})) as sess:
+      sess.run(tf.global_variables_initializer())
+      sess.run(product)
+      best = float("inf")
+      for _ in range(repeats):
+        start = time.time()
+        sess.run(product)
+        best = min(best, time.time() - start)
+  return best
+
+
+def cpu_bfloat16_status():
+  """(usable, reason): bfloat16 is used on the CPU only where its kernels exist AND a bf16 matmul is not slower
+  than a float32 one. Probed once per process.
+
+  The speed check matters: intel-tensorflow 1.15 has the kernels but runs ViT ~6x slower in bf16 than in fp32,
+  while TF 2.x with oneDNN uses AMX / AVX512-BF16 and runs it ~2x faster (README, speed table).
+  """
+  if "status" not in _BF16:
+    if not _bfloat16_kernels_run():
+      _BF16["status"] = (False, "this TensorFlow build lacks CPU bfloat16 kernels")
+    else:
+      bf16, fp32 = _matmul_seconds(tf.bfloat16), _matmul_seconds(tf.float32)
+      if bf16 > fp32:
+        _BF16["status"] = (False, "bfloat16 matmuls run %.1fx slower than float32 in this TensorFlow build "
+                                  "on this CPU" % (bf16 / fp32))
+      else:
+        _BF16["status"] = (True, "bfloat16 matmuls run %.1fx faster than float32" % (fp32 / bf16))
+  return _BF16["status"]
+
+
+def cpu_has_bfloat16():
+  """True when the CPU compute for reduced precision modes is bfloat16 (see cpu_bfloat16_status)."""
+  return cpu_bfloat16_status()[0]
 
 
 def compute_dtype(device, precision_mode):
   """The model's compute dtype for `precision_mode` on `device`.
 
   NPU: float32 graphs (the adapter lowers precision itself according to precision_mode). GPU: float16 for the
-  reduced modes. CPU: bfloat16 for the reduced modes when the build has the kernels, else float32 with one notice.
+  reduced modes. CPU: bfloat16 for the reduced modes where it is available and fast, else float32 with one notice.
   """
   if device == "npu" or precision_mode not in _REDUCED:
     return tf.float32
   if device == "gpu":
     return tf.float16
-  if cpu_has_bfloat16():
+  usable, reason = cpu_bfloat16_status()
+  if usable:
     return tf.bfloat16
-  logging.warning("--precision_mode=%s: this TensorFlow build lacks CPU bfloat16 kernels; computing in float32",
-                  precision_mode)
+  logging.warning("--precision_mode=%s: %s; computing in float32", precision_mode, reason)
   return tf.float32
 
 
 def session_config(device):
-  """The tf.ConfigProto for `device`: on the CPU the model package's fast options (vit_raw/session_config.py, when
-  it exists: all cores inside an op, one op at a time); GPU memory grows on demand; the NPU starts from a plain
+  """The tf.ConfigProto for `device`: on the CPU the model package's fast options (vit_raw/session_config.py:
+  all cores inside an op, one op at a time); GPU memory grows on demand; the NPU starts from a plain
   config that launch.npu completes."""
-  config = None
-  if device == "cpu":
-    try:
-      module = importlib.import_module("vit_raw.session_config")
-    except ImportError:
-      module = None
-    fast = getattr(module, "fast_cpu_config", None)
-    if callable(fast):
-      config = fast()
-  if config is None:
-    config = tf.ConfigProto()
+  config = session_config.fast_cpu_config() if device == "cpu" else tf.ConfigProto()
   config.allow_soft_placement = True
   if device == "gpu":
     config.gpu_options.allow_growth = True

@@ -1,0 +1,37 @@
+"""launch.device: which compute dtype a precision mode means on each backend."""
+import tensorflow.compat.v1 as tf
+
+from launch import device as device_lib
+
+
+def _probe(monkeypatch, kernels, bf16_seconds, fp32_seconds):
+  monkeypatch.setattr(device_lib, "_BF16", {})
+  monkeypatch.setattr(device_lib, "_bfloat16_kernels_run", lambda: kernels)
+  monkeypatch.setattr(device_lib, "_matmul_seconds", lambda dtype: bf16_seconds if dtype == tf.bfloat16
+                      else fp32_seconds)
+
+
+def test_cpu_uses_bfloat16_only_where_it_is_fast(monkeypatch):
+  _probe(monkeypatch, kernels=True, bf16_seconds=0.5, fp32_seconds=1.0)
+  assert device_lib.compute_dtype("cpu", "allow_mix_precision") == tf.bfloat16
+  _probe(monkeypatch, kernels=True, bf16_seconds=6.0, fp32_seconds=1.0)  # intel-tensorflow 1.15 behaves so
+  assert device_lib.compute_dtype("cpu", "allow_mix_precision") == tf.float32
+  usable, reason = device_lib.cpu_bfloat16_status()
+  assert not usable and "6.0x slower" in reason
+  _probe(monkeypatch, kernels=False, bf16_seconds=0.5, fp32_seconds=1.0)
+  assert device_lib.compute_dtype("cpu", "force_fp16") == tf.float32
+  assert "lacks" in device_lib.cpu_bfloat16_status()[1]
+
+
+def test_float32_modes_and_other_backends(monkeypatch):
+  _probe(monkeypatch, kernels=True, bf16_seconds=0.5, fp32_seconds=1.0)
+  for mode in ("must_keep_origin_dtype", "force_fp32"):
+    assert device_lib.compute_dtype("cpu", mode) == tf.float32
+  assert device_lib.compute_dtype("gpu", "allow_mix_precision") == tf.float16
+  assert device_lib.compute_dtype("npu", "allow_mix_precision") == tf.float32  # the adapter lowers precision
+
+
+def test_the_real_probe_answers_consistently():
+  usable, reason = device_lib.cpu_bfloat16_status()
+  assert isinstance(usable, bool) and reason
+  assert device_lib.cpu_bfloat16_status() == (usable, reason)  # probed once, then remembered
