@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from launch import npu
-from vit_raw import session_config
+from vit_raw.session_config import fast_cpu_config
 
 # Precision modes that ask for reduced-precision compute; the others keep float32.
 _REDUCED = ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16")
@@ -134,7 +134,7 @@ def session_config(device):
   """The tf.ConfigProto for `device`: on the CPU the model package's fast options (vit_raw/session_config.py:
   all cores inside an op, one op at a time); GPU memory grows on demand; the NPU starts from a plain
   config that launch.npu completes."""
-  config = session_config.fast_cpu_config() if device == "cpu" else tf.ConfigProto()
+  config = fast_cpu_config() if device == "cpu" else tf.ConfigProto()
   config.allow_soft_placement = True
   if device == "gpu":
     config.gpu_options.allow_growth = True
