@@ -35,3 +35,10 @@ def test_the_real_probe_answers_consistently():
   usable, reason = device_lib.cpu_bfloat16_status()
   assert isinstance(usable, bool) and reason
   assert device_lib.cpu_bfloat16_status() == (usable, reason)  # probed once, then remembered
+
+
+def test_cpu_session_config_is_the_model_packages_fast_config_without_gpus():
+  config = device_lib.session_config("cpu")
+  assert config.inter_op_parallelism_threads == 1  # vit_raw.session_config.fast_cpu_config's choice
+  assert config.device_count["GPU"] == 0
+  assert config.allow_soft_placement
