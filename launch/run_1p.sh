@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-device ViT training in the Ascend ModelZoo test-script convention; train_full_1p.sh and
-# train_performance_1p.sh call this with "full" or "performance" first. See /tmp/readme_launch.md (Launch scripts).
+# train_performance_1p.sh call this with "full" or "performance" first. See README.md (Launch scripts).
 #
 #   --data_path=DIR       dataset folder (CIFAR-100 python folder, ImageFolder, list); empty: the embedded digits
 #   --output_path=DIR     where output/${ASCEND_DEVICE_ID}/ goes (default ./output)

@@ -236,8 +236,11 @@ def train(f, plan):
 
 
 def summary(result, best, final_loss, mean_ips, wall, steps):
-  line = log_format.SUMMARY.format(final_top1=result["top1"], best_top1=max(best, result["top1"])
-                                   if np.isfinite(result["top1"]) else best, final_top5=result["top5"],
+  if np.isfinite(result["top1"]):
+    best = max(best, result["top1"])
+  if best < 0:  # the stored best starts at -1: nothing was evaluated in this run or before it
+    best = float("nan")
+  line = log_format.SUMMARY.format(final_top1=result["top1"], best_top1=best, final_top5=result["top5"],
                                    final_loss=final_loss, mean_ips=mean_ips, wall=wall, steps=steps)
   logging.info(line)
   return result
