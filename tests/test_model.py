@@ -157,3 +157,27 @@ def test_training_gradients_finite_and_loss_falls(dtype):
 def test_forward_flops_of_b16_match_the_known_17_6_gmacs():
   flops = model.forward_flops(configs.get_config("ViT-B/16"), 224)
   assert 17.5e9 < flops / 2 < 17.7e9
+
+
+def test_float32_logits_equal_numpy_reference_with_the_onednn_kernels_users_run():
+  # The trainer tests switch intel-tensorflow 1.15's oneDNN rewrite off for the whole pytest process
+  # (TF_DISABLE_MKL, read once per process), so the production kernels are checked here, in a fresh process.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = (
+      "import numpy as np, tensorflow.compat.v1 as tf\n"
+      "tf.disable_v2_behavior()\n"
+      "from tests import numpy_vit, test_model\n"
+      "params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 7, 5, seed=1)\n"
+      "images = np.random.RandomState(2).uniform(-1, 1, [3, 8, 12, 3]).astype(np.float32)\n"
+      "expected = numpy_vit.forward(params, images, patch=4, num_heads=2)\n"
+      "sess, x, y = test_model._load_official(params, test_model.TINY, 5, (8, 12))\n"
+      "got = sess.run(y, {x: images})\n"
+      "np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())\n"
+      "print('MATCH')\n")
+  env = {k: v for k, v in os.environ.items() if k != "TF_DISABLE_MKL"}
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+  assert result.stdout.strip().endswith("MATCH"), result.stderr[-3000:]
