@@ -4,7 +4,7 @@
 # PY37 / PY311 name the interpreters; the defaults are the pyenv builds on the project machines.
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 PY37 ?= $(PYENV_ROOT)/versions/3.7.16/bin/python3.7
-PY311 ?= $(shell command -v python3.11 || echo $(PYENV_ROOT)/versions/3.11.7/bin/python3.11)
+PY311 ?= $(shell test -x $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 && echo $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 || command -v python3.11)
 PYTEST_ARGS ?= -q
 
 .PHONY: setup setup-tf1 setup-tf2 train test test-tf1 test-tf2 clean-venvs
