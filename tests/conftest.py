@@ -2,6 +2,10 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# intel-tensorflow 1.15's oneDNN graph rewrite costs seconds on the first run of every new graph, which dominates
+# these millisecond-sized tests; it is read once per process, so it is set here for the whole suite.
+# tests/test_model.py re-checks the model against the NumPy reference with oneDNN on, in a fresh process.
+os.environ.setdefault("TF_DISABLE_MKL", "1")
 
 import pytest  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402

@@ -1,9 +1,4 @@
 """Tiny in-memory training graphs for the step/loop/loss-scale tests (no input workers, no trainer flags)."""
-import os
-
-# intel-tensorflow 1.15's oneDNN graph rewrite costs seconds on the first run of every new graph, which dominates
-# these millisecond-sized tests; the stock kernels compute the same thing. (No effect on TF 2.x.)
-os.environ.setdefault("TF_DISABLE_MKL", "1")
 import numpy as np
 import tensorflow.compat.v1 as tf
 

@@ -1,11 +1,6 @@
 """Runs the trainer in-process on a tiny model (one TF import for the whole test session) and reads its log."""
 import os
 
-# intel-tensorflow 1.15's oneDNN graph rewrite costs seconds on the first run of every new graph, which dominates
-# these millisecond-sized tests; the stock kernels compute the same thing. (No effect on TF 2.x.)
-os.environ.setdefault("TF_DISABLE_MKL", "1")
-import os
-
 from absl import flags
 import tensorflow.compat.v1 as tf
 
