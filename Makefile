@@ -7,7 +7,7 @@ PY37 ?= $(PYENV_ROOT)/versions/3.7.16/bin/python3.7
 PY311 ?= $(shell test -x $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 && echo $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 || command -v python3.11)
 PYTEST_ARGS ?= -q
 
-.PHONY: setup setup-tf1 setup-tf2 train test test-tf1 test-tf2 clean-venvs
+.PHONY: setup setup-tf1 setup-tf2 train test test-tf1 test-tf2 format clean-venvs
 
 setup: setup-tf1 setup-tf2
 setup-tf1: .venv/.installed
@@ -38,6 +38,10 @@ test-tf1: setup-tf1
 
 test-tf2: setup-tf2
 	.venv-tf2/bin/python -m pytest $(PYTEST_ARGS) tests
+
+# Rewrites every Python file in the project's style (.style.yapf); tests/test_style.py checks it on both stacks.
+format: setup-tf1
+	.venv/bin/python -m yapf -i -r -p vit_raw input launch tools tests
 
 clean-venvs:
 	rm -rf .venv .venv-tf2

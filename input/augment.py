@@ -22,51 +22,50 @@ CENTER_CROP_FRACTION = 0.875
 AUGMENTATIONS = ("inception", "none")
 
 
-def random_resized_crop(height, width, rng, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE,
-                        attempts=MAX_ATTEMPTS):
-    """(y, x, crop_height, crop_width) of a random crop of a height x width image; rng is a numpy Generator."""
-    area = float(height * width)
-    log_lo, log_hi = math.log(aspect_range[0]), math.log(aspect_range[1])
-    for _ in range(attempts):
-        target = area * rng.uniform(area_range[0], area_range[1])
-        aspect = math.exp(rng.uniform(log_lo, log_hi))
-        crop_w = int(round(math.sqrt(target * aspect)))
-        crop_h = int(round(math.sqrt(target / aspect)))
-        if 0 < crop_w <= width and 0 < crop_h <= height:
-            y = int(rng.integers(0, height - crop_h + 1))
-            x = int(rng.integers(0, width - crop_w + 1))
-            return y, x, crop_h, crop_w
-    return central_crop(height, width, aspect_range)
+def random_resized_crop(height, width, rng, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE, attempts=MAX_ATTEMPTS):
+  """(y, x, crop_height, crop_width) of a random crop of a height x width image; rng is a numpy Generator."""
+  area = float(height * width)
+  log_lo, log_hi = math.log(aspect_range[0]), math.log(aspect_range[1])
+  for _ in range(attempts):
+    target = area * rng.uniform(area_range[0], area_range[1])
+    aspect = math.exp(rng.uniform(log_lo, log_hi))
+    crop_w = int(round(math.sqrt(target * aspect)))
+    crop_h = int(round(math.sqrt(target / aspect)))
+    if 0 < crop_w <= width and 0 < crop_h <= height:
+      y = int(rng.integers(0, height - crop_h + 1))
+      x = int(rng.integers(0, width - crop_w + 1))
+      return y, x, crop_h, crop_w
+  return central_crop(height, width, aspect_range)
 
 
 def central_crop(height, width, aspect_range=ASPECT_RANGE):
-    """The largest central crop whose aspect (w/h) lies in aspect_range: the random crop's fallback."""
-    ratio = float(width) / height
-    crop_h, crop_w = height, width
-    if ratio < aspect_range[0]:
-        crop_h = max(1, int(round(width / aspect_range[0])))
-    elif ratio > aspect_range[1]:
-        crop_w = max(1, int(round(height * aspect_range[1])))
-    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+  """The largest central crop whose aspect (w/h) lies in aspect_range: the random crop's fallback."""
+  ratio = float(width) / height
+  crop_h, crop_w = height, width
+  if ratio < aspect_range[0]:
+    crop_h = max(1, int(round(width / aspect_range[0])))
+  elif ratio > aspect_range[1]:
+    crop_w = max(1, int(round(height * aspect_range[1])))
+  return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
 def _reduction(crop_h, crop_w, out_h, out_w):
-    for factor in (8, 4, 2):
-        if crop_h >= factor * out_h and crop_w >= factor * out_w:
-            return factor
-    return 1
+  for factor in (8, 4, 2):
+    if crop_h >= factor * out_h and crop_w >= factor * out_w:
+      return factor
+  return 1
 
 
 def _interpolation(crop_h, crop_w, out_h, out_w):
-    # INTER_AREA averages every source pixel (no aliasing) but only pays off for strong shrinking; below 2x,
-    # bilinear is close in quality and several times cheaper.
-    if crop_h >= 2 * out_h and crop_w >= 2 * out_w:
-        return cv2.INTER_AREA
-    return cv2.INTER_LINEAR
+  # INTER_AREA averages every source pixel (no aliasing) but only pays off for strong shrinking; below 2x,
+  # bilinear is close in quality and several times cheaper.
+  if crop_h >= 2 * out_h and crop_w >= 2 * out_w:
+    return cv2.INTER_AREA
+  return cv2.INTER_LINEAR
 
 
 class Transform(object):
-    """Decode + crop + resize (+ flip) of one example into a uint8 RGB [out_h, out_w, 3] array.
+  """Decode + crop + resize (+ flip) of one example into a uint8 RGB [out_h, out_w, 3] array.
 
     Attributes:
       out_size: (height, width) of the output.
@@ -75,55 +74,55 @@ class Transform(object):
       augment: "inception" (random resized crop + flip in training) or "none" (training resizes like eval).
     """
 
-    def __init__(self, out_size, training, center_crop=False, augment="inception"):
-        if augment not in AUGMENTATIONS:
-            raise ValueError("augment must be one of %s, got %r" % (", ".join(AUGMENTATIONS), augment))
-        self.out_size = tuple(int(s) for s in out_size)
-        self.training = bool(training)
-        self.center_crop = bool(center_crop)
-        self.augment = augment
+  def __init__(self, out_size, training, center_crop=False, augment="inception"):
+    if augment not in AUGMENTATIONS:
+      raise ValueError("augment must be one of %s, got %r" % (", ".join(AUGMENTATIONS), augment))
+    self.out_size = tuple(int(s) for s in out_size)
+    self.training = bool(training)
+    self.center_crop = bool(center_crop)
+    self.augment = augment
 
-    def _region(self, height, width, rng):
-        """(y, x, h, w, flip) to cut from a height x width source image."""
-        out_h, out_w = self.out_size
-        if self.training and self.augment == "inception":
-            y, x, h, w = random_resized_crop(height, width, rng)
-            return y, x, h, w, bool(rng.random() < 0.5)
-        if not self.center_crop:
-            return 0, 0, height, width, False
-        scale = max(float(out_h) / height, float(out_w) / width) / CENTER_CROP_FRACTION
-        h = min(height, max(1, int(round(out_h / scale))))
-        w = min(width, max(1, int(round(out_w / scale))))
-        return (height - h) // 2, (width - w) // 2, h, w, False
+  def _region(self, height, width, rng):
+    """(y, x, h, w, flip) to cut from a height x width source image."""
+    out_h, out_w = self.out_size
+    if self.training and self.augment == "inception":
+      y, x, h, w = random_resized_crop(height, width, rng)
+      return y, x, h, w, bool(rng.random() < 0.5)
+    if not self.center_crop:
+      return 0, 0, height, width, False
+    scale = max(float(out_h) / height, float(out_w) / width) / CENTER_CROP_FRACTION
+    h = min(height, max(1, int(round(out_h / scale))))
+    w = min(width, max(1, int(round(out_w / scale))))
+    return (height - h) // 2, (width - w) // 2, h, w, False
 
-    def apply(self, dataset, index, rng, out):
-        """Writes example `index` of `dataset` into `out` ([out_h, out_w, 3] uint8); raises DecodeError."""
-        read_encoded = getattr(dataset, "read_encoded", None)
-        if read_encoded is None:
-            image, bgr = dataset.read(index), False
-            y, x, h, w, flip = self._region(image.shape[0], image.shape[1], rng)
-        else:
-            data = read_encoded(index)
-            where = dataset.describe(index)
-            size = image_codec.jpeg_size(data)
-            if size is None:  # not a JPEG (or an odd one): decode fully, plan on the real size
-                image = image_codec.decode_bgr(data, where)
-                y, x, h, w, flip = self._region(image.shape[0], image.shape[1], rng)
-            else:
-                y, x, h, w, flip = self._region(size[0], size[1], rng)
-                image = image_codec.decode_bgr(data, where, _reduction(h, w, *self.out_size))
-                if image.shape[:2] != tuple(size):  # reduced decode: map the crop to the smaller image
-                    sy, sx = float(image.shape[0]) / size[0], float(image.shape[1]) / size[1]
-                    y0, x0 = int(y * sy), int(x * sx)
-                    y1 = min(image.shape[0], max(y0 + 1, int(round((y + h) * sy))))
-                    x1 = min(image.shape[1], max(x0 + 1, int(round((x + w) * sx))))
-                    y, x, h, w = y0, x0, y1 - y0, x1 - x0
-            bgr = True
-        crop = image[y:y + h, x:x + w]
-        out_h, out_w = self.out_size
-        if (h, w) == (out_h, out_w):
-            resized = crop
-        else:
-            resized = cv2.resize(crop, (out_w, out_h), interpolation=_interpolation(h, w, out_h, out_w))
-        # One strided copy does the flip, the BGR->RGB swap and the write into shared memory together.
-        out[...] = resized[:, ::-1 if flip else 1, ::-1 if bgr else 1]
+  def apply(self, dataset, index, rng, out):
+    """Writes example `index` of `dataset` into `out` ([out_h, out_w, 3] uint8); raises DecodeError."""
+    read_encoded = getattr(dataset, "read_encoded", None)
+    if read_encoded is None:
+      image, bgr = dataset.read(index), False
+      y, x, h, w, flip = self._region(image.shape[0], image.shape[1], rng)
+    else:
+      data = read_encoded(index)
+      where = dataset.describe(index)
+      size = image_codec.jpeg_size(data)
+      if size is None:  # not a JPEG (or an odd one): decode fully, plan on the real size
+        image = image_codec.decode_bgr(data, where)
+        y, x, h, w, flip = self._region(image.shape[0], image.shape[1], rng)
+      else:
+        y, x, h, w, flip = self._region(size[0], size[1], rng)
+        image = image_codec.decode_bgr(data, where, _reduction(h, w, *self.out_size))
+        if image.shape[:2] != tuple(size):  # reduced decode: map the crop to the smaller image
+          sy, sx = float(image.shape[0]) / size[0], float(image.shape[1]) / size[1]
+          y0, x0 = int(y * sy), int(x * sx)
+          y1 = min(image.shape[0], max(y0 + 1, int(round((y + h) * sy))))
+          x1 = min(image.shape[1], max(x0 + 1, int(round((x + w) * sx))))
+          y, x, h, w = y0, x0, y1 - y0, x1 - x0
+      bgr = True
+    crop = image[y:y + h, x:x + w]
+    out_h, out_w = self.out_size
+    if (h, w) == (out_h, out_w):
+      resized = crop
+    else:
+      resized = cv2.resize(crop, (out_w, out_h), interpolation=_interpolation(h, w, out_h, out_w))
+    # One strided copy does the flip, the BGR->RGB swap and the write into shared memory together.
+    out[...] = resized[:, ::-1 if flip else 1, ::-1 if bgr else 1]

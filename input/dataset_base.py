@@ -5,69 +5,69 @@ from input import image_codec
 
 
 class Dataset(object):
-    """A labelled image collection, indexed 0..len-1.
+  """A labelled image collection, indexed 0..len-1.
 
-    Attributes:
-      name: reader name ("cifar10", "cifar100", "imagefolder", "list", "digits").
-      split: "train" or the evaluation split name that was asked for.
-      num_classes: number of classes (labels are 0..num_classes-1).
-      class_names: list of str, one per class.
-      labels: int32 array [len], the label of every example.
-    """
+  Attributes:
+    name: reader name ("cifar10", "cifar100", "imagefolder", "list", "digits").
+    split: "train" or the evaluation split name that was asked for.
+    num_classes: number of classes (labels are 0..num_classes-1).
+    class_names: list of str, one per class.
+    labels: int32 array [len], the label of every example.
+  """
 
-    def __init__(self, name, split, class_names, labels):
-        self.name = name
-        self.split = split
-        self.class_names = [str(c) for c in class_names]
-        self.num_classes = len(self.class_names)
-        self.labels = np.asarray(labels, dtype=np.int32)
+  def __init__(self, name, split, class_names, labels):
+    self.name = name
+    self.split = split
+    self.class_names = [str(c) for c in class_names]
+    self.num_classes = len(self.class_names)
+    self.labels = np.asarray(labels, dtype=np.int32)
 
-    def __len__(self):
-        return len(self.labels)
+  def __len__(self):
+    return len(self.labels)
 
-    def label(self, i):
-        return int(self.labels[i])
+  def label(self, i):
+    return int(self.labels[i])
 
-    def read(self, i):
-        """uint8 RGB HxWx3 array of example i; raises image_codec.DecodeError if it cannot be decoded."""
-        raise NotImplementedError
+  def read(self, i):
+    """uint8 RGB HxWx3 array of example i; raises image_codec.DecodeError if it cannot be decoded."""
+    raise NotImplementedError
 
-    def describe(self, i):
-        """Where example i comes from, for warning lines."""
-        return "%s %s #%d" % (self.name, self.split, i)
+  def describe(self, i):
+    """Where example i comes from, for warning lines."""
+    return "%s %s #%d" % (self.name, self.split, i)
 
-    def __repr__(self):
-        return "<%s %s: %d examples, %d classes>" % (self.name, self.split, len(self), self.num_classes)
+  def __repr__(self):
+    return "<%s %s: %d examples, %d classes>" % (self.name, self.split, len(self), self.num_classes)
 
 
 class ArrayDataset(Dataset):
-    """Images held in memory as one uint8 array [N,H,W,3] (RGB): CIFAR and digits."""
+  """Images held in memory as one uint8 array [N,H,W,3] (RGB): CIFAR and digits."""
 
-    def __init__(self, name, split, class_names, images, labels):
-        super(ArrayDataset, self).__init__(name, split, class_names, labels)
-        self.images = np.ascontiguousarray(images, dtype=np.uint8)
+  def __init__(self, name, split, class_names, images, labels):
+    super(ArrayDataset, self).__init__(name, split, class_names, labels)
+    self.images = np.ascontiguousarray(images, dtype=np.uint8)
 
-    def read(self, i):
-        return self.images[i]
+  def read(self, i):
+    return self.images[i]
 
 
 class FileDataset(Dataset):
-    """Images stored as encoded files (JPEG/PNG/BMP/WebP), one path per example.
+  """Images stored as encoded files (JPEG/PNG/BMP/WebP), one path per example.
 
-    Attributes:
-      paths: list of absolute file paths, parallel to `labels`.
-    """
+  Attributes:
+    paths: list of absolute file paths, parallel to `labels`.
+  """
 
-    def __init__(self, name, split, class_names, paths, labels):
-        super(FileDataset, self).__init__(name, split, class_names, labels)
-        self.paths = list(paths)
+  def __init__(self, name, split, class_names, paths, labels):
+    super(FileDataset, self).__init__(name, split, class_names, labels)
+    self.paths = list(paths)
 
-    def read_encoded(self, i):
-        """The raw file bytes of example i (the pipeline decodes them itself, possibly at reduced scale)."""
-        return image_codec.read_bytes(self.paths[i])
+  def read_encoded(self, i):
+    """The raw file bytes of example i (the pipeline decodes them itself, possibly at reduced scale)."""
+    return image_codec.read_bytes(self.paths[i])
 
-    def read(self, i):
-        return image_codec.decode_rgb(self.read_encoded(i), self.paths[i])
+  def read(self, i):
+    return image_codec.decode_rgb(self.read_encoded(i), self.paths[i])
 
-    def describe(self, i):
-        return self.paths[i]
+  def describe(self, i):
+    return self.paths[i]

@@ -24,85 +24,84 @@ _EXPECTED = ("a CIFAR-10/100 python-pickle folder, an ImageFolder tree (class su
 
 
 def _split_candidates(split):
-    if split == "train":
-        return ["train"]
-    ordered = [split] + [s for s in EVAL_SPLIT_NAMES if s != split]
-    return ordered
+  if split == "train":
+    return ["train"]
+  ordered = [split] + [s for s in EVAL_SPLIT_NAMES if s != split]
+  return ordered
 
 
 def _check_dir(data_dir):
-    if data_dir is None:
-        raise ValueError("no data_dir given: expected %s" % _EXPECTED)
-    if not os.path.exists(data_dir):
-        raise ValueError("%s does not exist: expected %s" % (data_dir, _EXPECTED))
-    if os.path.isdir(data_dir) and not os.listdir(data_dir):
-        raise ValueError("%s is empty: expected %s" % (data_dir, _EXPECTED))
+  if data_dir is None:
+    raise ValueError("no data_dir given: expected %s" % _EXPECTED)
+  if not os.path.exists(data_dir):
+    raise ValueError("%s does not exist: expected %s" % (data_dir, _EXPECTED))
+  if os.path.isdir(data_dir) and not os.listdir(data_dir):
+    raise ValueError("%s is empty: expected %s" % (data_dir, _EXPECTED))
 
 
 def _image_folder(data_dir, split):
-    sub = [s for s in _split_candidates(split) if image_files.class_folders(os.path.join(data_dir, s))]
-    has_split_dirs = any(os.path.isdir(os.path.join(data_dir, s)) for s in ["train"] + list(EVAL_SPLIT_NAMES))
-    if not sub:
-        if has_split_dirs:
-            raise ValueError("%s has no %s folder with class sub-folders for split %r" % (
-                data_dir, "/ or ".join(_split_candidates(split)) + "/", split))
-        return image_files.load_image_folder(data_dir, split)
-    class_names = None
-    train_root = os.path.join(data_dir, "train")
-    if split != "train" and image_files.class_folders(train_root):
-        class_names = image_files.class_folders(train_root)  # eval labels must use the training label ids
-    return image_files.load_image_folder(os.path.join(data_dir, sub[0]), split, class_names)
+  sub = [s for s in _split_candidates(split) if image_files.class_folders(os.path.join(data_dir, s))]
+  has_split_dirs = any(os.path.isdir(os.path.join(data_dir, s)) for s in ["train"] + list(EVAL_SPLIT_NAMES))
+  if not sub:
+    if has_split_dirs:
+      raise ValueError("%s has no %s folder with class sub-folders for split %r" %
+                       (data_dir, "/ or ".join(_split_candidates(split)) + "/", split))
+    return image_files.load_image_folder(data_dir, split)
+  class_names = None
+  train_root = os.path.join(data_dir, "train")
+  if split != "train" and image_files.class_folders(train_root):
+    class_names = image_files.class_folders(train_root)  # eval labels must use the training label ids
+  return image_files.load_image_folder(os.path.join(data_dir, sub[0]), split, class_names)
 
 
 def _list_file(data_dir, split):
-    if os.path.isfile(data_dir):
-        return image_files.load_list_file(data_dir, split)
-    for s in _split_candidates(split):
-        path = os.path.join(data_dir, s + ".txt")
-        if os.path.isfile(path):
-            return image_files.load_list_file(path, split)
-    raise ValueError("%s has no %s for split %r: expected a list file of 'relative/path label' lines" % (
-        data_dir, " or ".join(s + ".txt" for s in _split_candidates(split)), split))
+  if os.path.isfile(data_dir):
+    return image_files.load_list_file(data_dir, split)
+  for s in _split_candidates(split):
+    path = os.path.join(data_dir, s + ".txt")
+    if os.path.isfile(path):
+      return image_files.load_list_file(path, split)
+  raise ValueError("%s has no %s for split %r: expected a list file of 'relative/path label' lines" %
+                   (data_dir, " or ".join(s + ".txt" for s in _split_candidates(split)), split))
 
 
 def detect(data_dir):
-    """The reader name for what `data_dir` holds: "cifar10", "cifar100", "list" or "imagefolder"."""
-    _check_dir(data_dir)
-    if os.path.isfile(data_dir):
-        if data_dir.lower().endswith(".txt"):
-            return "list"
-        raise ValueError("%s is a file but not a .txt list file: expected %s" % (data_dir, _EXPECTED))
-    if cifar.is_cifar10_dir(data_dir):
-        return "cifar10"
-    if cifar.is_cifar100_dir(data_dir):
-        return "cifar100"
-    if any(os.path.isfile(os.path.join(data_dir, s + ".txt")) for s in ["train"] + list(EVAL_SPLIT_NAMES)):
-        return "list"
-    roots = [data_dir] + [os.path.join(data_dir, s) for s in ["train"] + list(EVAL_SPLIT_NAMES)]
-    if any(image_files.class_folders(r) for r in roots):
-        return "imagefolder"
-    raise ValueError("%s holds neither CIFAR pickles, list files nor class folders: expected %s" % (
-        data_dir, _EXPECTED))
+  """The reader name for what `data_dir` holds: "cifar10", "cifar100", "list" or "imagefolder"."""
+  _check_dir(data_dir)
+  if os.path.isfile(data_dir):
+    if data_dir.lower().endswith(".txt"):
+      return "list"
+    raise ValueError("%s is a file but not a .txt list file: expected %s" % (data_dir, _EXPECTED))
+  if cifar.is_cifar10_dir(data_dir):
+    return "cifar10"
+  if cifar.is_cifar100_dir(data_dir):
+    return "cifar100"
+  if any(os.path.isfile(os.path.join(data_dir, s + ".txt")) for s in ["train"] + list(EVAL_SPLIT_NAMES)):
+    return "list"
+  roots = [data_dir] + [os.path.join(data_dir, s) for s in ["train"] + list(EVAL_SPLIT_NAMES)]
+  if any(image_files.class_folders(r) for r in roots):
+    return "imagefolder"
+  raise ValueError("%s holds neither CIFAR pickles, list files nor class folders: expected %s" % (data_dir, _EXPECTED))
 
 
 def open_dataset(name="auto", data_dir=None, split="train"):
-    """Opens a dataset (see the module table) and returns a dataset_base.Dataset.
+  """Opens a dataset (see the module table) and returns a dataset_base.Dataset.
 
     Raises ValueError with one line naming the path (or name) and what was expected.
     """
-    name = (name or "auto").lower()
-    if name not in DATASET_NAMES:
-        raise ValueError("unknown dataset %r: expected one of %s" % (name, ", ".join(DATASET_NAMES)))
-    if name == "digits" or (name == "auto" and data_dir is None):
-        return digits.load_digits(split)
-    if name == "auto":
-        name = detect(data_dir)
-    else:
-        _check_dir(data_dir)
-    if name == "cifar10":
-        return cifar.load_cifar10(data_dir, split)
-    if name == "cifar100":
-        return cifar.load_cifar100(data_dir, split)
-    if name == "list":
-        return _list_file(data_dir, split)
-    return _image_folder(data_dir, split)
+  name = (name or "auto").lower()
+  if name not in DATASET_NAMES:
+    raise ValueError("unknown dataset %r: expected one of %s" % (name, ", ".join(DATASET_NAMES)))
+  if name == "digits" or (name == "auto" and data_dir is None):
+    return digits.load_digits(split)
+  if name == "auto":
+    name = detect(data_dir)
+  else:
+    _check_dir(data_dir)
+  if name == "cifar10":
+    return cifar.load_cifar10(data_dir, split)
+  if name == "cifar100":
+    return cifar.load_cifar100(data_dir, split)
+  if name == "list":
+    return _list_file(data_dir, split)
+  return _image_folder(data_dir, split)

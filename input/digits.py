@@ -14,21 +14,21 @@ SPLIT_SEED = 0
 
 
 def split_indices(labels, split):
-    """Sorted example indices of `split` under the fixed stratified split."""
-    rng = np.random.RandomState(SPLIT_SEED)
-    chosen = []
-    for c in range(int(labels.max()) + 1):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_test = int(round(TEST_FRACTION * len(members)))
-        chosen.append(members[:n_test] if split != "train" else members[n_test:])
-    return np.sort(np.concatenate(chosen))
+  """Sorted example indices of `split` under the fixed stratified split."""
+  rng = np.random.RandomState(SPLIT_SEED)
+  chosen = []
+  for c in range(int(labels.max()) + 1):
+    members = rng.permutation(np.flatnonzero(labels == c))
+    n_test = int(round(TEST_FRACTION * len(members)))
+    chosen.append(members[:n_test] if split != "train" else members[n_test:])
+  return np.sort(np.concatenate(chosen))
 
 
 def load_digits(split="train"):
-    from sklearn.datasets import load_digits as sk_load_digits  # imported late: sklearn is slow to import
-    bunch = sk_load_digits()
-    labels = bunch.target.astype(np.int32)
-    gray = np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    keep = split_indices(labels, split)
-    rgb = np.repeat(gray[keep][..., None], 3, axis=-1)
-    return ArrayDataset("digits", split, [str(d) for d in range(10)], rgb, labels[keep])
+  from sklearn.datasets import load_digits as sk_load_digits  # imported late: sklearn is slow to import
+  bunch = sk_load_digits()
+  labels = bunch.target.astype(np.int32)
+  gray = np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+  keep = split_indices(labels, split)
+  rgb = np.repeat(gray[keep][..., None], 3, axis=-1)
+  return ArrayDataset("digits", split, [str(d) for d in range(10)], rgb, labels[keep])

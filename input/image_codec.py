@@ -25,88 +25,88 @@ _SOF_MARKERS = frozenset([0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 
 
 
 class DecodeError(ValueError):
-    """A file that is not a readable image (zero bytes, truncated, corrupt, unknown format).
+  """A file that is not a readable image (zero bytes, truncated, corrupt, unknown format).
 
-    Attributes:
-      path: the file (or a description such as "cifar10 train #12").
-      reason: a short phrase for the warning line.
-    """
+  Attributes:
+    path: the file (or a description such as "cifar10 train #12").
+    reason: a short phrase for the warning line.
+  """
 
-    def __init__(self, path, reason):
-        super(DecodeError, self).__init__("%s: %s" % (path, reason))
-        self.path = path
-        self.reason = reason
+  def __init__(self, path, reason):
+    super(DecodeError, self).__init__("%s: %s" % (path, reason))
+    self.path = path
+    self.reason = reason
 
 
 def is_image_file(name):
-    """True if the file name has one of IMAGE_EXTENSIONS (case-insensitive)."""
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+  """True if the file name has one of IMAGE_EXTENSIONS (case-insensitive)."""
+  return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def is_jpeg(data):
-    return len(data) > 3 and data[0] == 0xFF and data[1] == 0xD8
+  return len(data) > 3 and data[0] == 0xFF and data[1] == 0xD8
 
 
 def jpeg_size(data):
-    """(height, width) read from a JPEG's start-of-frame header, or None if `data` is not a parseable JPEG."""
-    if not is_jpeg(data):
-        return None
-    pos, end = 2, len(data)
-    while pos + 9 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # markers without a length field
-            pos += 2
-            continue
-        length = (data[pos + 2] << 8) | data[pos + 3]
-        if marker in _SOF_MARKERS:
-            height = (data[pos + 5] << 8) | data[pos + 6]
-            width = (data[pos + 7] << 8) | data[pos + 8]
-            return (height, width) if height and width else None
-        if marker == 0xDA:  # start of scan before any frame header: malformed
-            return None
-        pos += 2 + length
+  """(height, width) read from a JPEG's start-of-frame header, or None if `data` is not a parseable JPEG."""
+  if not is_jpeg(data):
     return None
+  pos, end = 2, len(data)
+  while pos + 9 <= end:
+    if data[pos] != 0xFF:
+      return None
+    marker = data[pos + 1]
+    if marker == 0xFF:  # fill byte
+      pos += 1
+      continue
+    if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # markers without a length field
+      pos += 2
+      continue
+    length = (data[pos + 2] << 8) | data[pos + 3]
+    if marker in _SOF_MARKERS:
+      height = (data[pos + 5] << 8) | data[pos + 6]
+      width = (data[pos + 7] << 8) | data[pos + 8]
+      return (height, width) if height and width else None
+    if marker == 0xDA:  # start of scan before any frame header: malformed
+      return None
+    pos += 2 + length
+  return None
 
 
 def read_bytes(path):
-    """The file's bytes; an unreadable or zero-byte file raises DecodeError."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except (IOError, OSError) as e:
-        raise DecodeError(path, "cannot read (%s)" % (e.strerror or e))
-    if not data:
-        raise DecodeError(path, "zero-byte file")
-    return data
+  """The file's bytes; an unreadable or zero-byte file raises DecodeError."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except (IOError, OSError) as e:
+    raise DecodeError(path, "cannot read (%s)" % (e.strerror or e))
+  if not data:
+    raise DecodeError(path, "zero-byte file")
+  return data
 
 
 def decode_bgr(data, path, reduce=1):
-    """Decodes encoded bytes to a uint8 BGR HxWx3 array (OpenCV's order), `reduce` in {1,2,4,8} (JPEG only).
+  """Decodes encoded bytes to a uint8 BGR HxWx3 array (OpenCV's order), `reduce` in {1,2,4,8} (JPEG only).
 
-    Raises DecodeError for empty, truncated or undecodable data. libjpeg fills a truncated JPEG with gray and only
-    warns, so a JPEG without an end-of-image marker near its end is refused here before decoding.
-    """
-    if not data:
-        raise DecodeError(path, "zero-byte file")
-    if is_jpeg(data) and b"\xff\xd9" not in data[-1024:].rstrip(b"\x00\r\n "):
-        raise DecodeError(path, "truncated JPEG (no end-of-image marker)")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    try:
-        image = cv2.imdecode(buf, _FLAGS[reduce if is_jpeg(data) else 1])
-    except cv2.error as e:
-        raise DecodeError(path, "OpenCV cannot decode it (%s)" % str(e).strip().splitlines()[-1])
-    if image is None or image.size == 0:
-        raise DecodeError(path, "not a decodable image")
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return image
+  Raises DecodeError for empty, truncated or undecodable data. libjpeg fills a truncated JPEG with gray and only
+  warns, so a JPEG without an end-of-image marker near its end is refused here before decoding.
+  """
+  if not data:
+    raise DecodeError(path, "zero-byte file")
+  if is_jpeg(data) and b"\xff\xd9" not in data[-1024:].rstrip(b"\x00\r\n "):
+    raise DecodeError(path, "truncated JPEG (no end-of-image marker)")
+  buf = np.frombuffer(data, dtype=np.uint8)
+  try:
+    image = cv2.imdecode(buf, _FLAGS[reduce if is_jpeg(data) else 1])
+  except cv2.error as e:
+    raise DecodeError(path, "OpenCV cannot decode it (%s)" % str(e).strip().splitlines()[-1])
+  if image is None or image.size == 0:
+    raise DecodeError(path, "not a decodable image")
+  if image.ndim == 2:
+    image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+  return image
 
 
 def decode_rgb(data, path):
-    """Decodes encoded bytes to a full-size uint8 RGB HxWx3 array; raises DecodeError."""
-    return cv2.cvtColor(decode_bgr(data, path), cv2.COLOR_BGR2RGB)
+  """Decodes encoded bytes to a full-size uint8 RGB HxWx3 array; raises DecodeError."""
+  return cv2.cvtColor(decode_bgr(data, path), cv2.COLOR_BGR2RGB)

@@ -20,161 +20,161 @@ _log = logging.getLogger(__name__)
 
 
 def _image_hw(image_size):
-    if isinstance(image_size, (list, tuple)):
-        return int(image_size[0]), int(image_size[1])
-    return int(image_size), int(image_size)
+  if isinstance(image_size, (list, tuple)):
+    return int(image_size[0]), int(image_size[1])
+  return int(image_size), int(image_size)
 
 
 def _available_cores():
-    """Cores this process may run on (a container's CPU set, not the host's core count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+  """Cores this process may run on (a container's CPU set, not the host's core count)."""
+  if hasattr(os, "sched_getaffinity"):
+    return max(1, len(os.sched_getaffinity(0)))
+  return os.cpu_count() or 1
 
 
 class InputPipeline(object):
-    """Batches of one dataset for one rank, training (endless, reshuffled) or evaluation (one exact pass).
+  """Batches of one dataset for one rank, training (endless, reshuffled) or evaluation (one exact pass).
 
-    Attributes:
-      steps_per_epoch: train: floor(shard / batch); eval: ceil(longest shard / batch).
-      num_examples: examples in this rank's shard.
-      skipped: bad files skipped (train: replaced, eval: masked out) in the batches handed out so far.
-      image_size: (height, width).
+  Attributes:
+    steps_per_epoch: train: floor(shard / batch); eval: ceil(longest shard / batch).
+    num_examples: examples in this rank's shard.
+    skipped: bad files skipped (train: replaced, eval: masked out) in the batches handed out so far.
+    image_size: (height, width).
+  """
+
+  def __init__(self, dataset, image_size, batch_size, training, workers=None, seed=0, rank=0, num_ranks=1,
+               center_crop=False, start_batch=0, augment="inception", start_method="fork", num_slots=None):
+    """workers=None uses every core; workers=0 builds batches in the calling thread (debugging).
+
+    augment="none" trains on the eval resize (still reshuffled every epoch): for data that a crop or a
+    mirror destroys, such as the 8x8 digits.
     """
+    self.dataset = dataset
+    self.image_size = _image_hw(image_size)
+    self.batch_size = int(batch_size)
+    self.training = bool(training)
+    self.seed = int(seed)
+    self.start_batch = int(start_batch) if training else 0
+    self.plan = sampling.BatchPlan(len(dataset), batch_size, training, seed, rank, num_ranks)
+    self.steps_per_epoch = self.plan.steps_per_epoch
+    self.num_examples = self.plan.num_examples
+    self.skipped = 0
+    self._warned = set()
+    self._transform = Transform(self.image_size, training, center_crop, augment)
+    self.num_workers = _available_cores() if workers is None else int(workers)
+    self._pool = None
+    self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
+    if self.num_workers > 0:
+      slots = num_slots or 2 * self.num_workers + 2
+      self._pool = WorkerPool(dataset, self._transform, self.batch_size, self.num_workers, slots, self.seed,
+                              start_method)
 
-    def __init__(self, dataset, image_size, batch_size, training, workers=None, seed=0, rank=0, num_ranks=1,
-                 center_crop=False, start_batch=0, augment="inception", start_method="fork", num_slots=None):
-        """workers=None uses every core; workers=0 builds batches in the calling thread (debugging).
+  # -- consumer side ---------------------------------------------------------------------------------------------
 
-        augment="none" trains on the eval resize (still reshuffled every epoch): for data that a crop or a
-        mirror destroys, such as the 8x8 digits.
-        """
-        self.dataset = dataset
-        self.image_size = _image_hw(image_size)
-        self.batch_size = int(batch_size)
-        self.training = bool(training)
-        self.seed = int(seed)
-        self.start_batch = int(start_batch) if training else 0
-        self.plan = sampling.BatchPlan(len(dataset), batch_size, training, seed, rank, num_ranks)
-        self.steps_per_epoch = self.plan.steps_per_epoch
-        self.num_examples = self.plan.num_examples
-        self.skipped = 0
-        self._warned = set()
-        self._transform = Transform(self.image_size, training, center_crop, augment)
-        self.num_workers = _available_cores() if workers is None else int(workers)
-        self._pool = None
-        self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
-        if self.num_workers > 0:
-            slots = num_slots or 2 * self.num_workers + 2
-            self._pool = WorkerPool(dataset, self._transform, self.batch_size, self.num_workers, slots, self.seed,
-                                    start_method)
+  def _finish(self, batch_id, final, skips, images):
+    """(images, labels, mask) for one batch from a worker's report; warns about and counts bad files."""
+    labels = np.zeros([self.batch_size], np.int32)
+    mask = np.zeros([self.batch_size], np.float32)
+    final = np.asarray(final, dtype=np.int64)
+    kept = final >= 0
+    labels[:len(final)][kept] = self.dataset.labels[final[kept]]
+    mask[:len(final)][kept] = 1.0
+    for where, reason in skips:
+      self.skipped += 1
+      if where not in self._warned:
+        self._warned.add(where)
+        _log.warning("input: skipped %s: %s", where, reason)
+    if (batch_id + 1) % self.steps_per_epoch == 0:
+      report = _log.warning if self.skipped else _log.info
+      report("input: %d bad files skipped so far (epoch %d of %s %s)", self.skipped, batch_id // self.steps_per_epoch,
+             self.dataset.name, self.dataset.split)
+    return images, labels, mask
 
-    # -- consumer side ---------------------------------------------------------------------------------------------
+  def _local_batches(self, first, stop):
+    h, w = self.image_size
+    k = first
+    while stop is None or k < stop:
+      epoch, indices = self.plan.batch(k)
+      images = np.empty([self.batch_size, h, w, 3], np.uint8)
+      final, skips = batch_lib.fill_batch(self.dataset, self._transform, images, epoch, indices, self.seed)
+      yield self._finish(k, final, skips, images)
+      k += 1
 
-    def _finish(self, batch_id, final, skips, images):
-        """(images, labels, mask) for one batch from a worker's report; warns about and counts bad files."""
-        labels = np.zeros([self.batch_size], np.int32)
-        mask = np.zeros([self.batch_size], np.float32)
-        final = np.asarray(final, dtype=np.int64)
-        kept = final >= 0
-        labels[:len(final)][kept] = self.dataset.labels[final[kept]]
-        mask[:len(final)][kept] = 1.0
-        for where, reason in skips:
-            self.skipped += 1
-            if where not in self._warned:
-                self._warned.add(where)
-                _log.warning("input: skipped %s: %s", where, reason)
-        if (batch_id + 1) % self.steps_per_epoch == 0:
-            report = _log.warning if self.skipped else _log.info
-            report("input: %d bad files skipped so far (epoch %d of %s %s)", self.skipped,
-                   batch_id // self.steps_per_epoch, self.dataset.name, self.dataset.split)
-        return images, labels, mask
+  def _pool_batches(self, first, stop):
+    pool = self._pool
+    gen = pool.new_generation()
+    if self._slots is None:
+      self._slots = {"free": list(range(pool.num_slots)), "ready": {}}
+    slots = self._slots
+    # Results an abandoned iterator received but never handed out are stale: their slots are free again.
+    # Slots still being filled for it come back as stale results below.
+    for slot, _, _ in slots["ready"].values():
+      slots["free"].append(slot)
+    slots["ready"] = {}
+    free, ready = slots["free"], slots["ready"]
+    next_submit = next_yield = first
+    while stop is None or next_yield < stop:
+      if pool.generation != gen:
+        raise RuntimeError("this batch iterator was superseded by a newer one over the same pipeline")
+      while free and (stop is None or next_submit < stop):
+        slot = free.pop()
+        epoch, indices = self.plan.batch(next_submit)
+        pool.submit(gen, next_submit, slot, epoch, indices)
+        next_submit += 1
+      while next_yield not in ready:
+        kind, rgen, batch_id, slot, final, skips = pool.get_result()
+        if rgen != gen or kind == "stale":
+          free.append(slot)
+          continue
+        ready[batch_id] = (slot, final, skips)
+      slot, final, skips = ready.pop(next_yield)
+      # A copy, because tf.data may keep the yielded array alive while the slot is refilled.
+      images = pool.ring[slot].copy()
+      free.append(slot)
+      result = self._finish(next_yield, final, skips, images)
+      next_yield += 1
+      yield result
 
-    def _local_batches(self, first, stop):
-        h, w = self.image_size
-        k = first
-        while stop is None or k < stop:
-            epoch, indices = self.plan.batch(k)
-            images = np.empty([self.batch_size, h, w, 3], np.uint8)
-            final, skips = batch_lib.fill_batch(self.dataset, self._transform, images, epoch, indices, self.seed)
-            yield self._finish(k, final, skips, images)
-            k += 1
+  def batches(self, first=None):
+    """Python generator of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]).
 
-    def _pool_batches(self, first, stop):
-        pool = self._pool
-        gen = pool.new_generation()
-        if self._slots is None:
-            self._slots = {"free": list(range(pool.num_slots)), "ready": {}}
-        slots = self._slots
-        # Results an abandoned iterator received but never handed out are stale: their slots are free again.
-        # Slots still being filled for it come back as stale results below.
-        for slot, _, _ in slots["ready"].values():
-            slots["free"].append(slot)
-        slots["ready"] = {}
-        free, ready = slots["free"], slots["ready"]
-        next_submit = next_yield = first
-        while stop is None or next_yield < stop:
-            if pool.generation != gen:
-                raise RuntimeError("this batch iterator was superseded by a newer one over the same pipeline")
-            while free and (stop is None or next_submit < stop):
-                slot = free.pop()
-                epoch, indices = self.plan.batch(next_submit)
-                pool.submit(gen, next_submit, slot, epoch, indices)
-                next_submit += 1
-            while next_yield not in ready:
-                kind, rgen, batch_id, slot, final, skips = pool.get_result()
-                if rgen != gen or kind == "stale":
-                    free.append(slot)
-                    continue
-                ready[batch_id] = (slot, final, skips)
-            slot, final, skips = ready.pop(next_yield)
-            # A copy, because tf.data may keep the yielded array alive while the slot is refilled.
-            images = pool.ring[slot].copy()
-            free.append(slot)
-            result = self._finish(next_yield, final, skips, images)
-            next_yield += 1
-            yield result
+    Train: endless, from global batch `first` (default start_batch). Eval: one pass over this rank's shard.
+    One iterator at a time: starting a new one abandons the previous one (which raises if resumed).
+    """
+    first = self.start_batch if first is None else int(first)
+    stop = None if self.training else self.steps_per_epoch
+    if self._pool is None:
+      return self._local_batches(first, stop)
+    return self._pool_batches(first, stop)
 
-    def batches(self, first=None):
-        """Python generator of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]).
+  def tf_dataset(self, prefetch=2):
+    """tf.data.Dataset of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]), fully static shapes.
 
-        Train: endless, from global batch `first` (default start_batch). Eval: one pass over this rank's shard.
-        One iterator at a time: starting a new one abandons the previous one (which raises if resumed).
-        """
-        first = self.start_batch if first is None else int(first)
-        stop = None if self.training else self.steps_per_epoch
-        if self._pool is None:
-            return self._local_batches(first, stop)
-        return self._pool_batches(first, stop)
+    Every new iterator over it restarts at start_batch (train) or at the first batch (eval).
+    """
+    h, w = self.image_size
+    b = self.batch_size
+    types = (tf.uint8, tf.int32, tf.float32)
+    shapes = (tf.TensorShape([b, h, w, 3]), tf.TensorShape([b]), tf.TensorShape([b]))
+    if "output_signature" in inspect.signature(tf.data.Dataset.from_generator).parameters:
+      # TF 2.x: the same thing without the deprecation warning that output_types/shapes print.
+      signature = tuple(tf.TensorSpec(s, t) for s, t in zip(shapes, types))
+      dataset = tf.data.Dataset.from_generator(lambda: self.batches(), output_signature=signature)
+    else:
+      dataset = tf.data.Dataset.from_generator(lambda: self.batches(), types, shapes)
+    return dataset.prefetch(prefetch)
 
-    def tf_dataset(self, prefetch=2):
-        """tf.data.Dataset of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]), fully static shapes.
+  @property
+  def worker_pids(self):
+    return self._pool.pids if self._pool is not None else []
 
-        Every new iterator over it restarts at start_batch (train) or at the first batch (eval).
-        """
-        h, w = self.image_size
-        b = self.batch_size
-        types = (tf.uint8, tf.int32, tf.float32)
-        shapes = (tf.TensorShape([b, h, w, 3]), tf.TensorShape([b]), tf.TensorShape([b]))
-        if "output_signature" in inspect.signature(tf.data.Dataset.from_generator).parameters:
-            # TF 2.x: the same thing without the deprecation warning that output_types/shapes print.
-            signature = tuple(tf.TensorSpec(s, t) for s, t in zip(shapes, types))
-            dataset = tf.data.Dataset.from_generator(lambda: self.batches(), output_signature=signature)
-        else:
-            dataset = tf.data.Dataset.from_generator(lambda: self.batches(), types, shapes)
-        return dataset.prefetch(prefetch)
+  def close(self):
+    """Stops the workers; idempotent, and also run at interpreter exit."""
+    if self._pool is not None:
+      self._pool.close()
 
-    @property
-    def worker_pids(self):
-        return self._pool.pids if self._pool is not None else []
+  def __enter__(self):
+    return self
 
-    def close(self):
-        """Stops the workers; idempotent, and also run at interpreter exit."""
-        if self._pool is not None:
-            self._pool.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+  def __exit__(self, *exc):
+    self.close()

@@ -7,6 +7,6 @@ import tensorflow.compat.v1 as tf
 
 
 def to_model_input(images_uint8, dtype=tf.float32):
-    """images / 127.5 - 1 as `dtype` (computed in float32, so 0 -> -1 and 255 -> 1 exactly, then cast)."""
-    scaled = tf.cast(images_uint8, tf.float32) * (1.0 / 127.5) - 1.0
-    return tf.cast(scaled, dtype) if dtype != tf.float32 else scaled
+  """images / 127.5 - 1 as `dtype` (computed in float32, so 0 -> -1 and 255 -> 1 exactly, then cast)."""
+  scaled = tf.cast(images_uint8, tf.float32) * (1.0 / 127.5) - 1.0
+  return tf.cast(scaled, dtype) if dtype != tf.float32 else scaled

@@ -24,48 +24,48 @@ _ALLOWED = frozenset([
 
 
 class UnsafePickleError(ValueError):
-    """A pickle that names a global outside the allowed set; the message names the file and the global."""
+  """A pickle that names a global outside the allowed set; the message names the file and the global."""
 
 
 class _CifarUnpickler(pickle.Unpickler):
 
-    def __init__(self, f, path):
-        pickle.Unpickler.__init__(self, f, encoding="bytes")
-        self._path = path
+  def __init__(self, f, path):
+    pickle.Unpickler.__init__(self, f, encoding="bytes")
+    self._path = path
 
-    def find_class(self, module, name):
-        if (module, name) not in _ALLOWED:
-            raise UnsafePickleError(
-                "%s: refused pickle global %s.%s (a CIFAR pickle holds only dicts, lists, bytes, ints and numpy "
-                "arrays; this file is not a CIFAR batch or was tampered with)" % (self._path, module, name))
-        return _resolve(module, name)
+  def find_class(self, module, name):
+    if (module, name) not in _ALLOWED:
+      raise UnsafePickleError(
+          "%s: refused pickle global %s.%s (a CIFAR pickle holds only dicts, lists, bytes, ints and numpy "
+          "arrays; this file is not a CIFAR batch or was tampered with)" % (self._path, module, name))
+    return _resolve(module, name)
 
 
 def _resolve(module, name):
-    candidates = [module]
-    if module.startswith("numpy._core"):
-        candidates.append(module.replace("numpy._core", "numpy.core", 1))
-    elif module.startswith("numpy.core"):
-        candidates.insert(0, module.replace("numpy.core", "numpy._core", 1))  # numpy 2 warns on numpy.core
-    for candidate in candidates:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return getattr(importlib.import_module(candidate), name)
-        except (ImportError, AttributeError):
-            continue
-    raise pickle.UnpicklingError("cannot resolve %s.%s" % (module, name))
+  candidates = [module]
+  if module.startswith("numpy._core"):
+    candidates.append(module.replace("numpy._core", "numpy.core", 1))
+  elif module.startswith("numpy.core"):
+    candidates.insert(0, module.replace("numpy.core", "numpy._core", 1))  # numpy 2 warns on numpy.core
+  for candidate in candidates:
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(importlib.import_module(candidate), name)
+    except (ImportError, AttributeError):
+      continue
+  raise pickle.UnpicklingError("cannot resolve %s.%s" % (module, name))
 
 
 def load(path):
-    """Loads one CIFAR pickle file (keys stay bytes, as the format was written by Python 2).
+  """Loads one CIFAR pickle file (keys stay bytes, as the format was written by Python 2).
 
-    Raises UnsafePickleError for any non-data global and ValueError for a file that is not a pickle.
-    """
-    with open(path, "rb") as f:
-        try:
-            return _CifarUnpickler(f, path).load()
-        except UnsafePickleError:
-            raise
-        except Exception as e:  # truncated/garbage files raise a zoo of exception types
-            raise ValueError("%s: not a readable CIFAR pickle (%s: %s)" % (path, type(e).__name__, e))
+  Raises UnsafePickleError for any non-data global and ValueError for a file that is not a pickle.
+  """
+  with open(path, "rb") as f:
+    try:
+      return _CifarUnpickler(f, path).load()
+    except UnsafePickleError:
+      raise
+    except Exception as e:  # truncated/garbage files raise a zoo of exception types
+      raise ValueError("%s: not a readable CIFAR pickle (%s: %s)" % (path, type(e).__name__, e))

@@ -15,61 +15,61 @@ _ORDER, _AUGMENT, _REPLACE = 1, 2, 3
 
 
 def rng_for(seed, epoch, purpose, *more):
-    """A numpy Generator for one (seed, epoch, purpose, ...) tuple."""
-    return np.random.default_rng([int(seed), int(epoch), purpose] + [int(m) for m in more])
+  """A numpy Generator for one (seed, epoch, purpose, ...) tuple."""
+  return np.random.default_rng([int(seed), int(epoch), purpose] + [int(m) for m in more])
 
 
 def augment_rng(seed, epoch, index, attempt=0):
-    """The random stream that augments example `index` in `epoch` (attempt > 0: a replacement for a bad file)."""
-    return rng_for(seed, epoch, _AUGMENT, index, attempt)
+  """The random stream that augments example `index` in `epoch` (attempt > 0: a replacement for a bad file)."""
+  return rng_for(seed, epoch, _AUGMENT, index, attempt)
 
 
 def replacement_index(seed, epoch, index, attempt, num_examples):
-    """The example that stands in for a corrupt `index` at its `attempt`-th retry (deterministic)."""
-    return int(rng_for(seed, epoch, _REPLACE, index, attempt).integers(num_examples))
+  """The example that stands in for a corrupt `index` at its `attempt`-th retry (deterministic)."""
+  return int(rng_for(seed, epoch, _REPLACE, index, attempt).integers(num_examples))
 
 
 class BatchPlan(object):
-    """The order of examples for one rank.
+  """The order of examples for one rank.
 
-    Attributes:
-      num_examples: examples in this rank's shard.
-      steps_per_epoch: batches per epoch (train: full batches only; eval: ceil, last one padded).
-    """
+  Attributes:
+    num_examples: examples in this rank's shard.
+    steps_per_epoch: batches per epoch (train: full batches only; eval: ceil, last one padded).
+  """
 
-    def __init__(self, dataset_size, batch_size, training, seed=0, rank=0, num_ranks=1):
-        if not 0 <= rank < num_ranks:
-            raise ValueError("rank %d is outside 0..%d (num_ranks=%d)" % (rank, num_ranks - 1, num_ranks))
-        self.dataset_size = int(dataset_size)
-        self.batch_size = int(batch_size)
-        self.training = bool(training)
-        self.seed, self.rank, self.num_ranks = int(seed), int(rank), int(num_ranks)
-        if self.training:
-            self.num_examples = self.dataset_size // num_ranks
-            self.steps_per_epoch = self.num_examples // self.batch_size
-            if self.steps_per_epoch == 0:
-                raise ValueError("the training shard holds %d examples (%d examples / %d ranks), fewer than one "
-                                 "batch of %d: use a smaller batch size" % (self.num_examples, self.dataset_size,
-                                                                            num_ranks, self.batch_size))
-        else:
-            self._eval_shard = np.arange(rank, self.dataset_size, num_ranks)
-            self.num_examples = len(self._eval_shard)
-            longest = -(-self.dataset_size // num_ranks)
-            self.steps_per_epoch = max(1, -(-longest // self.batch_size))
-        self._cached_epoch, self._cached_shard = None, None
+  def __init__(self, dataset_size, batch_size, training, seed=0, rank=0, num_ranks=1):
+    if not 0 <= rank < num_ranks:
+      raise ValueError("rank %d is outside 0..%d (num_ranks=%d)" % (rank, num_ranks - 1, num_ranks))
+    self.dataset_size = int(dataset_size)
+    self.batch_size = int(batch_size)
+    self.training = bool(training)
+    self.seed, self.rank, self.num_ranks = int(seed), int(rank), int(num_ranks)
+    if self.training:
+      self.num_examples = self.dataset_size // num_ranks
+      self.steps_per_epoch = self.num_examples // self.batch_size
+      if self.steps_per_epoch == 0:
+        raise ValueError("the training shard holds %d examples (%d examples / %d ranks), fewer than one "
+                         "batch of %d: use a smaller batch size" %
+                         (self.num_examples, self.dataset_size, num_ranks, self.batch_size))
+    else:
+      self._eval_shard = np.arange(rank, self.dataset_size, num_ranks)
+      self.num_examples = len(self._eval_shard)
+      longest = -(-self.dataset_size // num_ranks)
+      self.steps_per_epoch = max(1, -(-longest // self.batch_size))
+    self._cached_epoch, self._cached_shard = None, None
 
-    def epoch_shard(self, epoch):
-        """This rank's example indices for `epoch`, in visiting order."""
-        if not self.training:
-            return self._eval_shard
-        if epoch != self._cached_epoch:
-            order = rng_for(self.seed, epoch, _ORDER).permutation(self.dataset_size)
-            self._cached_shard = order[self.rank::self.num_ranks][:self.num_examples]
-            self._cached_epoch = epoch
-        return self._cached_shard
+  def epoch_shard(self, epoch):
+    """This rank's example indices for `epoch`, in visiting order."""
+    if not self.training:
+      return self._eval_shard
+    if epoch != self._cached_epoch:
+      order = rng_for(self.seed, epoch, _ORDER).permutation(self.dataset_size)
+      self._cached_shard = order[self.rank::self.num_ranks][:self.num_examples]
+      self._cached_epoch = epoch
+    return self._cached_shard
 
-    def batch(self, k):
-        """(epoch, indices) of global batch k; eval indices may be shorter than batch_size (padding rows)."""
-        epoch, step = divmod(int(k), self.steps_per_epoch)
-        start = step * self.batch_size
-        return epoch, self.epoch_shard(epoch)[start:start + self.batch_size]
+  def batch(self, k):
+    """(epoch, indices) of global batch k; eval indices may be shorter than batch_size (padding rows)."""
+    epoch, step = divmod(int(k), self.steps_per_epoch)
+    start = step * self.batch_size
+    return epoch, self.epoch_shard(epoch)[start:start + self.batch_size]

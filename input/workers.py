@@ -40,172 +40,170 @@ _live_pools = weakref.WeakSet()
 
 
 def _close_live_pools():
-    for pool in list(_live_pools):
-        pool.close()
+  for pool in list(_live_pools):
+    pool.close()
 
 
 atexit.register(_close_live_pools)
 
 
 def _die_with_parent(parent_pid):
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent goes
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+  if sys.platform.startswith("linux"):
+    try:
+      libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+      libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent goes
+    except (OSError, AttributeError):
+      pass
+  if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    os._exit(1)
 
 
 def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, tasks, results, generation, seed):
-    _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    import cv2
-    cv2.setNumThreads(1)  # one core per worker process; OpenCV's own pool would oversubscribe
-    ring = np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
-    while True:
-        try:
-            task = tasks.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent_pid:
-                return
-            continue
-        if task is None:
-            return
-        gen, batch_id, slot, epoch, indices = task
-        if gen != generation.value:  # superseded by a newer iterator: give the slot back without work
-            results.put(("stale", gen, batch_id, slot, None, None))
-            continue
-        try:
-            final, skips = batch_lib.fill_batch(dataset, transform, ring[slot], epoch, indices, seed)
-            results.put(("ok", gen, batch_id, slot, final, skips))
-        except Exception:
-            results.put(("error", gen, batch_id, slot, worker_id, traceback.format_exc()))
+  _die_with_parent(parent_pid)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  import cv2
+  cv2.setNumThreads(1)  # one core per worker process; OpenCV's own pool would oversubscribe
+  ring = np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
+  while True:
+    try:
+      task = tasks.get(timeout=1.0)
+    except queue.Empty:
+      if os.getppid() != parent_pid:
+        return
+      continue
+    if task is None:
+      return
+    gen, batch_id, slot, epoch, indices = task
+    if gen != generation.value:  # superseded by a newer iterator: give the slot back without work
+      results.put(("stale", gen, batch_id, slot, None, None))
+      continue
+    try:
+      final, skips = batch_lib.fill_batch(dataset, transform, ring[slot], epoch, indices, seed)
+      results.put(("ok", gen, batch_id, slot, final, skips))
+    except Exception:
+      results.put(("error", gen, batch_id, slot, worker_id, traceback.format_exc()))
 
 
 def _describe_exit(code):
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "signal %d" % -code
-        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
-        return "exit code %d, killed by %s%s" % (code, name, hint)
-    return "exit code %s" % code
+  if code is not None and code < 0:
+    try:
+      name = signal.Signals(-code).name
+    except ValueError:
+      name = "signal %d" % -code
+    hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+    return "exit code %d, killed by %s%s" % (code, name, hint)
+  return "exit code %s" % code
 
 
 class WorkerPool(object):
-    """N worker processes around a ring of shared batch slots.
+  """N worker processes around a ring of shared batch slots.
 
-    Attributes:
-      ring: uint8 array [num_slots, B, H, W, 3] in shared memory.
-      num_slots: batches that can be in flight or held by the consumer at once.
-    """
+  Attributes:
+    ring: uint8 array [num_slots, B, H, W, 3] in shared memory.
+    num_slots: batches that can be in flight or held by the consumer at once.
+  """
 
-    def __init__(self, dataset, transform, batch_size, num_workers, num_slots, seed, start_method="fork"):
-        if start_method not in ("fork", "spawn"):
-            # forkserver would make the fork server, not us, the workers' parent (breaks the parent-death checks).
-            raise ValueError("start_method %r is not supported: expected 'fork' or 'spawn'" % start_method)
-        out_h, out_w = transform.out_size
-        shape = (num_slots, batch_size, out_h, out_w, 3)
-        size = int(np.prod(shape))
-        ctx = mp.get_context(start_method)
-        self.num_slots = num_slots
-        self._closed = False
-        self._error = None
-        if start_method == "fork":
-            self._buffer = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
-        else:
-            self._buffer = ctx.RawArray(ctypes.c_uint8, size)
-        self.ring = np.frombuffer(self._buffer, dtype=np.uint8).reshape(shape)
-        self._tasks = ctx.Queue()
-        self._results = ctx.Queue()
-        self._generation = ctx.RawValue(ctypes.c_long, 0)
-        self._procs = []
-        _live_pools.add(self)
-        parent = os.getpid()
-        for wid in range(num_workers):
-            proc = ctx.Process(target=_worker_main, name="input-worker-%d" % wid,
-                               args=(wid, parent, dataset, transform, self._buffer, shape, self._tasks,
-                                     self._results, self._generation, seed))
-            proc.daemon = True
-            proc.start()
-            self._procs.append(proc)
+  def __init__(self, dataset, transform, batch_size, num_workers, num_slots, seed, start_method="fork"):
+    if start_method not in ("fork", "spawn"):
+      # forkserver would make the fork server, not us, the workers' parent (breaks the parent-death checks).
+      raise ValueError("start_method %r is not supported: expected 'fork' or 'spawn'" % start_method)
+    out_h, out_w = transform.out_size
+    shape = (num_slots, batch_size, out_h, out_w, 3)
+    size = int(np.prod(shape))
+    ctx = mp.get_context(start_method)
+    self.num_slots = num_slots
+    self._closed = False
+    self._error = None
+    if start_method == "fork":
+      self._buffer = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+    else:
+      self._buffer = ctx.RawArray(ctypes.c_uint8, size)
+    self.ring = np.frombuffer(self._buffer, dtype=np.uint8).reshape(shape)
+    self._tasks = ctx.Queue()
+    self._results = ctx.Queue()
+    self._generation = ctx.RawValue(ctypes.c_long, 0)
+    self._procs = []
+    _live_pools.add(self)
+    parent = os.getpid()
+    for wid in range(num_workers):
+      proc = ctx.Process(
+          target=_worker_main, name="input-worker-%d" % wid, args=(wid, parent, dataset, transform, self._buffer, shape,
+                                                                   self._tasks, self._results, self._generation, seed))
+      proc.daemon = True
+      proc.start()
+      self._procs.append(proc)
 
-    @property
-    def pids(self):
-        return [p.pid for p in self._procs]
+  @property
+  def pids(self):
+    return [p.pid for p in self._procs]
 
-    def _check_usable(self):
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            raise RuntimeError("the input pipeline was closed; create a new InputPipeline")
+  def _check_usable(self):
+    if self._error is not None:
+      raise self._error
+    if self._closed:
+      raise RuntimeError("the input pipeline was closed; create a new InputPipeline")
 
-    @property
-    def generation(self):
-        return self._generation.value
+  @property
+  def generation(self):
+    return self._generation.value
 
-    def new_generation(self):
-        """Invalidates every queued task (workers skip them) and returns the new generation id."""
-        self._check_usable()
-        self._generation.value += 1
-        return self._generation.value
+  def new_generation(self):
+    """Invalidates every queued task (workers skip them) and returns the new generation id."""
+    self._check_usable()
+    self._generation.value += 1
+    return self._generation.value
 
-    def submit(self, gen, batch_id, slot, epoch, indices):
-        self._check_usable()
-        self._tasks.put((gen, batch_id, slot, epoch, np.asarray(indices, dtype=np.int64)))
+  def submit(self, gen, batch_id, slot, epoch, indices):
+    self._check_usable()
+    self._tasks.put((gen, batch_id, slot, epoch, np.asarray(indices, dtype=np.int64)))
 
-    def _check_workers(self):
-        for wid, proc in enumerate(self._procs):
-            if proc.exitcode is not None:
-                self._error = RuntimeError(
-                    "input worker %d (pid %d) died with %s; the input pipeline cannot continue" % (
-                        wid, proc.pid, _describe_exit(proc.exitcode)))
-                raise self._error
+  def _check_workers(self):
+    for wid, proc in enumerate(self._procs):
+      if proc.exitcode is not None:
+        self._error = RuntimeError("input worker %d (pid %d) died with %s; the input pipeline cannot continue" %
+                                   (wid, proc.pid, _describe_exit(proc.exitcode)))
+        raise self._error
 
-    def get_result(self):
-        """The next result tuple (kind, gen, batch_id, slot, final, skips); raises RuntimeError if a worker died."""
-        self._check_usable()
-        # Checked on every call, not only when the queue runs dry: the other workers may keep the queue busy
-        # while the batch a dead worker held never arrives.
+  def get_result(self):
+    """The next result tuple (kind, gen, batch_id, slot, final, skips); raises RuntimeError if a worker died."""
+    self._check_usable()
+    # Checked on every call, not only when the queue runs dry: the other workers may keep the queue busy
+    # while the batch a dead worker held never arrives.
+    self._check_workers()
+    while True:
+      try:
+        result = self._results.get(timeout=_POLL_SECONDS)
+      except queue.Empty:
         self._check_workers()
-        while True:
-            try:
-                result = self._results.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                self._check_workers()
-                continue
-            if result[0] == "error":
-                self._error = RuntimeError("input worker %d failed on batch %d:\n%s" % (
-                    result[4], result[2], result[5]))
-                raise self._error
-            return result
+        continue
+      if result[0] == "error":
+        self._error = RuntimeError("input worker %d failed on batch %d:\n%s" % (result[4], result[2], result[5]))
+        raise self._error
+      return result
 
-    def close(self):
-        """Stops the workers (politely, then by force) and releases the queues; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
-        self._generation.value += 1
-        for _ in self._procs:
-            try:
-                self._tasks.put_nowait(None)
-            except Exception:
-                pass
-        deadline = time.time() + 2.0
-        for proc in self._procs:
-            proc.join(max(0.0, deadline - time.time()))
-        for proc in self._procs:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(1.0)
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.join(1.0)
-        for q in (self._tasks, self._results):
-            q.cancel_join_thread()  # never block interpreter exit on a feeder thread
-            q.close()
-        _live_pools.discard(self)
+  def close(self):
+    """Stops the workers (politely, then by force) and releases the queues; safe to call more than once."""
+    if self._closed:
+      return
+    self._closed = True
+    self._generation.value += 1
+    for _ in self._procs:
+      try:
+        self._tasks.put_nowait(None)
+      except Exception:
+        pass
+    deadline = time.time() + 2.0
+    for proc in self._procs:
+      proc.join(max(0.0, deadline - time.time()))
+    for proc in self._procs:
+      if proc.is_alive():
+        proc.terminate()
+        proc.join(1.0)
+      if proc.is_alive():
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(1.0)
+    for q in (self._tasks, self._results):
+      q.cancel_join_thread()  # never block interpreter exit on a feeder thread
+      q.close()
+    _live_pools.discard(self)

@@ -102,7 +102,7 @@ def cpu_bfloat16_status():
       bf16, fp32 = _matmul_seconds(tf.bfloat16), _matmul_seconds(tf.float32)
       if bf16 > fp32:
         _BF16["status"] = (False, "bfloat16 matmuls run %.1fx slower than float32 in this TensorFlow build "
-                                  "on this CPU" % (bf16 / fp32))
+                           "on this CPU" % (bf16 / fp32))
       else:
         _BF16["status"] = (True, "bfloat16 matmuls run %.1fx faster than float32" % (fp32 / bf16))
   return _BF16["status"]

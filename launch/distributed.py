@@ -28,6 +28,6 @@ def wrap_optimizer(optimizer, device, num_ranks):
   try:
     import horovod.tensorflow as hvd  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise ValueError("%d ranks on %s need Horovod (pip install horovod) for the gradient all-reduce" % (
-        num_ranks, device))
+    raise ValueError("%d ranks on %s need Horovod (pip install horovod) for the gradient all-reduce" %
+                     (num_ranks, device))
   return hvd.DistributedOptimizer(optimizer)

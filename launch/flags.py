@@ -15,74 +15,89 @@ def define_flags():
   if "train_batch_size" in flags.FLAGS:
     return
   # Data.
-  flags.DEFINE_string("dataset", None, "Dataset: " + " | ".join(DATASETS) + ". Default: digits (the embedded 8x8 "
-                      "digits) without --data_dir, auto (detected from the folder) with it.")
+  flags.DEFINE_string(
+      "dataset", None, "Dataset: " + " | ".join(DATASETS) + ". Default: digits (the embedded 8x8 "
+      "digits) without --data_dir, auto (detected from the folder) with it.")
   flags.DEFINE_string("data_dir", None, "Folder of the dataset (CIFAR binaries, class folders, or a list file).")
   flags.DEFINE_integer("image_size", 16, "Side of the square model input in pixels; must be divisible by the patch.")
   flags.DEFINE_integer("train_batch_size", 64, "Training batch size per device (per rank).")
   flags.DEFINE_integer("eval_batch_size", 128, "Evaluation batch size; at most the size of the test split.")
   flags.DEFINE_integer("workers", None, "Decode/augment worker threads of the input pipeline (None: pipeline default).")
-  flags.DEFINE_enum("augment", "auto", ["auto", "inception", "none"],
-                    "Training augmentation of the input pipeline: inception (random resized crop + flip, as official "
-                    "fine-tuning) | none (the eval resize, still reshuffled every epoch). auto: none for digits "
-                    "(a crop or a mirror destroys an 8x8 digit), inception otherwise.")
+  flags.DEFINE_enum(
+      "augment", "auto", ["auto", "inception", "none"],
+      "Training augmentation of the input pipeline: inception (random resized crop + flip, as official "
+      "fine-tuning) | none (the eval resize, still reshuffled every epoch). auto: none for digits "
+      "(a crop or a mirror destroys an 8x8 digit), inception otherwise.")
   flags.DEFINE_integer("seed", 0, "Seed of the weight initialisation, dropout and the data order.")
   flags.DEFINE_integer("rank", None, "This process's rank for data sharding (default: $RANK_ID or 0).")
   flags.DEFINE_integer("num_ranks", None, "Number of data-parallel ranks (default: $RANK_SIZE or 1).")
   # Model.
-  flags.DEFINE_string("model", "tiny", "Model: an official name (ViT-B/16, B_16, ViT-Ti/16, ...) or 'tiny' "
-                      "(patch 4, width 64, 4 layers, 4 heads, MLP 128: the digits recipe).")
+  flags.DEFINE_string(
+      "model", "tiny", "Model: an official name (ViT-B/16, B_16, ViT-Ti/16, ...) or 'tiny' "
+      "(patch 4, width 64, 4 layers, 4 heads, MLP 128: the digits recipe).")
   flags.DEFINE_integer("patch_size", None, "Override the model's patch size (e.g. a small patch for small images).")
   flags.DEFINE_integer("hidden_size", None, "Override the model's token width.")
   flags.DEFINE_integer("num_layers", None, "Override the model's number of encoder blocks.")
   flags.DEFINE_integer("num_heads", None, "Override the model's attention heads.")
   flags.DEFINE_integer("mlp_dim", None, "Override the model's MLP width.")
-  flags.DEFINE_string("init_checkpoint", None, "Start from an official .npz or a checkpoint of ours (prefix or "
-                      "folder); the head is re-initialised when the class count differs.")
+  flags.DEFINE_string(
+      "init_checkpoint", None, "Start from an official .npz or a checkpoint of ours (prefix or "
+      "folder); the head is re-initialised when the class count differs.")
   flags.DEFINE_float("dropout", 0.0, "Dropout rate inside the encoder (0 as in official fine-tuning).")
   # Optimisation.
   flags.DEFINE_enum("optimizer", "momentum", ["momentum", "sgd", "adam", "adamw"],
                     "momentum (default, as official fine-tuning) | sgd | adam | adamw (decoupled weight decay).")
-  flags.DEFINE_float("lr", 0.1, "Peak learning rate (after warm-up). 0.1: digits recipe; official fine-tuning "
-                     "uses 0.03 at batch 512 (the launch scripts pass it).")
+  flags.DEFINE_float(
+      "lr", 0.1, "Peak learning rate (after warm-up). 0.1: digits recipe; official fine-tuning "
+      "uses 0.03 at batch 512 (the launch scripts pass it).")
   flags.DEFINE_float("momentum", 0.9, "Momentum of --optimizer=momentum; beta1 of adam/adamw.")
-  flags.DEFINE_float("weight_decay", 0.0, "adamw: decoupled decay (times lr); others: L2 penalty "
-                     "0.5*wd*|w|^2 on the matrices (kernels), not on biases, norms or embeddings.")
+  flags.DEFINE_float(
+      "weight_decay", 0.0, "adamw: decoupled decay (times lr); others: L2 penalty "
+      "0.5*wd*|w|^2 on the matrices (kernels), not on biases, norms or embeddings.")
   flags.DEFINE_float("grad_clip_norm", 1.0, "Clip gradients to this global norm (0: off). 1 as in official ViT.")
-  flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the softmax cross-entropy (0.1: digits recipe; "
-                     "official fine-tuning uses 0).")
-  flags.DEFINE_enum("lr_schedule", "cosine", ["cosine", "linear", "exponential"],
-                    "Decay after warm-up: cosine | linear (to lr*lr_decay_value) | exponential "
-                    "(times lr_decay_value every lr_decay_epochs).")
-  flags.DEFINE_float("lr_decay_value", None, "cosine/linear: final lr as a fraction of --lr (default 0); "
-                     "exponential: factor per --lr_decay_epochs (default 0.1).")
+  flags.DEFINE_float(
+      "label_smoothing", 0.1, "Label smoothing of the softmax cross-entropy (0.1: digits recipe; "
+      "official fine-tuning uses 0).")
+  flags.DEFINE_enum(
+      "lr_schedule", "cosine", ["cosine", "linear", "exponential"],
+      "Decay after warm-up: cosine | linear (to lr*lr_decay_value) | exponential "
+      "(times lr_decay_value every lr_decay_epochs).")
+  flags.DEFINE_float(
+      "lr_decay_value", None, "cosine/linear: final lr as a fraction of --lr (default 0); "
+      "exponential: factor per --lr_decay_epochs (default 0.1).")
   flags.DEFINE_float("lr_decay_epochs", 1.0, "exponential: epochs between two decays.")
   flags.DEFINE_float("lr_warmup_epochs", 2.0, "Linear warm-up length in epochs (ignored when --lr_warmup_steps is "
                      "given).")
   flags.DEFINE_integer("lr_warmup_steps", None, "Linear warm-up length in steps (instead of --lr_warmup_epochs).")
   flags.DEFINE_float("num_epochs", None, "Training length in epochs (default 50 when --train_steps is not given).")
   flags.DEFINE_integer("train_steps", None, "Training length in steps (instead of --num_epochs).")
-  flags.DEFINE_integer("iterations_per_loop", 10, "Training steps per sess.run (NPU: set_iteration_per_loop; "
-                       "CPU/GPU: an in-graph tf.while_loop). Loss curves equal N=1 for the same seed.")
+  flags.DEFINE_integer(
+      "iterations_per_loop", 10, "Training steps per sess.run (NPU: set_iteration_per_loop; "
+      "CPU/GPU: an in-graph tf.while_loop). Loss curves equal N=1 for the same seed.")
   # Precision.
-  flags.DEFINE_enum("precision_mode", "auto", list(PRECISION_MODES),
-                    "NPU: passed to the adapter as is (auto = allow_mix_precision). GPU: float16 compute for the "
-                    "mixed/fp16 modes. CPU: bfloat16 compute for the mixed/fp16 modes when this TF build has the "
-                    "kernels. auto on GPU = allow_mix_precision, on CPU = float32.")
-  flags.DEFINE_string("loss_scale", "auto", "dynamic | a number | off. auto: dynamic for float16 compute (GPU, NPU "
-                      "mixed precision), off for float32/bfloat16.")
-  flags.DEFINE_float("loss_scale_init", 2.0 ** 15, "Initial dynamic loss scale.")
+  flags.DEFINE_enum(
+      "precision_mode", "auto", list(PRECISION_MODES),
+      "NPU: passed to the adapter as is (auto = allow_mix_precision). GPU: float16 compute for the "
+      "mixed/fp16 modes. CPU: bfloat16 compute for the mixed/fp16 modes when this TF build has the "
+      "kernels. auto on GPU = allow_mix_precision, on CPU = float32.")
+  flags.DEFINE_string(
+      "loss_scale", "auto", "dynamic | a number | off. auto: dynamic for float16 compute (GPU, NPU "
+      "mixed precision), off for float32/bfloat16.")
+  flags.DEFINE_float("loss_scale_init", 2.0**15, "Initial dynamic loss scale.")
   flags.DEFINE_integer("loss_scale_growth_steps", 1000, "Dynamic loss scale doubles after this many good steps.")
   # Ascend debugging (emulated on CPU/GPU).
-  flags.DEFINE_bool("over_dump", False, "NPU: overflow dump (enable_dump_debug). CPU/GPU: name the first op that "
-                    "produced inf/NaN on an overflowing step.")
+  flags.DEFINE_bool(
+      "over_dump", False, "NPU: overflow dump (enable_dump_debug). CPU/GPU: name the first op that "
+      "produced inf/NaN on an overflowing step.")
   flags.DEFINE_string("over_dump_path", None, "Where overflow dumps go (default: <model_dir>/overflow).")
-  flags.DEFINE_bool("data_dump_flag", False, "NPU: dump tensors of --data_dump_step (enable_dump). CPU/GPU: save that "
-                    "step's key tensors as .npy.")
+  flags.DEFINE_bool(
+      "data_dump_flag", False, "NPU: dump tensors of --data_dump_step (enable_dump). CPU/GPU: save that "
+      "step's key tensors as .npy.")
   flags.DEFINE_string("data_dump_step", "10", "Step(s) to dump, '|'-separated as on Ascend (e.g. '0|5|10').")
   flags.DEFINE_string("data_dump_path", None, "Where data dumps go (default: <model_dir>/data_dump).")
-  flags.DEFINE_bool("profiling", False, "NPU: profiling_mode with --profiling_options. CPU/GPU: a Chrome trace of a "
-                    "few steps in <model_dir>/profile.")
+  flags.DEFINE_bool(
+      "profiling", False, "NPU: profiling_mode with --profiling_options. CPU/GPU: a Chrome trace of a "
+      "few steps in <model_dir>/profile.")
   flags.DEFINE_string("profiling_options", None, "NPU profiling options JSON (default: training and task trace, "
                       "output <model_dir>/profile).")
   flags.DEFINE_integer("profiling_steps", 3, "CPU/GPU: how many loops (sess.run calls) to trace after warm-up.")
@@ -92,7 +107,8 @@ def define_flags():
                     "train | eval (the latest checkpoint, or --init_checkpoint) | train_and_eval.")
   flags.DEFINE_integer("eval_every_loops", 0, "Evaluate every this many loops (0: once per epoch and at the end).")
   flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, summaries, train.log and class_names.txt.")
-  flags.DEFINE_integer("save_every_loops", 0, "Checkpoint every this many loops (0: once per epoch); always at the end.")
+  flags.DEFINE_integer("save_every_loops", 0,
+                       "Checkpoint every this many loops (0: once per epoch); always at the end.")
   flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
   flags.DEFINE_integer("log_every_loops", 1, "Write a log line every this many loops.")
   flags.DEFINE_integer("warmup_loops", 0, "Loops excluded from the mean img/s (0: auto, the first ~50 steps).")

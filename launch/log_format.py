@@ -20,8 +20,8 @@ SUMMARY = ("summary: final_top1 {final_top1:.5f} best_top1 {best_top1:.5f} final
 
 _NUM = r"([-+0-9.eEinfaN]+)"
 TRAIN_RE = re.compile(
-    r"train: epoch %s step (\d+)/(\d+) loss %s lr %s img/s %s step_ms %s loss_scale %s skipped (\d+) eta (\S+)"
-    % ((_NUM,) * 6))
+    r"train: epoch %s step (\d+)/(\d+) loss %s lr %s img/s %s step_ms %s loss_scale %s skipped (\d+) eta (\S+)" %
+    ((_NUM,) * 6))
 EVAL_RE = re.compile(r"eval: epoch %s step (\d+) top1 %s top5 %s examples (\d+)" % ((_NUM,) * 3))
 SUMMARY_RE = re.compile(r"summary: final_top1 %s best_top1 %s final_top5 %s final_loss %s mean_img/s %s "
                         r"wall_s %s steps (\d+)" % ((_NUM,) * 6))
@@ -38,17 +38,38 @@ def parse_line(line):
   m = TRAIN_RE.search(line)
   if m:
     g = m.groups()
-    return "train", {"epoch": float(g[0]), "step": int(g[1]), "total": int(g[2]), "loss": float(g[3]),
-                     "lr": float(g[4]), "ips": float(g[5]), "step_ms": float(g[6]), "loss_scale": float(g[7]),
-                     "skipped": int(g[8]), "eta": g[9]}
+    return "train", {
+        "epoch": float(g[0]),
+        "step": int(g[1]),
+        "total": int(g[2]),
+        "loss": float(g[3]),
+        "lr": float(g[4]),
+        "ips": float(g[5]),
+        "step_ms": float(g[6]),
+        "loss_scale": float(g[7]),
+        "skipped": int(g[8]),
+        "eta": g[9]
+    }
   m = EVAL_RE.search(line)
   if m:
     g = m.groups()
-    return "eval", {"epoch": float(g[0]), "step": int(g[1]), "top1": float(g[2]), "top5": float(g[3]),
-                    "examples": int(g[4])}
+    return "eval", {
+        "epoch": float(g[0]),
+        "step": int(g[1]),
+        "top1": float(g[2]),
+        "top5": float(g[3]),
+        "examples": int(g[4])
+    }
   m = SUMMARY_RE.search(line)
   if m:
     g = m.groups()
-    return "summary", {"final_top1": float(g[0]), "best_top1": float(g[1]), "final_top5": float(g[2]),
-                       "final_loss": float(g[3]), "mean_ips": float(g[4]), "wall": float(g[5]), "steps": int(g[6])}
+    return "summary", {
+        "final_top1": float(g[0]),
+        "best_top1": float(g[1]),
+        "final_top5": float(g[2]),
+        "final_loss": float(g[3]),
+        "mean_ips": float(g[4]),
+        "wall": float(g[5]),
+        "steps": int(g[6])
+    }
   return None

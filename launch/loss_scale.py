@@ -23,7 +23,7 @@ class LossScale(object):
     growth_steps: finite steps after which a dynamic scale doubles.
   """
 
-  def __init__(self, mode, initial_scale=2.0 ** 15, growth_steps=1000):
+  def __init__(self, mode, initial_scale=2.0**15, growth_steps=1000):
     if mode not in ("dynamic", "fixed", "off"):
       raise ValueError("loss scale mode must be dynamic, fixed or off, got %r" % mode)
     self.mode = mode

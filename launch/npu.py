@@ -52,9 +52,9 @@ def _modules():
   return modules
 
 
-def session_config(config, precision_mode, iterations_per_loop, over_dump=False, over_dump_path=None,
-                   data_dump=False, data_dump_path=None, data_dump_steps=(), profiling=False,
-                   profiling_options=None, fusion_switch_file=None):
+def session_config(config, precision_mode, iterations_per_loop, over_dump=False, over_dump_path=None, data_dump=False,
+                   data_dump_path=None, data_dump_steps=(), profiling=False, profiling_options=None,
+                   fusion_switch_file=None):
   """Returns `config` (a tf.ConfigProto) set up for the NPU.
 
   The NpuOptimizer options: use_off_line (run on the Ascend device), precision_mode as given, iterations_per_loop
@@ -94,8 +94,14 @@ def session_config(config, precision_mode, iterations_per_loop, over_dump=False,
 
 def default_profiling_options(output_dir):
   """The profiling JSON the trainer uses when --profiling_options is not given."""
-  return json.dumps({"output": output_dir, "training_trace": "on", "task_trace": "on", "aicpu": "on",
-                     "fp_point": "", "bp_point": ""})
+  return json.dumps({
+      "output": output_dir,
+      "training_trace": "on",
+      "task_trace": "on",
+      "aicpu": "on",
+      "fp_point": "",
+      "bp_point": ""
+  })
 
 
 def loss_scale_optimizer(optimizer, mode, initial_scale, growth_steps, is_distributed=False):
@@ -103,9 +109,9 @@ def loss_scale_optimizer(optimizer, mode, initial_scale, growth_steps, is_distri
   overflow, double after `growth_steps` good steps), fixed -> FixedLossScaleManager(initial_scale)."""
   _, manager_lib, optimizer_lib, _ = _modules()
   if mode == "dynamic":
-    manager = manager_lib.ExponentialUpdateLossScaleManager(
-        init_loss_scale=initial_scale, incr_every_n_steps=growth_steps, decr_every_n_nan_or_inf=1,
-        decr_ratio=0.5)
+    manager = manager_lib.ExponentialUpdateLossScaleManager(init_loss_scale=initial_scale,
+                                                            incr_every_n_steps=growth_steps, decr_every_n_nan_or_inf=1,
+                                                            decr_ratio=0.5)
   elif mode == "fixed":
     manager = manager_lib.FixedLossScaleManager(loss_scale=initial_scale)
   else:

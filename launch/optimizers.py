@@ -29,8 +29,8 @@ class AdamWOptimizer(tf.train.AdamOptimizer):
     for grad, var in grads_and_vars:
       if grad is not None and self._decay_filter(var):
         # The decay reads the weight before this step's Adam update, as the paper's algorithm does.
-        decay_ops.append(var.assign_sub(tf.cast(lr, var.dtype.base_dtype) * self._weight_decay * var.read_value(),
-                                        read_value=False))
+        decay_ops.append(
+            var.assign_sub(tf.cast(lr, var.dtype.base_dtype) * self._weight_decay * var.read_value(), read_value=False))
     with tf.control_dependencies(decay_ops):
       return super(AdamWOptimizer, self).apply_gradients(grads_and_vars, global_step=global_step, name=name)
 

@@ -22,7 +22,9 @@ TINY = configs.ViTConfig("tiny", 4, 64, 4, 4, 128)
 RunPlan = collections.namedtuple("RunPlan", [
     "device", "precision_mode", "compute_dtype", "loss_scale_mode", "loss_scale_init", "config", "image_size",
     "train_ds", "eval_ds", "num_classes", "class_names", "rank", "num_ranks", "steps_per_epoch", "total_steps",
-    "warmup_steps", "decay_steps", "iterations", "in_graph_loop", "model_dir", "dump_steps", "eval_steps_per_pass", "augment"])
+    "warmup_steps", "decay_steps", "iterations", "in_graph_loop", "model_dir", "dump_steps", "eval_steps_per_pass",
+    "augment"
+])
 RunPlan.__doc__ = """A checked run.
 
 Attributes:
@@ -52,18 +54,21 @@ def _model_config(f):
       config = configs.get_config(f.model)
     except ValueError as e:
       raise FlagError("--model: %s" % e)
-  overrides = {k: getattr(f, k) for k in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
-               if getattr(f, k) is not None}
+  overrides = {
+      k: getattr(f, k)
+      for k in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
+      if getattr(f, k) is not None
+  }
   for key, value in overrides.items():
     if value <= 0:
       raise FlagError("--%s must be positive, got %d" % (key, value))
   config = config._replace(**overrides)
   if config.hidden_size % config.num_heads:
-    raise FlagError("hidden size %d of %s is not divisible by %d heads" % (
-        config.hidden_size, config.name, config.num_heads))
+    raise FlagError("hidden size %d of %s is not divisible by %d heads" %
+                    (config.hidden_size, config.name, config.num_heads))
   if f.image_size % config.patch_size:
-    raise FlagError("--image_size=%d is not divisible by the patch size %d of %s; use a multiple of %d" % (
-        f.image_size, config.patch_size, config.name, config.patch_size))
+    raise FlagError("--image_size=%d is not divisible by the patch size %d of %s; use a multiple of %d" %
+                    (f.image_size, config.patch_size, config.name, config.patch_size))
   return config
 
 
@@ -78,8 +83,8 @@ def _open(f, split):
 def _loss_scale(f, device, precision_mode, compute_dtype):
   mode, value = parse_loss_scale(f.loss_scale)
   if mode == "auto":
-    fp16 = compute_dtype == tf.float16 or (device == "npu" and precision_mode in (
-        "allow_mix_precision", "force_fp16", "allow_fp32_to_fp16"))
+    fp16 = compute_dtype == tf.float16 or (device == "npu" and precision_mode
+                                           in ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16"))
     mode = "dynamic" if fp16 else "off"
   if mode == "fixed":
     return mode, value
@@ -109,13 +114,13 @@ def make_plan(f):
   train_ds = _open(f, "train")
   eval_ds = _open(f, "test") if f.mode != "train" else None
   if eval_ds is not None and eval_ds.num_classes != train_ds.num_classes:
-    raise FlagError("the test split of %s has %d classes but the training split %d" % (
-        f.data_dir, eval_ds.num_classes, train_ds.num_classes))
+    raise FlagError("the test split of %s has %d classes but the training split %d" %
+                    (f.data_dir, eval_ds.num_classes, train_ds.num_classes))
 
   shard = len(train_ds) // num_ranks
   if f.mode != "eval" and f.train_batch_size > shard:
-    raise FlagError("--train_batch_size=%d is larger than this rank's %d training examples" % (
-        f.train_batch_size, shard))
+    raise FlagError("--train_batch_size=%d is larger than this rank's %d training examples" %
+                    (f.train_batch_size, shard))
   steps_per_epoch = max(1, shard // f.train_batch_size)
   eval_steps = 0
   if eval_ds is not None:
@@ -130,8 +135,8 @@ def make_plan(f):
   else:
     total = int(math.ceil((f.num_epochs if f.num_epochs is not None else 50.0) * steps_per_epoch))
   if f.iterations_per_loop > steps_per_epoch:
-    raise FlagError("--iterations_per_loop=%d is larger than an epoch (%d steps of batch %d); use at most %d" % (
-        f.iterations_per_loop, steps_per_epoch, f.train_batch_size, steps_per_epoch))
+    raise FlagError("--iterations_per_loop=%d is larger than an epoch (%d steps of batch %d); use at most %d" %
+                    (f.iterations_per_loop, steps_per_epoch, f.train_batch_size, steps_per_epoch))
   if f.lr_warmup_steps is not None:
     warmup = f.lr_warmup_steps
   else:
@@ -147,11 +152,10 @@ def make_plan(f):
                     f.init_checkpoint)
   in_graph_loop = device != "npu" and num_ranks == 1
   augment = f.augment if f.augment != "auto" else ("none" if train_ds.name == "digits" else "inception")
-  return RunPlan(
-      device=device, precision_mode=precision_mode, compute_dtype=compute_dtype, loss_scale_mode=ls_mode,
-      loss_scale_init=ls_init, config=config, image_size=f.image_size, train_ds=train_ds, eval_ds=eval_ds,
-      num_classes=train_ds.num_classes, class_names=list(train_ds.class_names), rank=rank, num_ranks=num_ranks,
-      steps_per_epoch=steps_per_epoch, total_steps=total, warmup_steps=warmup, decay_steps=decay_steps,
-      iterations=f.iterations_per_loop, in_graph_loop=in_graph_loop, model_dir=f.model_dir,
-      dump_steps=parse_dump_steps(f.data_dump_step) if f.data_dump_flag else [], eval_steps_per_pass=eval_steps,
-      augment=augment)
+  return RunPlan(device=device, precision_mode=precision_mode, compute_dtype=compute_dtype, loss_scale_mode=ls_mode,
+                 loss_scale_init=ls_init, config=config, image_size=f.image_size, train_ds=train_ds, eval_ds=eval_ds,
+                 num_classes=train_ds.num_classes, class_names=list(train_ds.class_names), rank=rank,
+                 num_ranks=num_ranks, steps_per_epoch=steps_per_epoch, total_steps=total, warmup_steps=warmup,
+                 decay_steps=decay_steps, iterations=f.iterations_per_loop, in_graph_loop=in_graph_loop,
+                 model_dir=f.model_dir, dump_steps=parse_dump_steps(f.data_dump_step) if f.data_dump_flag else [],
+                 eval_steps_per_pass=eval_steps, augment=augment)

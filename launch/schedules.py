@@ -4,8 +4,7 @@ import math
 import tensorflow.compat.v1 as tf
 
 
-def learning_rate(step, base_lr, total_steps, schedule="cosine", warmup_steps=0, decay_value=None,
-                  decay_steps=None):
+def learning_rate(step, base_lr, total_steps, schedule="cosine", warmup_steps=0, decay_value=None, decay_steps=None):
   """Returns the float32 learning rate at `step` (an integer tensor counting batches consumed).
 
   Warm-up rises linearly from base_lr/warmup_steps at step 0 to base_lr at step warmup_steps (so step 0 already

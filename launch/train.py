@@ -44,9 +44,11 @@ FLAGS = flags.FLAGS
 
 def make_model_fn(plan, dropout):
   """fn(images uint8, is_training) -> float32 logits: [-1, 1] scaling in the compute dtype, then the ViT."""
+
   def model_fn(images, is_training):
     return vit(to_model_input(images, plan.compute_dtype), plan.config, plan.num_classes, is_training,
                dropout_rate=dropout, compute_dtype=plan.compute_dtype)
+
   return model_fn
 
 
@@ -64,8 +66,7 @@ def build_graph(f, plan, start_step, restoring):
       g["init_fn"] = vit_checkpoint.init_from_checkpoint(f.init_checkpoint, plan.config, plan.num_classes, size)
     except ValueError as e:
       raise FlagError("--init_checkpoint: %s" % e)
-  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False,
-                                use_resource=True)
+  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
   tf.add_to_collection(tf.GraphKeys.GLOBAL_STEP, global_step)
   with tf.variable_scope("run", use_resource=True):
     g["best_top1"] = tf.get_variable("best_top1", [], tf.float32, tf.constant_initializer(-1.0), trainable=False)
@@ -84,20 +85,20 @@ def build_graph(f, plan, start_step, restoring):
                                            f.loss_scale_growth_steps, is_distributed=plan.num_ranks > 1)
 
     def lr_fn(step):
-      return schedules.learning_rate(step, f.lr, plan.total_steps, f.lr_schedule, plan.warmup_steps,
-                                     f.lr_decay_value, plan.decay_steps)
+      return schedules.learning_rate(step, f.lr, plan.total_steps, f.lr_schedule, plan.warmup_steps, f.lr_decay_value,
+                                     plan.decay_steps)
 
     g["train_pipe"] = InputPipeline(plan.train_ds, size, f.train_batch_size, True, workers=f.workers, seed=f.seed,
                                     rank=plan.rank, num_ranks=plan.num_ranks, start_batch=start_step,
                                     augment=plan.augment)
     g["train_iterator"] = tf.data.make_initializable_iterator(g["train_pipe"].tf_dataset())
     source = train_graph.BatchSource(g["train_iterator"])
-    spec = train_graph.StepSpec(
-        model_fn=model_fn, num_classes=plan.num_classes, optimizer=optimizer, lr_holder=lr_holder,
-        learning_rate_fn=lr_fn, global_step=global_step, loss_scale=loss_scale, grad_clip_norm=f.grad_clip_norm,
-        label_smoothing=f.label_smoothing,
-        l2_fn=lambda variables: optimizers.l2_penalty(variables, f.weight_decay, f.optimizer),
-        optimizer_gradients=not plan.in_graph_loop)
+    spec = train_graph.StepSpec(model_fn=model_fn, num_classes=plan.num_classes, optimizer=optimizer,
+                                lr_holder=lr_holder, learning_rate_fn=lr_fn, global_step=global_step,
+                                loss_scale=loss_scale, grad_clip_norm=f.grad_clip_norm,
+                                label_smoothing=f.label_smoothing,
+                                l2_fn=lambda variables: optimizers.l2_penalty(variables, f.weight_decay, f.optimizer),
+                                optimizer_gradients=not plan.in_graph_loop)
     debug_probe = plan.device != "npu" and (f.over_dump or f.data_dump_flag)
     g["loop"] = train_graph.build_train_loop(spec, source, plan.iterations, plan.in_graph_loop,
                                              keep_last_batch=debug_probe)
@@ -120,11 +121,10 @@ def session_config(f, plan):
   return npu.session_config(
       device_lib.session_config("npu"), plan.precision_mode, plan.iterations, over_dump=f.over_dump,
       over_dump_path=os.path.abspath(f.over_dump_path or os.path.join(plan.model_dir, "overflow")),
-      data_dump=f.data_dump_flag,
-      data_dump_path=os.path.abspath(f.data_dump_path or os.path.join(plan.model_dir, "data_dump")),
-      data_dump_steps=plan.dump_steps, profiling=f.profiling,
-      profiling_options=f.profiling_options or npu.default_profiling_options(profile_dir),
-      fusion_switch_file=f.fusion_switch_file)
+      data_dump=f.data_dump_flag, data_dump_path=os.path.abspath(f.data_dump_path or
+                                                                 os.path.join(plan.model_dir, "data_dump")),
+      data_dump_steps=plan.dump_steps, profiling=f.profiling, profiling_options=f.profiling_options or
+      npu.default_profiling_options(profile_dir), fusion_switch_file=f.fusion_switch_file)
 
 
 def run_eval(sess, g, epoch, step, best):
@@ -200,8 +200,9 @@ def train(f, plan):
         trace.write(run_kwargs, step)
       epoch = step / plan.steps_per_epoch
       if loop_index % f.log_every_loops == 0 or step >= plan.total_steps:
-        logging.info(hooks.train_line(epoch, step, plan.total_steps, out["mean_loss"], out["lr"], ips, step_ms,
-                                      out["loss_scale"], out["skipped"], throughput.eta(plan.total_steps - step)))
+        logging.info(
+            hooks.train_line(epoch, step, plan.total_steps, out["mean_loss"], out["lr"], ips, step_ms,
+                             out["loss_scale"], out["skipped"], throughput.eta(plan.total_steps - step)))
       summaries.scalars(step, loss=out["mean_loss"], lr=out["lr"], loss_scale=out["loss_scale"],
                         skipped_steps=out["skipped"], images_per_sec=ips)
       overflowed = out["skipped"] > last["skipped"] or not np.isfinite(out["last_loss"])
@@ -214,8 +215,8 @@ def train(f, plan):
 
       crossed_epoch = step // plan.steps_per_epoch > previous_step // plan.steps_per_epoch
       done = step >= plan.total_steps
-      if f.mode == "train_and_eval" and not done and (
-          (per_epoch_eval and crossed_epoch) or (f.eval_every_loops and loop_index % f.eval_every_loops == 0)):
+      if f.mode == "train_and_eval" and not done and ((per_epoch_eval and crossed_epoch) or
+                                                      (f.eval_every_loops and loop_index % f.eval_every_loops == 0)):
         result, best = run_eval(sess, g, epoch, step, best)
         summaries.scalars(step, top1=result["top1"], top5=result["top5"])
       if not done and ((per_epoch_save and crossed_epoch) or
@@ -249,13 +250,12 @@ def summary(result, best, final_loss, mean_ips, wall, steps):
 def describe(plan, f):
   """One line naming what this run does."""
   return ("run: %s on %s (%s, %s compute, loss scale %s) | %s %d classes, %d train / %s test | image %d, "
-          "batch %d, %d steps (%d per epoch), %d per loop%s | %s lr %g %s, warm-up %d | rank %d of %d" % (
-              plan.config.name, plan.device, plan.precision_mode, tf.as_dtype(plan.compute_dtype).name,
-              plan.loss_scale_mode, plan.train_ds.name, plan.num_classes, len(plan.train_ds),
-              len(plan.eval_ds) if plan.eval_ds is not None else "-", plan.image_size, f.train_batch_size,
-              plan.total_steps, plan.steps_per_epoch, plan.iterations,
-              " (in-graph loop)" if plan.in_graph_loop else "", f.optimizer, f.lr, f.lr_schedule,
-              plan.warmup_steps, plan.rank, plan.num_ranks))
+          "batch %d, %d steps (%d per epoch), %d per loop%s | %s lr %g %s, warm-up %d | rank %d of %d" %
+          (plan.config.name, plan.device, plan.precision_mode, tf.as_dtype(
+              plan.compute_dtype).name, plan.loss_scale_mode, plan.train_ds.name, plan.num_classes, len(plan.train_ds),
+           len(plan.eval_ds) if plan.eval_ds is not None else "-", plan.image_size, f.train_batch_size,
+           plan.total_steps, plan.steps_per_epoch, plan.iterations, " (in-graph loop)" if plan.in_graph_loop else "",
+           f.optimizer, f.lr, f.lr_schedule, plan.warmup_steps, plan.rank, plan.num_ranks))
 
 
 def run(f):

@@ -63,7 +63,8 @@ def cross_entropy(logits, labels, num_classes, label_smoothing=0.0, mask=None):
 
 StepSpec = collections.namedtuple("StepSpec", [
     "model_fn", "num_classes", "optimizer", "lr_holder", "learning_rate_fn", "global_step", "loss_scale",
-    "grad_clip_norm", "label_smoothing", "l2_fn", "optimizer_gradients"])
+    "grad_clip_norm", "label_smoothing", "l2_fn", "optimizer_gradients"
+])
 StepSpec.__doc__ = """What one training step needs.
 
 Attributes:
@@ -129,9 +130,11 @@ def train_step(spec, images, labels, mask):
   grads_and_vars = list(zip(grads, unique_vars))
 
   if ls.enabled:
+
     def _apply():
       with tf.control_dependencies([spec.optimizer.apply_gradients(grads_and_vars)]):
         return tf.constant(True)
+
     # A skipped step runs neither the optimizer nor its slot updates; only the loss-scale state moves.
     applied = tf.cond(finite, _apply, lambda: tf.constant(False))
     with tf.control_dependencies([applied]):
@@ -197,6 +200,7 @@ def build_train_loop(spec, next_batch, iterations_per_loop, in_graph_loop=True, 
     last_batch = (images, labels) if keep_last_batch else None
   else:
     batch_shapes = None
+
     def body(i, loss_sum, last_loss, last_lr, last_scale, *kept):
       with tf.control_dependencies([i, loss_sum]):
         images, labels, mask = next_batch()
@@ -211,8 +215,8 @@ def build_train_loop(spec, next_batch, iterations_per_loop, in_graph_loop=True, 
     if keep_last_batch:
       batch_shapes = next_batch.shapes
       init += [tf.zeros(batch_shapes[0], batch_shapes[2]), tf.zeros(batch_shapes[1], batch_shapes[3])]
-    results = tf.while_loop(lambda i, *unused: i < iterations, body, init, parallel_iterations=1,
-                            back_prop=False, name="train_loop")
+    results = tf.while_loop(lambda i, *unused: i < iterations, body, init, parallel_iterations=1, back_prop=False,
+                            name="train_loop")
     count = tf.cast(tf.maximum(results[0], 1), tf.float32)
     outputs = [results[1] / count, results[2], results[3], results[4]]
     update = tf.group(*results)
@@ -220,7 +224,9 @@ def build_train_loop(spec, next_batch, iterations_per_loop, in_graph_loop=True, 
 
   with tf.control_dependencies([update] + outputs):
     fetches = {
-        "mean_loss": tf.identity(outputs[0]), "last_loss": tf.identity(outputs[1]), "lr": tf.identity(outputs[2]),
+        "mean_loss": tf.identity(outputs[0]),
+        "last_loss": tf.identity(outputs[1]),
+        "lr": tf.identity(outputs[2]),
         "loss_scale": spec.loss_scale.scale.read_value(),
         "skipped": spec.loss_scale.skipped.read_value(),
         "global_step": spec.global_step.read_value(),

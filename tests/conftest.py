@@ -16,6 +16,6 @@ tf.logging.set_verbosity(tf.logging.ERROR)
 
 @pytest.fixture(autouse=True)
 def _fresh_graph():
-    """Every test builds its own default graph, so variable names never collide across tests."""
-    with tf.Graph().as_default():
-        yield
+  """Every test builds its own default graph, so variable names never collide across tests."""
+  with tf.Graph().as_default():
+    yield

@@ -24,7 +24,7 @@ def fake_batches(seed=0, n=16):
 
 
 def build(iterations=1, optimizer="momentum", schedule="cosine", loss_scale="off", total_steps=12, lr=0.05,
-          compute_dtype=tf.float32, growth_steps=1000, initial_scale=2.0 ** 10, poison=None, weight_decay=0.0,
+          compute_dtype=tf.float32, growth_steps=1000, initial_scale=2.0**10, poison=None, weight_decay=0.0,
           in_graph_loop=True):
   """Builds a training loop on fake data; returns (loop, iterator, parts dict). `poison` multiplies the logits."""
   tf.set_random_seed(0)
@@ -36,8 +36,7 @@ def build(iterations=1, optimizer="momentum", schedule="cosine", loss_scale="off
     return logits * poison if poison is not None else logits
 
   train_graph.forward_with_reads(model_fn, tf.zeros([1, SIZE, SIZE, 3], tf.uint8), False, record=False)
-  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False,
-                                use_resource=True)
+  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
   ls = loss_scale_lib.LossScale(loss_scale, initial_scale, growth_steps)
   holder = train_graph.learning_rate_holder()
   opt = optimizers.make_optimizer(optimizer, holder, 0.9, weight_decay)

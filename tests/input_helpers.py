@@ -7,73 +7,77 @@ import numpy as np
 
 
 def write_cifar_batch(path, images_hwc, labels, label_key=b"labels", protocol=2):
-    """A CIFAR batch exactly as the python release lays it out: rows of 1024 R, 1024 G, 1024 B values."""
-    data = np.asarray(images_hwc, np.uint8).transpose(0, 3, 1, 2).reshape(len(images_hwc), 3072)
-    batch = {b"batch_label": b"test batch", label_key: list(int(l) for l in labels), b"data": data,
-             b"filenames": [b"img_%d.png" % i for i in range(len(labels))]}
-    if label_key == b"fine_labels":
-        batch[b"coarse_labels"] = [0] * len(labels)
-    with open(path, "wb") as f:
-        pickle.dump(batch, f, protocol=protocol)
+  """A CIFAR batch exactly as the python release lays it out: rows of 1024 R, 1024 G, 1024 B values."""
+  data = np.asarray(images_hwc, np.uint8).transpose(0, 3, 1, 2).reshape(len(images_hwc), 3072)
+  batch = {
+      b"batch_label": b"test batch",
+      label_key: list(int(l) for l in labels),
+      b"data": data,
+      b"filenames": [b"img_%d.png" % i for i in range(len(labels))]
+  }
+  if label_key == b"fine_labels":
+    batch[b"coarse_labels"] = [0] * len(labels)
+  with open(path, "wb") as f:
+    pickle.dump(batch, f, protocol=protocol)
 
 
 def write_cifar10(root, per_batch=3, seed=0):
-    """data_batch_1..5 + test_batch + batches.meta; returns (train_images, train_labels)."""
-    rng = np.random.RandomState(seed)
-    os.makedirs(root)
-    images, labels = [], []
-    for i in range(1, 6):
-        im = rng.randint(0, 256, size=(per_batch, 32, 32, 3)).astype(np.uint8)
-        lab = rng.randint(0, 10, size=per_batch)
-        write_cifar_batch(os.path.join(root, "data_batch_%d" % i), im, lab)
-        images.append(im)
-        labels.append(lab)
-    write_cifar_batch(os.path.join(root, "test_batch"), rng.randint(0, 256, size=(4, 32, 32, 3)), [1, 2, 3, 4])
-    names = [("class%d" % i).encode() for i in range(10)]
-    with open(os.path.join(root, "batches.meta"), "wb") as f:
-        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, f, protocol=2)
-    return np.concatenate(images), np.concatenate(labels)
+  """data_batch_1..5 + test_batch + batches.meta; returns (train_images, train_labels)."""
+  rng = np.random.RandomState(seed)
+  os.makedirs(root)
+  images, labels = [], []
+  for i in range(1, 6):
+    im = rng.randint(0, 256, size=(per_batch, 32, 32, 3)).astype(np.uint8)
+    lab = rng.randint(0, 10, size=per_batch)
+    write_cifar_batch(os.path.join(root, "data_batch_%d" % i), im, lab)
+    images.append(im)
+    labels.append(lab)
+  write_cifar_batch(os.path.join(root, "test_batch"), rng.randint(0, 256, size=(4, 32, 32, 3)), [1, 2, 3, 4])
+  names = [("class%d" % i).encode() for i in range(10)]
+  with open(os.path.join(root, "batches.meta"), "wb") as f:
+    pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, f, protocol=2)
+  return np.concatenate(images), np.concatenate(labels)
 
 
 def solid(color_rgb, size=(20, 30)):
-    image = np.zeros(size + (3,), np.uint8)
-    image[:] = color_rgb
-    return image
+  image = np.zeros(size + (3,), np.uint8)
+  image[:] = color_rgb
+  return image
 
 
 def write_image(path, image_rgb):
-    """Writes an RGB array in the format its extension names (cv2 wants BGR)."""
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
-    ext = os.path.splitext(path)[1]
-    ok, data = cv2.imencode(ext.lower(), np.ascontiguousarray(image_rgb[..., ::-1]))
-    assert ok
-    with open(path, "wb") as f:
-        f.write(data.tobytes())
-    return path
+  """Writes an RGB array in the format its extension names (cv2 wants BGR)."""
+  folder = os.path.dirname(path)
+  if not os.path.isdir(folder):
+    os.makedirs(folder)
+  ext = os.path.splitext(path)[1]
+  ok, data = cv2.imencode(ext.lower(), np.ascontiguousarray(image_rgb[..., ::-1]))
+  assert ok
+  with open(path, "wb") as f:
+    f.write(data.tobytes())
+  return path
 
 
 def noisy(seed, size=(24, 32)):
-    return np.random.RandomState(seed).randint(0, 256, size=size + (3,)).astype(np.uint8)
+  return np.random.RandomState(seed).randint(0, 256, size=size + (3,)).astype(np.uint8)
 
 
 def write_bad_files(folder):
-    """One file of each bad kind in `folder`; returns their paths."""
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
-    ok, jpeg = cv2.imencode(".jpg", noisy(99, (64, 64)))
-    paths = {
-        "corrupt": os.path.join(folder, "corrupt.jpg"),
-        "truncated": os.path.join(folder, "truncated.jpg"),
-        "zero": os.path.join(folder, "zero.png"),
-        "text": os.path.join(folder, "notes.png"),
-    }
-    with open(paths["corrupt"], "wb") as f:
-        f.write(b"\xff\xd8\xff\xe0" + os.urandom(300))
-    with open(paths["truncated"], "wb") as f:
-        f.write(jpeg.tobytes()[: len(jpeg) // 2])
-    open(paths["zero"], "wb").close()
-    with open(paths["text"], "w") as f:
-        f.write("this is not an image\n")
-    return paths
+  """One file of each bad kind in `folder`; returns their paths."""
+  if not os.path.isdir(folder):
+    os.makedirs(folder)
+  ok, jpeg = cv2.imencode(".jpg", noisy(99, (64, 64)))
+  paths = {
+      "corrupt": os.path.join(folder, "corrupt.jpg"),
+      "truncated": os.path.join(folder, "truncated.jpg"),
+      "zero": os.path.join(folder, "zero.png"),
+      "text": os.path.join(folder, "notes.png"),
+  }
+  with open(paths["corrupt"], "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0" + os.urandom(300))
+  with open(paths["truncated"], "wb") as f:
+    f.write(jpeg.tobytes()[:len(jpeg) // 2])
+  open(paths["zero"], "wb").close()
+  with open(paths["text"], "w") as f:
+    f.write("this is not an image\n")
+  return paths

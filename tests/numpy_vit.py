@@ -6,7 +6,7 @@ import numpy as np
 
 def _layer_norm(x, scale, bias, eps=1e-6):
   mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  var = ((x - mean)**2).mean(-1, keepdims=True)
   return (x - mean) / np.sqrt(var + eps) * scale + bias
 
 
@@ -14,7 +14,7 @@ def _gelu(x, exact):
   if exact:
     from scipy.special import erf  # pylint: disable=g-import-not-at-top
     return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-  return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+  return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def _softmax(x):
@@ -38,8 +38,9 @@ def forward(params, images, patch, num_heads, exact_gelu=False):
     pre = "Transformer/encoderblock_%d/" % layer
     att = pre + "MultiHeadDotProductAttention_1/"
     y = _layer_norm(x, p[pre + "LayerNorm_0/scale"], p[pre + "LayerNorm_0/bias"])
-    q, k, v = [np.einsum("btd,dhk->bthk", y, p[att + n + "/kernel"]) + p[att + n + "/bias"]
-               for n in ("query", "key", "value")]
+    q, k, v = [
+        np.einsum("btd,dhk->bthk", y, p[att + n + "/kernel"]) + p[att + n + "/bias"] for n in ("query", "key", "value")
+    ]
     head_dim = q.shape[-1]
     weights = _softmax(np.einsum("bqhk,bthk->bhqt", q, k) / math.sqrt(head_dim))
     y = np.einsum("bhqt,bthk->bqhk", weights, v)
@@ -64,9 +65,14 @@ def random_official_params(hidden, layers, heads, mlp, patch, tokens, num_classe
   def r(*shape):
     return (rng.randn(*shape) * scale).astype(np.float32)
 
-  params = {"embedding/kernel": r(patch, patch, 3, hidden), "embedding/bias": r(hidden), "cls": r(1, 1, hidden),
-            "Transformer/posembed_input/pos_embedding": r(1, tokens, hidden),
-            "Transformer/encoder_norm/scale": 1 + r(hidden), "Transformer/encoder_norm/bias": r(hidden)}
+  params = {
+      "embedding/kernel": r(patch, patch, 3, hidden),
+      "embedding/bias": r(hidden),
+      "cls": r(1, 1, hidden),
+      "Transformer/posembed_input/pos_embedding": r(1, tokens, hidden),
+      "Transformer/encoder_norm/scale": 1 + r(hidden),
+      "Transformer/encoder_norm/bias": r(hidden)
+  }
   for i in range(layers):
     pre = "Transformer/encoderblock_%d/" % i
     att = pre + "MultiHeadDotProductAttention_1/"

@@ -7,8 +7,8 @@ from launch import device as device_lib
 def _probe(monkeypatch, kernels, bf16_seconds, fp32_seconds):
   monkeypatch.setattr(device_lib, "_BF16", {})
   monkeypatch.setattr(device_lib, "_bfloat16_kernels_run", lambda: kernels)
-  monkeypatch.setattr(device_lib, "_matmul_seconds", lambda dtype: bf16_seconds if dtype == tf.bfloat16
-                      else fp32_seconds)
+  monkeypatch.setattr(device_lib, "_matmul_seconds", lambda dtype: bf16_seconds
+                      if dtype == tf.bfloat16 else fp32_seconds)
 
 
 def test_cpu_uses_bfloat16_only_where_it_is_fast(monkeypatch):

@@ -16,8 +16,8 @@ NAMES = ["cat", "dog", "bird", "fish", "frog", "horse", "ship", "truck", "plane"
 
 def _infer(*args):
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "tools.infer"] + list(args), cwd=ROOT, env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+  return subprocess.run([sys.executable, "-m", "tools.infer"] + list(args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

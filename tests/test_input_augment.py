@@ -10,95 +10,95 @@ from tests.input_helpers import write_image
 
 
 def test_random_crop_stays_inside_with_area_and_aspect_in_range():
-    rng = np.random.default_rng(0)
-    areas, aspects = [], []
-    for _ in range(2000):
-        y, x, h, w = augment.random_resized_crop(375, 500, rng)
-        assert 0 <= y and y + h <= 375 and 0 <= x and x + w <= 500
-        areas.append(h * w / (375.0 * 500))
-        aspects.append(float(w) / h)
-    assert 0.049 <= min(areas) and max(areas) <= 1.0
-    assert min(areas) < 0.1 and max(areas) > 0.8  # the whole range is used
-    assert 0.74 <= min(aspects) and max(aspects) <= 1.35
-    square = [augment.random_resized_crop(400, 400, rng) for _ in range(2000)]
-    log_aspect = np.log([float(w) / h for _, _, h, w in square])
-    assert abs(np.mean(log_aspect)) < 0.02  # log-uniform: on a square image, symmetric around aspect 1
+  rng = np.random.default_rng(0)
+  areas, aspects = [], []
+  for _ in range(2000):
+    y, x, h, w = augment.random_resized_crop(375, 500, rng)
+    assert 0 <= y and y + h <= 375 and 0 <= x and x + w <= 500
+    areas.append(h * w / (375.0 * 500))
+    aspects.append(float(w) / h)
+  assert 0.049 <= min(areas) and max(areas) <= 1.0
+  assert min(areas) < 0.1 and max(areas) > 0.8  # the whole range is used
+  assert 0.74 <= min(aspects) and max(aspects) <= 1.35
+  square = [augment.random_resized_crop(400, 400, rng) for _ in range(2000)]
+  log_aspect = np.log([float(w) / h for _, _, h, w in square])
+  assert abs(np.mean(log_aspect)) < 0.02  # log-uniform: on a square image, symmetric around aspect 1
 
 
 def test_fallback_is_central_crop_with_clamped_aspect():
-    rng = np.random.default_rng(0)
-    assert augment.random_resized_crop(100, 1000, rng, attempts=0) == (0, 433, 100, 133)
-    assert augment.central_crop(50, 60) == (0, 0, 50, 60)  # aspect 1.2 is inside 3/4..4/3
+  rng = np.random.default_rng(0)
+  assert augment.random_resized_crop(100, 1000, rng, attempts=0) == (0, 433, 100, 133)
+  assert augment.central_crop(50, 60) == (0, 0, 50, 60)  # aspect 1.2 is inside 3/4..4/3
 
 
 def _gradient(h=40, w=60):
-    ramp = np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))
-    return np.stack([ramp, np.zeros_like(ramp), 255 - ramp], axis=-1)
+  ramp = np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))
+  return np.stack([ramp, np.zeros_like(ramp), 255 - ramp], axis=-1)
 
 
 def test_train_output_shape_dtype_and_both_flips_occur():
-    ds = ArrayDataset("t", "train", ["a"], _gradient()[None], [0])
-    transform = augment.Transform((16, 24), training=True)
-    flips = set()
-    for seed in range(40):
-        out = np.zeros((16, 24, 3), np.uint8)
-        transform.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
-        left, right = int(out[:, 0, 0].mean()), int(out[:, -1, 0].mean())
-        flips.add(left > right)
-        assert out[:, :, 1].max() == 0  # green stays zero: no channel mix-up
-    assert flips == {True, False}
+  ds = ArrayDataset("t", "train", ["a"], _gradient()[None], [0])
+  transform = augment.Transform((16, 24), training=True)
+  flips = set()
+  for seed in range(40):
+    out = np.zeros((16, 24, 3), np.uint8)
+    transform.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
+    left, right = int(out[:, 0, 0].mean()), int(out[:, -1, 0].mean())
+    flips.add(left > right)
+    assert out[:, :, 1].max() == 0  # green stays zero: no channel mix-up
+  assert flips == {True, False}
 
 
 def test_eval_resize_and_center_crop():
-    image = np.zeros((80, 80, 3), np.uint8)
-    image[4:76, 4:76] = 200  # a 4 px black border
-    ds = ArrayDataset("t", "val", ["a"], image[None], [0])
-    out = np.zeros((32, 32, 3), np.uint8)
-    augment.Transform((32, 32), training=False).apply(ds, 0, None, out)
-    assert np.array_equal(out, cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA))
-    augment.Transform((32, 32), training=False, center_crop=True).apply(ds, 0, None, out)
-    assert out.min() == 200  # central 87.5 % = 70 px: the border is cut away
+  image = np.zeros((80, 80, 3), np.uint8)
+  image[4:76, 4:76] = 200  # a 4 px black border
+  ds = ArrayDataset("t", "val", ["a"], image[None], [0])
+  out = np.zeros((32, 32, 3), np.uint8)
+  augment.Transform((32, 32), training=False).apply(ds, 0, None, out)
+  assert np.array_equal(out, cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA))
+  augment.Transform((32, 32), training=False, center_crop=True).apply(ds, 0, None, out)
+  assert out.min() == 200  # central 87.5 % = 70 px: the border is cut away
 
 
 def test_reduced_jpeg_decode_matches_full_decode(tmp_path):
-    coarse = np.random.RandomState(0).randint(0, 256, (8, 8, 3)).astype(np.uint8)
-    image = cv2.resize(coarse, (640, 480), interpolation=cv2.INTER_CUBIC)
-    path = write_image(str(tmp_path / "c" / "big.jpg"), image)
-    data = image_codec.read_bytes(path)
-    assert image_codec.jpeg_size(data) == (480, 640)
-    assert image_codec.decode_bgr(data, path, 4).shape == (120, 160, 3)
-    ds = FileDataset("f", "val", ["c"], [path], [0])
-    out = np.zeros((60, 80, 3), np.uint8)
-    augment.Transform((60, 80), training=False).apply(ds, 0, None, out)  # 8x smaller: decoded at 1/8
-    reference = cv2.resize(image, (80, 60), interpolation=cv2.INTER_AREA)
-    assert np.abs(out.astype(int) - reference).mean() < 4.0
+  coarse = np.random.RandomState(0).randint(0, 256, (8, 8, 3)).astype(np.uint8)
+  image = cv2.resize(coarse, (640, 480), interpolation=cv2.INTER_CUBIC)
+  path = write_image(str(tmp_path / "c" / "big.jpg"), image)
+  data = image_codec.read_bytes(path)
+  assert image_codec.jpeg_size(data) == (480, 640)
+  assert image_codec.decode_bgr(data, path, 4).shape == (120, 160, 3)
+  ds = FileDataset("f", "val", ["c"], [path], [0])
+  out = np.zeros((60, 80, 3), np.uint8)
+  augment.Transform((60, 80), training=False).apply(ds, 0, None, out)  # 8x smaller: decoded at 1/8
+  reference = cv2.resize(image, (80, 60), interpolation=cv2.INTER_AREA)
+  assert np.abs(out.astype(int) - reference).mean() < 4.0
 
 
 def test_png_and_gray_images_become_rgb(tmp_path):
-    gray = np.full((10, 12), 77, np.uint8)
-    path = str(tmp_path / "g.png")
-    cv2.imwrite(path, gray)
-    ds = FileDataset("f", "train", ["c"], [path], [0])
-    assert ds.read(0).shape == (10, 12, 3) and int(ds.read(0).min()) == 77
-    assert math.isclose(float(ds.read(0).mean()), 77.0)
+  gray = np.full((10, 12), 77, np.uint8)
+  path = str(tmp_path / "g.png")
+  cv2.imwrite(path, gray)
+  ds = FileDataset("f", "train", ["c"], [path], [0])
+  assert ds.read(0).shape == (10, 12, 3) and int(ds.read(0).min()) == 77
+  assert math.isclose(float(ds.read(0).mean()), 77.0)
 
 
 def test_training_without_augmentation_is_the_eval_resize():
-    image = _gradient()
-    ds = ArrayDataset("t", "train", ["a"], image[None], [0])
-    expected = np.zeros((16, 24, 3), np.uint8)
-    augment.Transform((16, 24), training=False).apply(ds, 0, None, expected)
-    plain = augment.Transform((16, 24), training=True, augment="none")
-    for seed in range(10):
-        out = np.zeros((16, 24, 3), np.uint8)
-        plain.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
-        assert np.array_equal(out, expected)  # no crop, no flip, whatever the seed
+  image = _gradient()
+  ds = ArrayDataset("t", "train", ["a"], image[None], [0])
+  expected = np.zeros((16, 24, 3), np.uint8)
+  augment.Transform((16, 24), training=False).apply(ds, 0, None, expected)
+  plain = augment.Transform((16, 24), training=True, augment="none")
+  for seed in range(10):
+    out = np.zeros((16, 24, 3), np.uint8)
+    plain.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
+    assert np.array_equal(out, expected)  # no crop, no flip, whatever the seed
 
 
 def test_unknown_augmentation_is_refused():
-    try:
-        augment.Transform((16, 16), training=True, augment="mixup")
-    except ValueError as e:
-        assert "mixup" in str(e) and "inception" in str(e)
-    else:
-        raise AssertionError("an unknown augmentation was accepted")
+  try:
+    augment.Transform((16, 16), training=True, augment="mixup")
+  except ValueError as e:
+    assert "mixup" in str(e) and "inception" in str(e)
+  else:
+    raise AssertionError("an unknown augmentation was accepted")

@@ -26,106 +26,108 @@ batches = pipe.batches()
 next(batches)
 print(json.dumps(pipe.worker_pids), flush=True)
 if sys.argv[1] == "exit":
-    sys.exit(0)  # no close(): the atexit hook must stop the workers
+sys.exit(0)  # no close(): the atexit hook must stop the workers
 while True:
-    next(batches)
-    time.sleep(0.01)
+next(batches)
+time.sleep(0.01)
 """
 
 
 def _alive(pid):
-    """True if pid is a running (non-zombie) process."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (IOError, OSError):
-        return False
+  """True if pid is a running (non-zombie) process."""
+  try:
+    with open("/proc/%d/stat" % pid) as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except (IOError, OSError):
+    return False
 
 
 def _open_shm_names():
-    """Names under /dev/shm that some live process still has open or mapped."""
-    held = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            for fd in os.listdir("/proc/%s/fd" % pid):
-                held.add(os.readlink("/proc/%s/fd/%s" % (pid, fd)))
-            with open("/proc/%s/maps" % pid) as f:
-                held.update(line.split(None, 5)[-1].strip() for line in f if "/dev/shm/" in line)
-        except (IOError, OSError):
-            continue
-    return {os.path.basename(p.replace(" (deleted)", "")) for p in held if p.startswith("/dev/shm/")}
+  """Names under /dev/shm that some live process still has open or mapped."""
+  held = set()
+  for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+      continue
+    try:
+      for fd in os.listdir("/proc/%s/fd" % pid):
+        held.add(os.readlink("/proc/%s/fd/%s" % (pid, fd)))
+      with open("/proc/%s/maps" % pid) as f:
+        held.update(line.split(None, 5)[-1].strip() for line in f if "/dev/shm/" in line)
+    except (IOError, OSError):
+      continue
+  return {os.path.basename(p.replace(" (deleted)", "")) for p in held if p.startswith("/dev/shm/")}
 
 
 def _wait_gone(pids, seconds=10.0):
-    deadline = time.time() + seconds
-    while time.time() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
+  deadline = time.time() + seconds
+  while time.time() < deadline and any(_alive(p) for p in pids):
+    time.sleep(0.1)
+  return [p for p in pids if _alive(p)]
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "exit"])
 def test_main_process_end_leaves_no_workers_or_shared_memory(how):
-    shm_before = set(os.listdir("/dev/shm"))
-    env = dict(os.environ, PYTHONPATH=REPO)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, "exit" if how == "exit" else "run"], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        pids = json.loads(child.stdout.readline().decode())
-        assert len(pids) == 2 and all(_alive(p) for p in pids)
-        if how != "exit":
-            time.sleep(0.3)
-            child.send_signal(getattr(signal, how))
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert _wait_gone(pids) == []
-    # Other jobs on the machine may create /dev/shm entries meanwhile: a leak is a new entry that nobody holds
-    # and that is still there a moment later.
-    leaked = set(os.listdir("/dev/shm")) - shm_before - _open_shm_names()
-    if leaked:
-        time.sleep(2.0)
-        leaked &= set(os.listdir("/dev/shm")) - _open_shm_names()
-    assert leaked == set(), "left in /dev/shm: %s" % sorted(leaked)
+  shm_before = set(os.listdir("/dev/shm"))
+  env = dict(os.environ, PYTHONPATH=REPO)
+  child = subprocess.Popen([sys.executable, "-c", CHILD, "exit" if how == "exit" else "run"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+  try:
+    pids = json.loads(child.stdout.readline().decode())
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    if how != "exit":
+      time.sleep(0.3)
+      child.send_signal(getattr(signal, how))
+    child.wait(timeout=30)
+  finally:
+    if child.poll() is None:
+      child.kill()
+      child.wait()
+  assert _wait_gone(pids) == []
+  # Other jobs on the machine may create /dev/shm entries meanwhile: a leak is a new entry that nobody holds
+  # and that is still there a moment later.
+  leaked = set(os.listdir("/dev/shm")) - shm_before - _open_shm_names()
+  if leaked:
+    time.sleep(2.0)
+    leaked &= set(os.listdir("/dev/shm")) - _open_shm_names()
+  assert leaked == set(), "left in /dev/shm: %s" % sorted(leaked)
 
 
 def _alarm(seconds):
-    def _fail(*_):
-        raise AssertionError("timed out: the consumer hung instead of reporting the dead worker")
-    signal.signal(signal.SIGALRM, _fail)
-    signal.alarm(seconds)
+
+  def _fail(*_):
+    raise AssertionError("timed out: the consumer hung instead of reporting the dead worker")
+
+  signal.signal(signal.SIGALRM, _fail)
+  signal.alarm(seconds)
 
 
 def test_killed_worker_is_a_clear_error_not_a_hang():
-    pipe = InputPipeline(open_dataset("digits"), 16, 64, True, workers=2, seed=0)
-    try:
-        batches = pipe.batches()
+  pipe = InputPipeline(open_dataset("digits"), 16, 64, True, workers=2, seed=0)
+  try:
+    batches = pipe.batches()
+    next(batches)
+    victim = pipe.worker_pids[1]
+    time.sleep(0.5)  # all slots filled: the victim dies idle, while the other worker could carry on alone
+    os.kill(victim, signal.SIGKILL)
+    _alarm(30)
+    with pytest.raises(RuntimeError) as info:
+      for _ in range(1000):
         next(batches)
-        victim = pipe.worker_pids[1]
-        time.sleep(0.5)  # all slots filled: the victim dies idle, while the other worker could carry on alone
-        os.kill(victim, signal.SIGKILL)
-        _alarm(30)
-        with pytest.raises(RuntimeError) as info:
-            for _ in range(1000):
-                next(batches)
-        signal.alarm(0)
-        message = str(info.value)
-        assert "input worker 1 (pid %d)" % victim in message and "exit code -9" in message
-        assert "SIGKILL" in message
-    finally:
-        signal.alarm(0)
-        pipe.close()
+    signal.alarm(0)
+    message = str(info.value)
+    assert "input worker 1 (pid %d)" % victim in message and "exit code -9" in message
+    assert "SIGKILL" in message
+  finally:
+    signal.alarm(0)
+    pipe.close()
 
 
 def test_close_is_idempotent_and_stops_workers():
-    pipe = InputPipeline(open_dataset("digits"), 8, 32, False, workers=2)
-    pids = pipe.worker_pids
-    assert all(_alive(p) for p in pids)
-    pipe.close()
-    pipe.close()
-    assert _wait_gone(pids, 5) == []
-    with pytest.raises(RuntimeError, match="closed"):
-        next(pipe.batches())
+  pipe = InputPipeline(open_dataset("digits"), 8, 32, False, workers=2)
+  pids = pipe.worker_pids
+  assert all(_alive(p) for p in pids)
+  pipe.close()
+  pipe.close()
+  assert _wait_gone(pids, 5) == []
+  with pytest.raises(RuntimeError, match="closed"):
+    next(pipe.batches())

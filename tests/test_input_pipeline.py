@@ -15,147 +15,147 @@ from tests.input_helpers import noisy, write_bad_files, write_image
 
 
 def _indexed_dataset(n, split="val"):
-    """Example i is an 8x8 image filled with i (mod 256) and labelled i: rows can be traced back."""
-    images = (np.arange(n) % 256).astype(np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
-    return ArrayDataset("indexed", split, [str(i) for i in range(n)], images, np.arange(n))
+  """Example i is an 8x8 image filled with i (mod 256) and labelled i: rows can be traced back."""
+  images = (np.arange(n) % 256).astype(np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+  return ArrayDataset("indexed", split, [str(i) for i in range(n)], images, np.arange(n))
 
 
 def _take(pipe, count):
-    gen = pipe.batches()
-    return [next(gen) for _ in range(count)]
+  gen = pipe.batches()
+  return [next(gen) for _ in range(count)]
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return open_dataset("digits", split="train")
+  return open_dataset("digits", split="train")
 
 
 def test_same_batches_with_0_1_2_workers(digits):
-    runs = []
-    for workers in (0, 1, 2):
-        with InputPipeline(digits, 12, 200, True, workers=workers, seed=7) as pipe:
-            assert pipe.steps_per_epoch == 7
-            runs.append(_take(pipe, 9))  # crosses into epoch 1
-    for other in runs[1:]:
-        for (a_img, a_lab, a_mask), (b_img, b_lab, b_mask) in zip(runs[0], other):
-            assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab) and np.all(b_mask == 1)
-    assert runs[0][0][0].shape == (200, 12, 12, 3) and runs[0][0][0].dtype == np.uint8
+  runs = []
+  for workers in (0, 1, 2):
+    with InputPipeline(digits, 12, 200, True, workers=workers, seed=7) as pipe:
+      assert pipe.steps_per_epoch == 7
+      runs.append(_take(pipe, 9))  # crosses into epoch 1
+  for other in runs[1:]:
+    for (a_img, a_lab, a_mask), (b_img, b_lab, b_mask) in zip(runs[0], other):
+      assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab) and np.all(b_mask == 1)
+  assert runs[0][0][0].shape == (200, 12, 12, 3) and runs[0][0][0].dtype == np.uint8
 
 
 def test_every_epoch_is_reshuffled_and_seed_matters():
-    plan = BatchPlan(100, 10, True, seed=1)
-    e0, e1 = plan.epoch_shard(0).copy(), plan.epoch_shard(1).copy()
-    assert sorted(e0) == sorted(e1) == list(range(100)) and not np.array_equal(e0, e1)
-    assert not np.array_equal(e0, BatchPlan(100, 10, True, seed=2).epoch_shard(0))
-    assert np.array_equal(plan.batch(10)[1], e1[:10]) and plan.batch(10)[0] == 1
+  plan = BatchPlan(100, 10, True, seed=1)
+  e0, e1 = plan.epoch_shard(0).copy(), plan.epoch_shard(1).copy()
+  assert sorted(e0) == sorted(e1) == list(range(100)) and not np.array_equal(e0, e1)
+  assert not np.array_equal(e0, BatchPlan(100, 10, True, seed=2).epoch_shard(0))
+  assert np.array_equal(plan.batch(10)[1], e1[:10]) and plan.batch(10)[0] == 1
 
 
 def test_train_shards_disjoint_and_covering():
-    for epoch in (0, 3):
-        shards = [BatchPlan(12, 2, True, seed=5, rank=r, num_ranks=3).epoch_shard(epoch) for r in range(3)]
-        together = np.concatenate(shards)
-        assert len(set(together)) == 12 and sorted(together) == list(range(12))
-    uneven = [set(BatchPlan(14, 2, True, rank=r, num_ranks=3).epoch_shard(0)) for r in range(3)]
-    assert [len(s) for s in uneven] == [4, 4, 4] and not (uneven[0] & uneven[1] or uneven[1] & uneven[2])
+  for epoch in (0, 3):
+    shards = [BatchPlan(12, 2, True, seed=5, rank=r, num_ranks=3).epoch_shard(epoch) for r in range(3)]
+    together = np.concatenate(shards)
+    assert len(set(together)) == 12 and sorted(together) == list(range(12))
+  uneven = [set(BatchPlan(14, 2, True, rank=r, num_ranks=3).epoch_shard(0)) for r in range(3)]
+  assert [len(s) for s in uneven] == [4, 4, 4] and not (uneven[0] & uneven[1] or uneven[1] & uneven[2])
 
 
 def test_start_batch_resumes_the_uninterrupted_sequence(digits):
-    with InputPipeline(digits, 8, 300, True, workers=2, seed=3) as pipe:
-        full = _take(pipe, 7)
-    with InputPipeline(digits, 8, 300, True, workers=1, seed=3, start_batch=4) as pipe:
-        resumed = _take(pipe, 3)
-    for a, b in zip(full[4:], resumed):
-        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+  with InputPipeline(digits, 8, 300, True, workers=2, seed=3) as pipe:
+    full = _take(pipe, 7)
+  with InputPipeline(digits, 8, 300, True, workers=1, seed=3, start_batch=4) as pipe:
+    resumed = _take(pipe, 3)
+  for a, b in zip(full[4:], resumed):
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
 @pytest.mark.parametrize("num_ranks", [1, 2])
 def test_eval_sees_every_example_exactly_once(num_ranks):
-    ds = _indexed_dataset(23)
-    seen = []
-    for rank in range(num_ranks):
-        with InputPipeline(ds, 8, 5, False, workers=2, rank=rank, num_ranks=num_ranks) as pipe:
-            batches = list(pipe.batches())
-            assert len(batches) == pipe.steps_per_epoch == (5 if num_ranks == 1 else 3)
-            for images, labels, mask in batches:
-                assert images.shape == (5, 8, 8, 3)
-                for row in np.flatnonzero(mask):
-                    assert images[row].min() == images[row].max() == labels[row]  # pixels belong to the label
-                    seen.append(int(labels[row]))
-                assert np.all(images[mask == 0] == 0)
-            assert int(sum(m.sum() for _, _, m in batches)) == pipe.num_examples
-    assert sorted(seen) == list(range(23))
+  ds = _indexed_dataset(23)
+  seen = []
+  for rank in range(num_ranks):
+    with InputPipeline(ds, 8, 5, False, workers=2, rank=rank, num_ranks=num_ranks) as pipe:
+      batches = list(pipe.batches())
+      assert len(batches) == pipe.steps_per_epoch == (5 if num_ranks == 1 else 3)
+      for images, labels, mask in batches:
+        assert images.shape == (5, 8, 8, 3)
+        for row in np.flatnonzero(mask):
+          assert images[row].min() == images[row].max() == labels[row]  # pixels belong to the label
+          seen.append(int(labels[row]))
+        assert np.all(images[mask == 0] == 0)
+      assert int(sum(m.sum() for _, _, m in batches)) == pipe.num_examples
+  assert sorted(seen) == list(range(23))
 
 
 def _folder_with_bad_files(root):
-    for i in range(10):
-        write_image(str(root / ("c%d" % (i % 2)) / ("%d.png" % i)), noisy(i))
-    return write_bad_files(str(root / "c1"))
+  for i in range(10):
+    write_image(str(root / ("c%d" % (i % 2)) / ("%d.png" % i)), noisy(i))
+  return write_bad_files(str(root / "c1"))
 
 
 def test_bad_files_are_skipped_counted_and_replaced_deterministically(tmp_path, caplog):
-    bad = _folder_with_bad_files(tmp_path)
-    ds = open_dataset("imagefolder", str(tmp_path), "train")
-    assert len(ds) == 14
-    caplog.set_level(logging.WARNING, logger="input")
-    runs = []
-    for workers in (1, 2):
-        with InputPipeline(ds, 16, 7, True, workers=workers, seed=0) as pipe:
-            batches = _take(pipe, 2 * pipe.steps_per_epoch)  # two full epochs: every bad file met twice
-            assert pipe.skipped >= 8
-            runs.append((batches, pipe.skipped))
-    assert runs[0][1] == runs[1][1]
-    for (a_img, a_lab, _), (b_img, b_lab, _) in zip(runs[0][0], runs[1][0]):
-        assert a_img.shape == (7, 16, 16, 3) and np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
-    warned = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage() and ": " in r.getMessage()]
-    for kind, path in bad.items():
-        assert sum(path in line for line in warned) == 2, kind  # one line per file per pipeline, not per batch
-    assert any("truncated" in line for line in warned) and any("zero-byte" in line for line in warned)
-    assert any("bad files skipped so far" in r.getMessage() for r in caplog.records)  # epoch-end report
+  bad = _folder_with_bad_files(tmp_path)
+  ds = open_dataset("imagefolder", str(tmp_path), "train")
+  assert len(ds) == 14
+  caplog.set_level(logging.WARNING, logger="input")
+  runs = []
+  for workers in (1, 2):
+    with InputPipeline(ds, 16, 7, True, workers=workers, seed=0) as pipe:
+      batches = _take(pipe, 2 * pipe.steps_per_epoch)  # two full epochs: every bad file met twice
+      assert pipe.skipped >= 8
+      runs.append((batches, pipe.skipped))
+  assert runs[0][1] == runs[1][1]
+  for (a_img, a_lab, _), (b_img, b_lab, _) in zip(runs[0][0], runs[1][0]):
+    assert a_img.shape == (7, 16, 16, 3) and np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
+  warned = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage() and ": " in r.getMessage()]
+  for kind, path in bad.items():
+    assert sum(path in line for line in warned) == 2, kind  # one line per file per pipeline, not per batch
+  assert any("truncated" in line for line in warned) and any("zero-byte" in line for line in warned)
+  assert any("bad files skipped so far" in r.getMessage() for r in caplog.records)  # epoch-end report
 
 
 def test_bad_files_in_eval_are_masked_and_counted(tmp_path):
-    _folder_with_bad_files(tmp_path)
-    ds = open_dataset("imagefolder", str(tmp_path), "val")
-    with InputPipeline(ds, 16, 4, False, workers=2) as pipe:
-        batches = list(pipe.batches())
-        assert pipe.skipped == 4 and len(batches) == 4
-        assert sum(m.sum() for _, _, m in batches) == 10  # evaluated count excludes the 4 bad files
+  _folder_with_bad_files(tmp_path)
+  ds = open_dataset("imagefolder", str(tmp_path), "val")
+  with InputPipeline(ds, 16, 4, False, workers=2) as pipe:
+    batches = list(pipe.batches())
+    assert pipe.skipped == 4 and len(batches) == 4
+    assert sum(m.sum() for _, _, m in batches) == 10  # evaluated count excludes the 4 bad files
 
 
 def test_tf_dataset_static_shapes_and_values(digits):
-    with InputPipeline(digits, (8, 12), 50, True, workers=2, seed=11) as pipe:
-        dataset = pipe.tf_dataset()
-        images, labels, mask = tf.data.make_one_shot_iterator(dataset).get_next() \
-            if hasattr(tf.data, "make_one_shot_iterator") else dataset.make_one_shot_iterator().get_next()
-        assert images.shape.as_list() == [50, 8, 12, 3] and images.dtype == tf.uint8
-        assert labels.shape.as_list() == [50] and labels.dtype == tf.int32
-        assert mask.shape.as_list() == [50] and mask.dtype == tf.float32
-        scaled = to_model_input(images, tf.float16)
-        with tf.Session() as sess:
-            got = [sess.run([images, labels, scaled]) for _ in range(3)]
-        expected = _take(pipe, 3)
-    for (img, lab, sc), (e_img, e_lab, _) in zip(got, expected):
-        assert np.array_equal(img, e_img) and np.array_equal(lab, e_lab)
-        np.testing.assert_allclose(sc.astype(np.float32), img / 127.5 - 1.0, atol=1e-3)
-    assert sc.dtype == np.float16
+  with InputPipeline(digits, (8, 12), 50, True, workers=2, seed=11) as pipe:
+    dataset = pipe.tf_dataset()
+    images, labels, mask = tf.data.make_one_shot_iterator(dataset).get_next() \
+        if hasattr(tf.data, "make_one_shot_iterator") else dataset.make_one_shot_iterator().get_next()
+    assert images.shape.as_list() == [50, 8, 12, 3] and images.dtype == tf.uint8
+    assert labels.shape.as_list() == [50] and labels.dtype == tf.int32
+    assert mask.shape.as_list() == [50] and mask.dtype == tf.float32
+    scaled = to_model_input(images, tf.float16)
+    with tf.Session() as sess:
+      got = [sess.run([images, labels, scaled]) for _ in range(3)]
+    expected = _take(pipe, 3)
+  for (img, lab, sc), (e_img, e_lab, _) in zip(got, expected):
+    assert np.array_equal(img, e_img) and np.array_equal(lab, e_lab)
+    np.testing.assert_allclose(sc.astype(np.float32), img / 127.5 - 1.0, atol=1e-3)
+  assert sc.dtype == np.float16
 
 
 def test_to_model_input_maps_0_and_255_to_minus_one_and_one():
-    value = tf.constant([[0, 255, 128]], tf.uint8)
-    with tf.Session() as sess:
-        out = sess.run(to_model_input(value))
-    assert out[0, 0] == -1.0 and out[0, 1] == 1.0  # exact ends, no float32 drift
-    np.testing.assert_allclose(out[0, 2], 128 / 127.5 - 1, atol=1e-7)
+  value = tf.constant([[0, 255, 128]], tf.uint8)
+  with tf.Session() as sess:
+    out = sess.run(to_model_input(value))
+  assert out[0, 0] == -1.0 and out[0, 1] == 1.0  # exact ends, no float32 drift
+  np.testing.assert_allclose(out[0, 2], 128 / 127.5 - 1, atol=1e-7)
 
 
 def test_a_new_iterator_restarts_eval_and_supersedes_the_old_one():
-    ds = _indexed_dataset(40)
-    with InputPipeline(ds, 8, 4, False, workers=2, num_slots=3) as pipe:
-        first = pipe.batches()
-        next(first)
-        next(first)  # abandoned with slots in flight and results waiting
-        for _ in range(3):  # each full pass still sees every example once: no slot was lost
-            labels = [int(l) for _, lab, m in pipe.batches() for l, keep in zip(lab, m) if keep]
-            assert labels == list(range(40))
-        with pytest.raises(RuntimeError, match="superseded"):
-            next(first)
+  ds = _indexed_dataset(40)
+  with InputPipeline(ds, 8, 4, False, workers=2, num_slots=3) as pipe:
+    first = pipe.batches()
+    next(first)
+    next(first)  # abandoned with slots in flight and results waiting
+    for _ in range(3):  # each full pass still sees every example once: no slot was lost
+      labels = [int(l) for _, lab, m in pipe.batches() for l, keep in zip(lab, m) if keep]
+      assert labels == list(range(40))
+    with pytest.raises(RuntimeError, match="superseded"):
+      next(first)

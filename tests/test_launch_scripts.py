@@ -5,16 +5,19 @@ import subprocess
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--model=tiny", "--hidden_size=16", "--num_layers=1", "--num_heads=2", "--mlp_dim=32", "--image_size=8",
-        "--patch_size=4", "--eval_batch_size=64", "--workers=0", "--lr_warmup_steps=2", "--iterations_per_loop=4",
-        "--augment=none"]
+TINY = [
+    "--model=tiny", "--hidden_size=16", "--num_layers=1", "--num_heads=2", "--mlp_dim=32", "--image_size=8",
+    "--patch_size=4", "--eval_batch_size=64", "--workers=0", "--lr_warmup_steps=2", "--iterations_per_loop=4",
+    "--augment=none"
+]
 
 
 def _run(script, tmp_path, *args):
   env = dict(os.environ, ASCEND_DEVICE_ID="3", TF_CPP_MIN_LOG_LEVEL="3", TF_DISABLE_MKL="1")
-  return subprocess.run([os.path.join(REPO, "launch", script), "--output_path=%s" % tmp_path, "--batch_size=32",
-                         "--train_steps=8"] + TINY + list(args), cwd=str(tmp_path), env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+  return subprocess.run(
+      [os.path.join(REPO, "launch", script),
+       "--output_path=%s" % tmp_path, "--batch_size=32", "--train_steps=8"] + TINY + list(args), cwd=str(tmp_path),
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
 
 
 def _fields(path):

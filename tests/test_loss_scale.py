@@ -14,8 +14,8 @@ def _state(sess, parts):
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_injected_inf_skips_the_update_and_halves_the_scale(optimizer):
   poison = tf.placeholder_with_default(tf.constant(1.0), [])
-  loop, iterator, parts = gh.build(optimizer=optimizer, loss_scale="dynamic", initial_scale=1024.0,
-                                   growth_steps=1000, poison=poison)
+  loop, iterator, parts = gh.build(optimizer=optimizer, loss_scale="dynamic", initial_scale=1024.0, growth_steps=1000,
+                                   poison=poison)
   with gh.session() as sess:
     sess.run([tf.global_variables_initializer(), iterator.initializer])
     sess.run(loop.fetches)  # one good step, so the slots are non-zero

@@ -13,8 +13,14 @@ from vit_raw import model
 
 # Parameter counts with a 1000-class head at 224 px, as published (timm / the ViT papers).
 PUBLISHED = {
-    "ViT-Ti/16": 5717416, "ViT-S/16": 22050664, "ViT-S/32": 22878952, "ViT-B/16": 86567656,
-    "ViT-B/32": 88224232, "ViT-B/8": 86576872, "ViT-L/16": 304326632, "ViT-L/32": 306535400,
+    "ViT-Ti/16": 5717416,
+    "ViT-S/16": 22050664,
+    "ViT-S/32": 22878952,
+    "ViT-B/16": 86567656,
+    "ViT-B/32": 88224232,
+    "ViT-B/8": 86576872,
+    "ViT-L/16": 304326632,
+    "ViT-L/32": 306535400,
     "ViT-H/14": 632045800,
 }
 TINY = configs.tiny_config(patch_size=4, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
@@ -164,17 +170,16 @@ def test_float32_logits_equal_numpy_reference_with_the_onednn_kernels_users_run(
   # (TF_DISABLE_MKL, read once per process), so the production kernels are checked here, in a fresh process.
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  code = (
-      "import numpy as np, tensorflow.compat.v1 as tf\n"
-      "tf.disable_v2_behavior()\n"
-      "from tests import numpy_vit, test_model\n"
-      "params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 7, 5, seed=1)\n"
-      "images = np.random.RandomState(2).uniform(-1, 1, [3, 8, 12, 3]).astype(np.float32)\n"
-      "expected = numpy_vit.forward(params, images, patch=4, num_heads=2)\n"
-      "sess, x, y = test_model._load_official(params, test_model.TINY, 5, (8, 12))\n"
-      "got = sess.run(y, {x: images})\n"
-      "np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())\n"
-      "print('MATCH')\n")
+  code = ("import numpy as np, tensorflow.compat.v1 as tf\n"
+          "tf.disable_v2_behavior()\n"
+          "from tests import numpy_vit, test_model\n"
+          "params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 7, 5, seed=1)\n"
+          "images = np.random.RandomState(2).uniform(-1, 1, [3, 8, 12, 3]).astype(np.float32)\n"
+          "expected = numpy_vit.forward(params, images, patch=4, num_heads=2)\n"
+          "sess, x, y = test_model._load_official(params, test_model.TINY, 5, (8, 12))\n"
+          "got = sess.run(y, {x: images})\n"
+          "np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())\n"
+          "print('MATCH')\n")
   env = {k: v for k, v in os.environ.items() if k != "TF_DISABLE_MKL"}
   env["TF_CPP_MIN_LOG_LEVEL"] = "3"
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -41,10 +41,9 @@ def test_without_npu_bridge_the_npu_is_not_available(monkeypatch):
 
 def test_session_config_sets_the_adapter_options(fake_bridge):
   assert npu.available()
-  config = npu.session_config(tf.ConfigProto(), "allow_mix_precision", 100, over_dump=True,
-                              over_dump_path="/o", data_dump=True, data_dump_path="/d", data_dump_steps=[0, 5],
-                              profiling=True, profiling_options=npu.default_profiling_options("/p"),
-                              fusion_switch_file="/f.json")
+  config = npu.session_config(tf.ConfigProto(), "allow_mix_precision", 100, over_dump=True, over_dump_path="/o",
+                              data_dump=True, data_dump_path="/d", data_dump_steps=[0, 5], profiling=True,
+                              profiling_options=npu.default_profiling_options("/p"), fusion_switch_file="/f.json")
   (op,) = config.graph_options.rewrite_options.custom_optimizers
   p = op.parameter_map
   assert op.name == "NpuOptimizer"

@@ -19,17 +19,24 @@ def _write(path, lines):
 
 
 def _train(step, loss, ips, step_ms):
-  return log_format.TRAIN.format(epoch=step / 10.0, step=step, total=200, loss=loss, lr=0.1, ips=ips,
-                                 step_ms=step_ms, scale=1.0, skipped=0, eta="0:00:01")
+  return log_format.TRAIN.format(epoch=step / 10.0, step=step, total=200, loss=loss, lr=0.1, ips=ips, step_ms=step_ms,
+                                 scale=1.0, skipped=0, eta="0:00:01")
 
 
 def test_numbers_of_a_hand_made_log(tmp_path):
   path = str(tmp_path / "a.log")
-  _write(path, [_train(25, 2.0, 10.0, 100.0), _train(50, 1.5, 20.0, 50.0),   # warm-up: steps <= 50
-                log_format.EVAL.format(epoch=5, step=50, top1=0.5, top5=0.9, examples=100),
-                _train(100, 1.0, 100.0, 10.0), _train(150, 0.8, 50.0, 20.0), _train(200, 0.5, 100.0, 10.0),
-                log_format.EVAL.format(epoch=20, step=200, top1=0.7, top5=0.95, examples=100),
-                "some other line"])
+  _write(
+      path,
+      [
+          _train(25, 2.0, 10.0, 100.0),
+          _train(50, 1.5, 20.0, 50.0),  # warm-up: steps <= 50
+          log_format.EVAL.format(epoch=5, step=50, top1=0.5, top5=0.9, examples=100),
+          _train(100, 1.0, 100.0, 10.0),
+          _train(150, 0.8, 50.0, 20.0),
+          _train(200, 0.5, 100.0, 10.0),
+          log_format.EVAL.format(epoch=20, step=200, top1=0.7, top5=0.95, examples=100),
+          "some other line"
+      ])
   r = parse_log.summarize(path)
   assert r["final_top1"] == 0.7 and r["best_top1"] == 0.7 and r["final_top5"] == 0.95
   # Three timed loops of 50 steps lasting 0.5, 1.0 and 0.5 s at 100, 50 and 100 img/s: 150 images in 2 s.
@@ -59,8 +66,8 @@ def two_runs(tmp_path_factory):
 
 def test_cli_json_and_plot_on_trainer_logs(two_runs, tmp_path):
   out_png = str(tmp_path / "runs.png")
-  result = subprocess.run([sys.executable, "-m", "tools.parse_log", "--json", "--plot", out_png] + two_runs,
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+  result = subprocess.run([sys.executable, "-m", "tools.parse_log", "--json", "--plot", out_png] + two_runs, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
   assert result.returncode == 0, result.stderr
   records = [json.loads(l) for l in result.stdout.splitlines()]
   assert [r["log"] for r in records] == two_runs

@@ -13,8 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _cli(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "launch.train"] + list(args), cwd=REPO, env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+  return subprocess.run([sys.executable, "-m", "launch.train"] + list(args), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
 
 
 @pytest.mark.parametrize("args,expected", [

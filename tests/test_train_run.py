@@ -15,8 +15,7 @@ from tests.train_helpers import read_log, run_trainer
 
 def test_run_writes_log_lines_summary_checkpoint_and_class_names(tmp_path):
   d = str(tmp_path)
-  run_trainer(d, "--train_steps=8", "--iterations_per_loop=4", "--profiling", "--profiling_steps=1",
-              "--warmup_loops=1")
+  run_trainer(d, "--train_steps=8", "--iterations_per_loop=4", "--profiling", "--profiling_steps=1", "--warmup_loops=1")
   train, evals, summary = read_log(d)
   assert [r["step"] for r in train] == [4, 8]
   assert all(r["total"] == 8 and np.isfinite(r["loss"]) and r["ips"] > 0 for r in train)
@@ -51,8 +50,9 @@ def test_eval_counts_every_example_once():
   with InputPipeline(ds, 8, 64, False, workers=0) as pipe:
     # A "model" ranking the classes 0 > 1 > ... > 9 for every image is right (top-1) exactly on the class-0
     # examples and top-5 on classes 0-4; padding rows must not count.
-    graph = evaluation.build_eval(pipe, lambda images: -tf.range(10, dtype=tf.float32)[None, :] +
-                                  0.0 * tf.cast(images[:, 0, 0, 0], tf.float32)[:, None])
+    graph = evaluation.build_eval(
+        pipe, lambda images: -tf.range(10, dtype=tf.float32)[None, :] + 0.0 * tf.cast(images[:, 0, 0, 0], tf.float32)
+        [:, None])
     with tf.Session() as sess:
       result = evaluation.evaluate(sess, graph)
   labels = np.array([ds.label(i) for i in range(len(ds))])
@@ -72,8 +72,8 @@ def test_eval_mode_and_init_checkpoint_reproduce_the_trained_accuracy(tmp_path):
 def test_over_dump_names_the_first_nonfinite_op_and_data_dump_saves_npy(tmp_path):
   d = str(tmp_path)
   # A huge learning rate without clipping blows the weights up within a few steps.
-  run_trainer(d, "--train_steps=8", "--iterations_per_loop=1", "--lr=1e12", "--grad_clip_norm=0",
-              "--optimizer=sgd", "--over_dump", "--data_dump_flag", "--data_dump_step=2", "--mode=train")
+  run_trainer(d, "--train_steps=8", "--iterations_per_loop=1", "--lr=1e12", "--grad_clip_norm=0", "--optimizer=sgd",
+              "--over_dump", "--data_dump_flag", "--data_dump_step=2", "--mode=train")
   reports = glob.glob(os.path.join(d, "overflow", "overflow_*.txt"))
   assert reports and "first inf/NaN at step" in open(sorted(reports)[0]).read()
   dumped = glob.glob(os.path.join(d, "data_dump", "step_2", "*.npy"))

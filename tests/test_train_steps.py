@@ -19,11 +19,11 @@ def _train(steps, **kwargs):
   return losses, before, after, step
 
 
-@pytest.mark.parametrize("optimizer,schedule", [("momentum", "cosine"), ("sgd", "linear"),
-                                                ("adam", "exponential"), ("adamw", "cosine")])
+@pytest.mark.parametrize("optimizer,schedule", [("momentum", "cosine"), ("sgd", "linear"), ("adam", "exponential"),
+                                                ("adamw", "cosine")])
 def test_every_optimizer_and_schedule_trains(optimizer, schedule):
-  losses, before, after, step = _train(8, optimizer=optimizer, schedule=schedule, lr=0.02 if "adam" in optimizer
-                                       else 0.1, weight_decay=0.01)
+  losses, before, after, step = _train(8, optimizer=optimizer, schedule=schedule,
+                                       lr=0.02 if "adam" in optimizer else 0.1, weight_decay=0.01)
   assert step == 8
   assert all(np.isfinite(losses))
   assert any(not np.array_equal(before[k], after[k]) for k in before)
@@ -33,13 +33,15 @@ def test_every_optimizer_and_schedule_trains(optimizer, schedule):
 
 def test_schedules_follow_their_formulas():
   step = tf.placeholder(tf.int64, [])
-  lrs = {name: schedules.learning_rate(step, 1.0, 12, name, warmup_steps=2, decay_value=None, decay_steps=3)
-         for name in ("cosine", "linear", "exponential")}
+  lrs = {
+      name: schedules.learning_rate(step, 1.0, 12, name, warmup_steps=2, decay_value=None, decay_steps=3)
+      for name in ("cosine", "linear", "exponential")
+  }
   with gh.session() as sess:
     got = {name: [sess.run(t, {step: s}) for s in range(13)] for name, t in lrs.items()}
   for name in got:
     assert got[name][0] == pytest.approx(0.5) and got[name][1] == pytest.approx(1.0)  # linear warm-up
-  assert got["cosine"][7] == pytest.approx(0.5, abs=1e-6)   # half-way through the decay
+  assert got["cosine"][7] == pytest.approx(0.5, abs=1e-6)  # half-way through the decay
   assert got["cosine"][12] == pytest.approx(0.0, abs=1e-6)
   assert got["linear"][7] == pytest.approx(0.5, abs=1e-6)
   assert got["exponential"][4] == pytest.approx(1.0) and got["exponential"][5] == pytest.approx(0.1)

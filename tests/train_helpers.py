@@ -8,9 +8,11 @@ from launch import log_format
 from launch import train
 
 # A 1-block ViT of width 16 on 8x8 digits in 4x4 patches: a training step takes milliseconds.
-TINY_ARGS = ["--model=tiny", "--hidden_size=16", "--num_layers=1", "--num_heads=2", "--mlp_dim=32",
-             "--image_size=8", "--patch_size=4", "--train_batch_size=32", "--eval_batch_size=64", "--workers=0",
-             "--lr=0.05", "--lr_warmup_steps=2", "--label_smoothing=0", "--seed=3"]
+TINY_ARGS = [
+    "--model=tiny", "--hidden_size=16", "--num_layers=1", "--num_heads=2", "--mlp_dim=32", "--image_size=8",
+    "--patch_size=4", "--train_batch_size=32", "--eval_batch_size=64", "--workers=0", "--lr=0.05",
+    "--lr_warmup_steps=2", "--label_smoothing=0", "--seed=3"
+]
 
 
 def run_trainer(model_dir, *args):

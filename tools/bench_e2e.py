@@ -56,27 +56,38 @@ def main():
   if os.path.isdir(model_dir):
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(model_dir)
-  _run(["launch.train", "--data_dir=%s" % args.data_dir, "--model=%s" % args.model,
-        "--image_size=%d" % args.image_size, "--train_batch_size=%d" % args.batch_size,
-        "--train_steps=%d" % args.train_steps, "--iterations_per_loop=%d" % args.iterations_per_loop,
-        "--warmup_loops=%d" % args.warmup_loops, "--workers=%d" % args.workers, "--mode=train",
-        "--optimizer=momentum", "--precision_mode=%s" % args.precision_mode, "--augment=inception",
-        "--model_dir=%s" % model_dir, "--save_every_loops=1000000", "--lr_warmup_steps=1"])
+  _run([
+      "launch.train",
+      "--data_dir=%s" % args.data_dir,
+      "--model=%s" % args.model,
+      "--image_size=%d" % args.image_size,
+      "--train_batch_size=%d" % args.batch_size,
+      "--train_steps=%d" % args.train_steps,
+      "--iterations_per_loop=%d" % args.iterations_per_loop,
+      "--warmup_loops=%d" % args.warmup_loops,
+      "--workers=%d" % args.workers, "--mode=train", "--optimizer=momentum",
+      "--precision_mode=%s" % args.precision_mode, "--augment=inception",
+      "--model_dir=%s" % model_dir, "--save_every_loops=1000000", "--lr_warmup_steps=1"
+  ])
   warmup_steps = args.warmup_loops * args.iterations_per_loop
   e2e = parse_log.summarize(os.path.join(model_dir, "train.log"), warmup_steps)
 
   dtype = "bfloat16" if args.precision_mode in ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16") \
       else "float32"
-  out = _run(["tools.bench_model", "--model=%s" % args.model, "--image_size=%d" % args.image_size,
-              "--batch_size=%d" % args.batch_size, "--optimizer=momentum", "--dtype=%s" % dtype,
-              "--steps=%d" % args.model_steps, "--matmul_size=0", "--num_classes=10"],
-             os.path.join(args.out_dir, "bench_model.log"))
+  out = _run([
+      "tools.bench_model",
+      "--model=%s" % args.model,
+      "--image_size=%d" % args.image_size,
+      "--batch_size=%d" % args.batch_size, "--optimizer=momentum",
+      "--dtype=%s" % dtype,
+      "--steps=%d" % args.model_steps, "--matmul_size=0", "--num_classes=10"
+  ], os.path.join(args.out_dir, "bench_model.log"))
   match = re.search(r"([0-9.]+) img/s", out)
   compute = float(match.group(1)) if match else float("nan")
   gap = 1.0 - e2e["mean_ips"] / compute
-  print("%s @%d batch %d %s, %d train steps (%d per loop, %d warm-up), %d input worker(s)" % (
-      args.model, args.image_size, args.batch_size, dtype, args.train_steps, args.iterations_per_loop,
-      warmup_steps, args.workers))
+  print("%s @%d batch %d %s, %d train steps (%d per loop, %d warm-up), %d input worker(s)" %
+        (args.model, args.image_size, args.batch_size, dtype, args.train_steps, args.iterations_per_loop, warmup_steps,
+         args.workers))
   print("compute only (tools.bench_model): %8.2f img/s" % compute)
   print("end to end   (launch.train):      %8.2f img/s  (median %.2f)" % (e2e["mean_ips"], e2e["median_ips"]))
   print("gap (input + loop overhead):      %7.1f %%" % (100.0 * gap))

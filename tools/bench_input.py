@@ -27,231 +27,231 @@ from input.pipeline import InputPipeline  # noqa: E402
 
 
 def make_fake_data(root, num_images, num_classes=10, size=(375, 500), seed=0):
-    """Writes an ImageNet-like train/ tree of `num_images` JPEGs (quality 90) with smooth structure plus noise."""
-    rng = np.random.RandomState(seed)
-    for i in range(num_images):
-        folder = os.path.join(root, "train", "n%08d" % (i % num_classes))
-        if not os.path.isdir(folder):
-            os.makedirs(folder)
-        coarse = rng.randint(0, 256, size=(12, 16, 3)).astype(np.float32)
-        image = cv2.resize(coarse, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
-        image += rng.normal(0, 18, size=image.shape).astype(np.float32)
-        ok, data = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        with open(os.path.join(folder, "img_%06d.jpg" % i), "wb") as f:
-            f.write(data.tobytes())
-    print("wrote %d %dx%d JPEGs in %d classes under %s" % (num_images, size[1], size[0], num_classes,
-                                                             os.path.join(root, "train")))
+  """Writes an ImageNet-like train/ tree of `num_images` JPEGs (quality 90) with smooth structure plus noise."""
+  rng = np.random.RandomState(seed)
+  for i in range(num_images):
+    folder = os.path.join(root, "train", "n%08d" % (i % num_classes))
+    if not os.path.isdir(folder):
+      os.makedirs(folder)
+    coarse = rng.randint(0, 256, size=(12, 16, 3)).astype(np.float32)
+    image = cv2.resize(coarse, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+    image += rng.normal(0, 18, size=image.shape).astype(np.float32)
+    ok, data = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    with open(os.path.join(folder, "img_%06d.jpg" % i), "wb") as f:
+      f.write(data.tobytes())
+  print("wrote %d %dx%d JPEGs in %d classes under %s" %
+        (num_images, size[1], size[0], num_classes, os.path.join(root, "train")))
 
 
 def _session_config(n):
-    return tf.ConfigProto(intra_op_parallelism_threads=n, inter_op_parallelism_threads=n)
+  return tf.ConfigProto(intra_op_parallelism_threads=n, inter_op_parallelism_threads=n)
 
 
 def _limit_threads(dataset, n):
-    options = tf.data.Options()
-    threading = getattr(options, "threading", None) or options.experimental_threading
-    threading.private_threadpool_size = n
-    threading.max_intra_op_parallelism = 1
-    return dataset.with_options(options)
+  options = tf.data.Options()
+  threading = getattr(options, "threading", None) or options.experimental_threading
+  threading.private_threadpool_size = n
+  threading.max_intra_op_parallelism = 1
+  return dataset.with_options(options)
 
 
 def tf_data_pipeline(paths, labels, image_size, batch_size, n):
-    """The reference: the same crop/resize/flip written with tf.data and tf.image ops."""
-    h, w = image_size
+  """The reference: the same crop/resize/flip written with tf.data and tf.image ops."""
+  h, w = image_size
 
-    def load(path, label):
-        image = tf.image.decode_jpeg(tf.io.read_file(path), channels=3)
-        begin, size, _ = tf.image.sample_distorted_bounding_box(
-            tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
-            min_object_covered=augment.AREA_RANGE[0], aspect_ratio_range=augment.ASPECT_RANGE,
-            area_range=augment.AREA_RANGE, max_attempts=augment.MAX_ATTEMPTS, use_image_if_no_bounding_boxes=True)
-        crop = tf.slice(image, begin, size)
-        resized = tf.image.resize_bilinear(crop[None], [h, w])[0]
-        flipped = tf.image.random_flip_left_right(resized)
-        return tf.cast(tf.clip_by_value(flipped, 0, 255), tf.uint8), label
+  def load(path, label):
+    image = tf.image.decode_jpeg(tf.io.read_file(path), channels=3)
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        min_object_covered=augment.AREA_RANGE[0], aspect_ratio_range=augment.ASPECT_RANGE,
+        area_range=augment.AREA_RANGE, max_attempts=augment.MAX_ATTEMPTS, use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(image, begin, size)
+    resized = tf.image.resize_bilinear(crop[None], [h, w])[0]
+    flipped = tf.image.random_flip_left_right(resized)
+    return tf.cast(tf.clip_by_value(flipped, 0, 255), tf.uint8), label
 
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).repeat().shuffle(1024, seed=0)
-    dataset = dataset.map(load, num_parallel_calls=n).batch(batch_size, drop_remainder=True).prefetch(2)
-    return _limit_threads(dataset, n)
+  dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).repeat().shuffle(1024, seed=0)
+  dataset = dataset.map(load, num_parallel_calls=n).batch(batch_size, drop_remainder=True).prefetch(2)
+  return _limit_threads(dataset, n)
 
 
 def _cpu_seconds(pids):
-    """CPU seconds (user + system) used so far by this process and the given child pids."""
-    own = os.times()
-    total = own.user + own.system
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / float(tick)
-        except (IOError, OSError, IndexError):
-            pass
-    return total
+  """CPU seconds (user + system) used so far by this process and the given child pids."""
+  own = os.times()
+  total = own.user + own.system
+  tick = os.sysconf("SC_CLK_TCK")
+  for pid in pids:
+    try:
+      with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+      total += (int(fields[11]) + int(fields[12])) / float(tick)
+    except (IOError, OSError, IndexError):
+      pass
+  return total
 
 
 def _measure(images_op, n, batch_size, warmup, seconds, pids=()):
-    """(images, wall seconds, CPU seconds) of `seconds` of sess.run after `warmup` untimed batches."""
-    with tf.Session(config=_session_config(n)) as sess:
-        for _ in range(warmup):
-            sess.run(images_op)
-        images, start, cpu0 = 0, time.time(), _cpu_seconds(pids)
-        while time.time() - start < seconds:
-            sess.run(images_op)
-            images += batch_size
-        return images, time.time() - start, _cpu_seconds(pids) - cpu0
+  """(images, wall seconds, CPU seconds) of `seconds` of sess.run after `warmup` untimed batches."""
+  with tf.Session(config=_session_config(n)) as sess:
+    for _ in range(warmup):
+      sess.run(images_op)
+    images, start, cpu0 = 0, time.time(), _cpu_seconds(pids)
+    while time.time() - start < seconds:
+      sess.run(images_op)
+      images += batch_size
+    return images, time.time() - start, _cpu_seconds(pids) - cpu0
 
 
 def _segment(kind, dataset, size, args, n):
-    """Builds one pipeline from scratch, times it and tears it down (nothing of it runs during the other's turn)."""
-    with tf.Graph().as_default():
-        if kind == "tf.data":
-            ref = tf_data_pipeline(dataset.paths, dataset.labels, size, args.batch_size, n)
-            return _measure(_iterator(ref).get_next()[0], n, args.batch_size, args.warmup_batches,
-                            args.seconds / args.rounds)
-        t0 = time.time()
-        with InputPipeline(dataset, size, args.batch_size, True, workers=n, seed=0,
-                           start_method=args.start_method) as pipe:
-            next(pipe.batches())
-            started = time.time() - t0  # constructor + first batch: includes starting the workers
-            result = _measure(_iterator(pipe.tf_dataset()).get_next()[0], n, args.batch_size,
-                              args.warmup_batches, args.seconds / args.rounds, pipe.worker_pids)
-        _segment.started = started
-        return result
+  """Builds one pipeline from scratch, times it and tears it down (nothing of it runs during the other's turn)."""
+  with tf.Graph().as_default():
+    if kind == "tf.data":
+      ref = tf_data_pipeline(dataset.paths, dataset.labels, size, args.batch_size, n)
+      return _measure(_iterator(ref).get_next()[0], n, args.batch_size, args.warmup_batches, args.seconds / args.rounds)
+    t0 = time.time()
+    with InputPipeline(dataset, size, args.batch_size, True, workers=n, seed=0, start_method=args.start_method) as pipe:
+      next(pipe.batches())
+      started = time.time() - t0  # constructor + first batch: includes starting the workers
+      result = _measure(
+          _iterator(pipe.tf_dataset()).get_next()[0], n, args.batch_size, args.warmup_batches,
+          args.seconds / args.rounds, pipe.worker_pids)
+    _segment.started = started
+    return result
 
 
 def _iterator(dataset):
-    return tf.data.make_one_shot_iterator(dataset) if hasattr(tf.data, "make_one_shot_iterator") \
-        else dataset.make_one_shot_iterator()
+  return tf.data.make_one_shot_iterator(dataset) if hasattr(tf.data, "make_one_shot_iterator") \
+      else dataset.make_one_shot_iterator()
 
 
 def run(args):
-    dataset = open_dataset("auto", args.data_dir, "train")
-    if not hasattr(dataset, "paths"):
-        raise SystemExit("bench_input needs an image-file dataset (ImageFolder or list file), got %s" % dataset.name)
-    counts = [int(n) for n in args.workers.split(",")]
-    size = (args.image_size, args.image_size)
-    rows = []
-    for n in counts:
-        totals = {"ours": np.zeros(3), "tf.data": np.zeros(3)}
-        # ABBA order over the rounds: a load change on a shared machine hits both pipelines alike.
-        for r in range(args.rounds):
-            for kind in (("ours", "tf.data") if r % 2 == 0 else ("tf.data", "ours")):
-                totals[kind] += _segment(kind, dataset, size, args, n)
-        (ours_img, ours_wall, ours_cpu), (ref_img, ref_wall, ref_cpu) = totals["ours"], totals["tf.data"]
-        ours_rate, ref_rate = ours_img / ours_wall, ref_img / ref_wall
-        ours_eff, ref_eff = ours_img / ours_cpu, ref_img / ref_cpu
-        rows.append((n, ours_rate, ref_rate, _segment.started, ours_eff, ref_eff))
-        print("workers=%d  ours %.1f img/s (%.1f img/CPU-s, %.2f CPUs busy)  tf.data %.1f img/s (%.1f img/CPU-s, "
-              "%.2f CPUs busy)  ratio %.2fx  (first batch %.2f s after start, %s)" % (
-                  n, ours_rate, ours_eff, ours_rate / ours_eff, ref_rate, ref_eff, ref_rate / ref_eff,
-                  ours_rate / ref_rate, _segment.started, args.start_method), flush=True)
-    print()
-    # "CPUs busy" = wall rate / CPU rate: below N means the pipeline did not get N cores (other jobs, or waiting).
-    print("| cores (N) | ours img/s | ours img/s/core | ours img/CPU-s | ours CPUs busy | tf.data img/s | "
-          "tf.data img/s/core | tf.data img/CPU-s | tf.data CPUs busy | ours / tf.data (wall) | ours / tf.data (CPU) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for n, ours, ref, _, ours_cpu, ref_cpu in rows:
-        print("| %d | %.0f | %.0f | %.0f | %.2f | %.0f | %.0f | %.0f | %.2f | %.2fx | %.2fx |" % (
-            n, ours, ours / n, ours_cpu, ours / ours_cpu, ref, ref / n, ref_cpu, ref / ref_cpu, ours / ref,
-            ours_cpu / ref_cpu))
-    if len(rows) > 1 and rows[0][0] == 1:
-        for n, ours, ref in [r[:3] for r in rows[1:]]:
-            print("scaling 1 -> %d workers: ours %.2fx, tf.data %.2fx" % (n, ours / rows[0][1], ref / rows[0][2]))
-    print("machine: %s, %d cores visible, OpenCV %s, TensorFlow %s, Python %s" % (
-        _cpu_name(), os.cpu_count() or 0, cv2.__version__, tf.__version__, sys.version.split()[0]))
+  dataset = open_dataset("auto", args.data_dir, "train")
+  if not hasattr(dataset, "paths"):
+    raise SystemExit("bench_input needs an image-file dataset (ImageFolder or list file), got %s" % dataset.name)
+  counts = [int(n) for n in args.workers.split(",")]
+  size = (args.image_size, args.image_size)
+  rows = []
+  for n in counts:
+    totals = {"ours": np.zeros(3), "tf.data": np.zeros(3)}
+    # ABBA order over the rounds: a load change on a shared machine hits both pipelines alike.
+    for r in range(args.rounds):
+      for kind in (("ours", "tf.data") if r % 2 == 0 else ("tf.data", "ours")):
+        totals[kind] += _segment(kind, dataset, size, args, n)
+    (ours_img, ours_wall, ours_cpu), (ref_img, ref_wall, ref_cpu) = totals["ours"], totals["tf.data"]
+    ours_rate, ref_rate = ours_img / ours_wall, ref_img / ref_wall
+    ours_eff, ref_eff = ours_img / ours_cpu, ref_img / ref_cpu
+    rows.append((n, ours_rate, ref_rate, _segment.started, ours_eff, ref_eff))
+    print(
+        "workers=%d  ours %.1f img/s (%.1f img/CPU-s, %.2f CPUs busy)  tf.data %.1f img/s (%.1f img/CPU-s, "
+        "%.2f CPUs busy)  ratio %.2fx  (first batch %.2f s after start, %s)" %
+        (n, ours_rate, ours_eff, ours_rate / ours_eff, ref_rate, ref_eff, ref_rate / ref_eff, ours_rate / ref_rate,
+         _segment.started, args.start_method), flush=True)
+  print()
+  # "CPUs busy" = wall rate / CPU rate: below N means the pipeline did not get N cores (other jobs, or waiting).
+  print("| cores (N) | ours img/s | ours img/s/core | ours img/CPU-s | ours CPUs busy | tf.data img/s | "
+        "tf.data img/s/core | tf.data img/CPU-s | tf.data CPUs busy | ours / tf.data (wall) | ours / tf.data (CPU) |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  for n, ours, ref, _, ours_cpu, ref_cpu in rows:
+    print("| %d | %.0f | %.0f | %.0f | %.2f | %.0f | %.0f | %.0f | %.2f | %.2fx | %.2fx |" %
+          (n, ours, ours / n, ours_cpu, ours / ours_cpu, ref, ref / n, ref_cpu, ref / ref_cpu, ours / ref,
+           ours_cpu / ref_cpu))
+  if len(rows) > 1 and rows[0][0] == 1:
+    for n, ours, ref in [r[:3] for r in rows[1:]]:
+      print("scaling 1 -> %d workers: ours %.2fx, tf.data %.2fx" % (n, ours / rows[0][1], ref / rows[0][2]))
+  print("machine: %s, %d cores visible, OpenCV %s, TensorFlow %s, Python %s" %
+        (_cpu_name(), os.cpu_count() or 0, cv2.__version__, tf.__version__, sys.version.split()[0]))
 
 
 def profile_stages(args):
-    """CPU ms per example of each stage of our per-example work, and of tf.image.decode_jpeg, in this process.
+  """CPU ms per example of each stage of our per-example work, and of tf.image.decode_jpeg, in this process.
 
     Single-threaded process CPU time, so the numbers hold up on a busy machine better than wall-clock rates.
     """
-    from input import image_codec, sampling
-    cv2.setNumThreads(1)
-    dataset = open_dataset("auto", args.data_dir, "train")
-    count = min(len(dataset), 200)
-    data = [dataset.read_encoded(i) for i in range(count)]
-    size = (args.image_size, args.image_size)
-    transform = augment.Transform(size, training=True)
-    out = np.empty(size + (3,), np.uint8)
-    decoded = image_codec.decode_bgr(data[0], "x")
-    crop = decoded[: decoded.shape[0] * 3 // 4, : decoded.shape[1] * 3 // 4]
+  from input import image_codec, sampling
+  cv2.setNumThreads(1)
+  dataset = open_dataset("auto", args.data_dir, "train")
+  count = min(len(dataset), 200)
+  data = [dataset.read_encoded(i) for i in range(count)]
+  size = (args.image_size, args.image_size)
+  transform = augment.Transform(size, training=True)
+  out = np.empty(size + (3,), np.uint8)
+  decoded = image_codec.decode_bgr(data[0], "x")
+  crop = decoded[:decoded.shape[0] * 3 // 4, :decoded.shape[1] * 3 // 4]
 
-    with tf.Graph().as_default():
-        encoded = tf.placeholder(tf.string, [])
-        tf_decode = tf.image.decode_jpeg(encoded, channels=3)
-        tf_noop = tf.identity(encoded)
-        sess = tf.Session(config=_session_config(1))
+  with tf.Graph().as_default():
+    encoded = tf.placeholder(tf.string, [])
+    tf_decode = tf.image.decode_jpeg(encoded, channels=3)
+    tf_noop = tf.identity(encoded)
+    sess = tf.Session(config=_session_config(1))
 
-    stages = [
-        ("read file", lambda i: dataset.read_encoded(i)),
-        ("per-example RNG", lambda i: sampling.augment_rng(0, 0, i)),
-        ("JPEG header size", lambda i: image_codec.jpeg_size(data[i])),
-        ("cv2.imdecode full", lambda i: image_codec.decode_bgr(data[i], "x")),
-        ("cv2.imdecode 1/2", lambda i: image_codec.decode_bgr(data[i], "x", 2)),
-        ("cv2.resize 3/4 crop", lambda i: cv2.resize(crop, size[::-1], interpolation=cv2.INTER_LINEAR)),
-        ("flip+RGB+copy", lambda i: out.__setitem__(Ellipsis, out[:, ::-1, ::-1])),
-        ("whole train example", lambda i: transform.apply(dataset, i, sampling.augment_rng(0, 0, i), out)),
-        ("tf decode_jpeg (minus run)", lambda i: sess.run(tf_decode, {encoded: data[i]})),
-        ("tf session.run overhead", lambda i: sess.run(tf_noop, {encoded: data[i]})),
-    ]
-    results = {}
-    for name, fn in stages:
-        for i in range(min(count, 10)):  # warm-up, untimed
-            fn(i)
-        start = time.process_time()
-        for i in range(count):
-            fn(i)
-        results[name] = (time.process_time() - start) / count * 1000.0
-    results["tf decode_jpeg (minus run)"] -= results["tf session.run overhead"]
-    print("CPU ms per example at %dx%d over %d files:" % (size[0], size[1], count))
-    for name, _ in stages:
-        print("  %-28s %7.3f" % (name, results[name]))
+  stages = [
+      ("read file", lambda i: dataset.read_encoded(i)),
+      ("per-example RNG", lambda i: sampling.augment_rng(0, 0, i)),
+      ("JPEG header size", lambda i: image_codec.jpeg_size(data[i])),
+      ("cv2.imdecode full", lambda i: image_codec.decode_bgr(data[i], "x")),
+      ("cv2.imdecode 1/2", lambda i: image_codec.decode_bgr(data[i], "x", 2)),
+      ("cv2.resize 3/4 crop", lambda i: cv2.resize(crop, size[::-1], interpolation=cv2.INTER_LINEAR)),
+      ("flip+RGB+copy", lambda i: out.__setitem__(Ellipsis, out[:, ::-1, ::-1])),
+      ("whole train example", lambda i: transform.apply(dataset, i, sampling.augment_rng(0, 0, i), out)),
+      ("tf decode_jpeg (minus run)", lambda i: sess.run(tf_decode, {encoded: data[i]})),
+      ("tf session.run overhead", lambda i: sess.run(tf_noop, {encoded: data[i]})),
+  ]
+  results = {}
+  for name, fn in stages:
+    for i in range(min(count, 10)):  # warm-up, untimed
+      fn(i)
+    start = time.process_time()
+    for i in range(count):
+      fn(i)
+    results[name] = (time.process_time() - start) / count * 1000.0
+  results["tf decode_jpeg (minus run)"] -= results["tf session.run overhead"]
+  print("CPU ms per example at %dx%d over %d files:" % (size[0], size[1], count))
+  for name, _ in stages:
+    print("  %-28s %7.3f" % (name, results[name]))
 
 
 def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except IOError:
-        pass
-    return "unknown CPU"
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except IOError:
+    pass
+  return "unknown CPU"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--make_fake_data", metavar="DIR", help="write an ImageNet-like JPEG tree into DIR and exit")
-    parser.add_argument("--num_images", type=int, default=1000)
-    parser.add_argument("--num_classes", type=int, default=10)
-    parser.add_argument("--data_dir", help="ImageFolder tree or list file to read (train split)")
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--workers", default="1", help="comma-separated worker/core counts, e.g. 1,2")
-    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per pipeline and N")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, in ABBA order")
-    parser.add_argument("--warmup_batches", type=int, default=5, help="untimed batches before timing")
-    parser.add_argument("--stages", action="store_true",
-                        help="instead: CPU cost per example of each stage, in-process (and of tf decode_jpeg)")
-    parser.add_argument("--start_method", default="fork", choices=["fork", "spawn"])
-    args = parser.parse_args(argv)
-    tf.disable_v2_behavior()
-    if args.make_fake_data:
-        make_fake_data(args.make_fake_data, args.num_images, args.num_classes)
-        return
-    if not args.data_dir:
-        parser.error("give --data_dir (or --make_fake_data DIR)")
-    try:
-        if args.stages:
-            profile_stages(args)
-            return
-        run(args)
-    except ValueError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(2)
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--make_fake_data", metavar="DIR", help="write an ImageNet-like JPEG tree into DIR and exit")
+  parser.add_argument("--num_images", type=int, default=1000)
+  parser.add_argument("--num_classes", type=int, default=10)
+  parser.add_argument("--data_dir", help="ImageFolder tree or list file to read (train split)")
+  parser.add_argument("--image_size", type=int, default=224)
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--workers", default="1", help="comma-separated worker/core counts, e.g. 1,2")
+  parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per pipeline and N")
+  parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, in ABBA order")
+  parser.add_argument("--warmup_batches", type=int, default=5, help="untimed batches before timing")
+  parser.add_argument("--stages", action="store_true",
+                      help="instead: CPU cost per example of each stage, in-process (and of tf decode_jpeg)")
+  parser.add_argument("--start_method", default="fork", choices=["fork", "spawn"])
+  args = parser.parse_args(argv)
+  tf.disable_v2_behavior()
+  if args.make_fake_data:
+    make_fake_data(args.make_fake_data, args.num_images, args.num_classes)
+    return
+  if not args.data_dir:
+    parser.error("give --data_dir (or --make_fake_data DIR)")
+  try:
+    if args.stages:
+      profile_stages(args)
+      return
+    run(args)
+  except ValueError as e:
+    print("error: %s" % e, file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+  main()

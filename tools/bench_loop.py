@@ -30,17 +30,15 @@ def build(n, hidden, batch, size=8, classes=10):
   train_graph.forward_with_reads(model_fn, tf.zeros([1, size, size, 3], tf.uint8), False, record=False)
   rs = np.random.RandomState(0)
   data = tf.data.Dataset.from_tensor_slices((rs.randint(0, 256, (256, size, size, 3)).astype(np.uint8),
-                                             rs.randint(0, classes, 256).astype(np.int32),
-                                             np.ones(256, np.float32)))
+                                             rs.randint(0, classes, 256).astype(np.int32), np.ones(256, np.float32)))
   iterator = tf.data.make_initializable_iterator(data.repeat().batch(batch, drop_remainder=True).prefetch(4))
-  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False,
-                                use_resource=True)
+  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
   holder = train_graph.learning_rate_holder()
-  spec = train_graph.StepSpec(
-      model_fn=model_fn, num_classes=classes, optimizer=optimizers.make_optimizer("momentum", holder),
-      lr_holder=holder, learning_rate_fn=lambda s: schedules.learning_rate(s, 0.01, 10 ** 6, "cosine", 0),
-      global_step=global_step, loss_scale=loss_scale_lib.LossScale("off"), grad_clip_norm=1.0,
-      label_smoothing=0.0, l2_fn=None, optimizer_gradients=False)
+  spec = train_graph.StepSpec(model_fn=model_fn, num_classes=classes,
+                              optimizer=optimizers.make_optimizer("momentum", holder), lr_holder=holder,
+                              learning_rate_fn=lambda s: schedules.learning_rate(s, 0.01, 10**6, "cosine", 0),
+                              global_step=global_step, loss_scale=loss_scale_lib.LossScale("off"), grad_clip_norm=1.0,
+                              label_smoothing=0.0, l2_fn=None, optimizer_gradients=False)
   loop = train_graph.build_train_loop(spec, train_graph.BatchSource(iterator), n, in_graph_loop=True)
   return loop, iterator
 
@@ -73,8 +71,8 @@ def main():
   tf.disable_v2_behavior()
   values = [int(v) for v in args.loops.split(",")]
   results = {}
-  print("model: ViT 1 block, width %d, 8x8 images in 4x4 patches, batch %d; TF %s" % (args.hidden, args.batch,
-                                                                                     tf.__version__))
+  print("model: ViT 1 block, width %d, 8x8 images in 4x4 patches, batch %d; TF %s" %
+        (args.hidden, args.batch, tf.__version__))
   for n in values:
     results[n] = steps_per_second(n, args.steps, args.hidden, args.batch, args.repeats)
     print("iterations_per_loop=%-4d %8.1f steps/s  (%.3f ms/step)" % (n, results[n], 1000.0 / results[n]))

@@ -62,7 +62,7 @@ class MatmulProbe(object):
   def gflops(self, runs=3):
     """Best-of-`runs` GFLOP/s now."""
     best = min(_time_once(self.sess, self.op) for _ in range(runs))
-    return 2.0 * self.size ** 3 / best / 1e9
+    return 2.0 * self.size**3 / best / 1e9
 
 
 def _time_once(sess, fetch):
@@ -79,9 +79,11 @@ def train_step_graph(config, batch_size, image_size, num_classes, dtype, optimiz
   if forward_only:
     return logits.op
   loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-  opt = {"adam": lambda: tf.train.AdamOptimizer(1e-4),
-         "sgd": lambda: tf.train.GradientDescentOptimizer(1e-3),
-         "momentum": lambda: tf.train.MomentumOptimizer(1e-3, 0.9)}[optimizer]()
+  opt = {
+      "adam": lambda: tf.train.AdamOptimizer(1e-4),
+      "sgd": lambda: tf.train.GradientDescentOptimizer(1e-3),
+      "momentum": lambda: tf.train.MomentumOptimizer(1e-3, 0.9)
+  }[optimizer]()
   step = opt.minimize(loss, global_step=tf.train.get_or_create_global_step())
   return step
 
@@ -96,8 +98,8 @@ def main(argv):
                       FLAGS.matmul_size) if FLAGS.matmul_size else None
   step_times, peaks = [], []
   with tf.Graph().as_default():
-    step = train_step_graph(config, FLAGS.batch_size, FLAGS.image_size, FLAGS.num_classes, dtype,
-                            FLAGS.optimizer, FLAGS.gelu, FLAGS.forward_only)
+    step = train_step_graph(config, FLAGS.batch_size, FLAGS.image_size, FLAGS.num_classes, dtype, FLAGS.optimizer,
+                            FLAGS.gelu, FLAGS.forward_only)
     with tf.Session(config=sess_config) as sess:
       sess.run(tf.global_variables_initializer())
       for _ in range(FLAGS.warmup):
@@ -117,10 +119,10 @@ def main(argv):
   median, best = float(np.median(step_times)), min(step_times)
   achieved = flops * FLAGS.batch_size / median / 1e9
   line = ("%s @%d batch %d %s %s%s: %.3f s/step median (best %.3f), %.2f img/s (best %.2f), %.1f GFLOP/s "
-          "(%.1f GFLOP/img)" % (config.name, FLAGS.image_size, FLAGS.batch_size, FLAGS.dtype,
-                                "forward" if FLAGS.forward_only else FLAGS.optimizer, " xla" if FLAGS.xla else "",
-                                median, best, FLAGS.batch_size / median, FLAGS.batch_size / best, achieved,
-                                flops / 1e9))
+          "(%.1f GFLOP/img)" %
+          (config.name, FLAGS.image_size, FLAGS.batch_size, FLAGS.dtype,
+           "forward" if FLAGS.forward_only else FLAGS.optimizer, " xla" if FLAGS.xla else "", median, best,
+           FLAGS.batch_size / median, FLAGS.batch_size / best, achieved, flops / 1e9))
   if probe:
     # Step i is compared with the matmul timed right after it, then the median of those ratios is reported.
     ratios = [flops * FLAGS.batch_size / t / 1e9 / p for t, p in zip(step_times, peaks)]

@@ -17,13 +17,16 @@ from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "ViT-B/16", "Model variant: ViT-Ti/16, ViT-S/16, ViT-S/32, ViT-B/16, ViT-B/32, "
-                    "ViT-B/8, ViT-L/16, ViT-L/32, ViT-H/14 (also B_16, b/16, ...).")
-flags.DEFINE_string("image_size", "224", "Model input size: one int for square images or HxW (e.g. 224x320); "
-                    "must be divisible by the patch size. The position embedding is resized if the checkpoint "
-                    "was trained at another size.")
-flags.DEFINE_string("checkpoint", None, "Official ViT .npz (original or big_vision naming) or a TensorFlow "
-                    "checkpoint of our trainer (prefix or directory).")
+flags.DEFINE_string(
+    "model", "ViT-B/16", "Model variant: ViT-Ti/16, ViT-S/16, ViT-S/32, ViT-B/16, ViT-B/32, "
+    "ViT-B/8, ViT-L/16, ViT-L/32, ViT-H/14 (also B_16, b/16, ...).")
+flags.DEFINE_string(
+    "image_size", "224", "Model input size: one int for square images or HxW (e.g. 224x320); "
+    "must be divisible by the patch size. The position embedding is resized if the checkpoint "
+    "was trained at another size.")
+flags.DEFINE_string(
+    "checkpoint", None, "Official ViT .npz (original or big_vision naming) or a TensorFlow "
+    "checkpoint of our trainer (prefix or directory).")
 flags.DEFINE_integer("num_classes", 0, "Classes of the head; 0 = take it from the checkpoint's head.")
 flags.DEFINE_string("out", "", "If set, write the float32 logits to this .npy file, one row per image.")
 flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
@@ -89,16 +92,15 @@ def predict(model_name, image_size, checkpoint_path, num_classes, images, batch_
       raise UsageError("checkpoint %s has no head; pass --num_classes" % checkpoint_path)
     num_classes = int(values["head/kernel"].shape[-1])
   elif "head/kernel" in values and int(values["head/kernel"].shape[-1]) != num_classes:
-    raise UsageError("checkpoint %s has a %d-class head but --num_classes=%d"
-                     % (checkpoint_path, int(values["head/kernel"].shape[-1]), num_classes))
+    raise UsageError("checkpoint %s has a %d-class head but --num_classes=%d" %
+                     (checkpoint_path, int(values["head/kernel"].shape[-1]), num_classes))
   representation = None
   if "pre_logits/kernel" in values:
     representation = int(values["pre_logits/kernel"].shape[-1])
   h, w = image_size
   with tf.Graph().as_default():
     inputs = tf.placeholder(tf.float32, [None, h, w, 3], name="images")
-    logits = model.vit(inputs, config, num_classes, is_training=False, representation_size=representation,
-                       scope=scope)
+    logits = model.vit(inputs, config, num_classes, is_training=False, representation_size=representation, scope=scope)
     assign = checkpoint.init_from_checkpoint(checkpoint_path, config, num_classes, (h, w), keep_pre_logits=True,
                                              scope=scope)
     with tf.Session(config=session_config.fast_cpu_config()) as sess:
@@ -123,8 +125,8 @@ def run(argv):
   config = configs.get_config(FLAGS.model)
   size = parse_size(FLAGS.image_size)
   if size[0] % config.patch_size or size[1] % config.patch_size:
-    raise UsageError("--image_size %dx%d is not divisible by the patch size %d of %s"
-                     % (size[0], size[1], config.patch_size, config.name))
+    raise UsageError("--image_size %dx%d is not divisible by the patch size %d of %s" %
+                     (size[0], size[1], config.patch_size, config.name))
   images = np.stack([load_image(p, size) for p in paths])
   logits, num_classes = predict(config, size, FLAGS.checkpoint, FLAGS.num_classes, images, FLAGS.batch_size,
                                 FLAGS.scope)

@@ -88,13 +88,13 @@ def _fmt(value, digits):
 def print_table(results, out=sys.stdout):
   for r in results:
     out.write("%s\n" % r["log"])
-    out.write("  accuracy  final %s  best %s  (top-5 %s)\n" % (
-        _fmt(r["final_top1"], 4), _fmt(r["best_top1"], 4), _fmt(r["final_top5"], 4)))
-    out.write("  img/s     mean %s  median %s  (warm-up excluded)\n" % (
-        _fmt(r["mean_ips"], 1), _fmt(r["median_ips"], 1)))
-    out.write("  loss      final %s   step time %s ms (median)   steps %d   skipped %d   wall %s s\n" % (
-        _fmt(r["final_loss"], 4), _fmt(r["median_step_ms"], 2), r["steps"], r["skipped_steps"],
-        _fmt(r["wall_s"], 1)))
+    out.write("  accuracy  final %s  best %s  (top-5 %s)\n" %
+              (_fmt(r["final_top1"], 4), _fmt(r["best_top1"], 4), _fmt(r["final_top5"], 4)))
+    out.write("  img/s     mean %s  median %s  (warm-up excluded)\n" %
+              (_fmt(r["mean_ips"], 1), _fmt(r["median_ips"], 1)))
+    out.write(
+        "  loss      final %s   step time %s ms (median)   steps %d   skipped %d   wall %s s\n" %
+        (_fmt(r["final_loss"], 4), _fmt(r["median_step_ms"], 2), r["steps"], r["skipped_steps"], _fmt(r["wall_s"], 1)))
 
 
 def plot(paths, out_path):

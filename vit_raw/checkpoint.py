@@ -24,11 +24,11 @@ from vit_raw import model
 _BLOCK = "Transformer/encoderblock_{i}/"
 _ATTN = _BLOCK + "MultiHeadDotProductAttention_1/"
 
-
 # --- The one mapping table ------------------------------------------------------------------------------------------
 # (our variable name relative to the model scope, [official names], to_ours(arrays, cfg), to_official(array, cfg)).
 # "{i}" is the encoder block index. Most entries are a plain copy; the attention entries fuse/split query, key and
 # value ([D,heads,hd] each) into our single [D,3D] kernel, and flatten the heads of the output projection.
+
 
 def _same(arrays, cfg):
   del cfg
@@ -78,8 +78,8 @@ MAPPING = (
     ("encoderblock_{i}/ln_attn/bias", [_BLOCK + "LayerNorm_0/bias"]) + _COPY,
     ("encoderblock_{i}/attention/qkv/kernel", [_ATTN + n + "/kernel" for n in ("query", "key", "value")],
      _fuse_qkv_kernel, _split_qkv_kernel),
-    ("encoderblock_{i}/attention/qkv/bias", [_ATTN + n + "/bias" for n in ("query", "key", "value")],
-     _fuse_qkv_bias, _split_qkv_bias),
+    ("encoderblock_{i}/attention/qkv/bias", [_ATTN + n + "/bias" for n in ("query", "key", "value")], _fuse_qkv_bias,
+     _split_qkv_bias),
     ("encoderblock_{i}/attention/out/kernel", [_ATTN + "out/kernel"], _merge_heads_out, _split_heads_out),
     ("encoderblock_{i}/attention/out/bias", [_ATTN + "out/bias"]) + _COPY,
     ("encoderblock_{i}/ln_mlp/scale", [_BLOCK + "LayerNorm_2/scale"]) + _COPY,
@@ -98,7 +98,8 @@ MAPPING = (
 
 # big_vision -> original names inside an encoder block (the module numbering differs, the tensors do not).
 _BIG_VISION_RENAMES = (
-    (re.compile(r"^(Transformer/encoderblock_\d+/)MultiHeadDotProductAttention_0/"), r"\1MultiHeadDotProductAttention_1/"),
+    (re.compile(r"^(Transformer/encoderblock_\d+/)MultiHeadDotProductAttention_0/"),
+     r"\1MultiHeadDotProductAttention_1/"),
     (re.compile(r"^(Transformer/encoderblock_\d+/)LayerNorm_1/"), r"\1LayerNorm_2/"),
     (re.compile(r"^(Transformer/encoderblock_\d+/)MlpBlock_0/"), r"\1MlpBlock_3/"),
 )
@@ -116,6 +117,7 @@ def _expand(entry, num_layers):
 
 
 # --- Reading files ------------------------------------------------------------------------------------------------
+
 
 def _is_npz(path):
   return os.path.isfile(path) and zipfile.is_zipfile(path)
@@ -182,8 +184,8 @@ def official_to_ours(official, config):
           ours[our_name] = to_ours(arrays, config)
         except ValueError:
           expected = _expected_official_shape(entry, our_name, config)
-          raise ValueError("checkpoint key %s has shape %s, model %s expects %s: %s"
-                           % (names[0], arrays[0].shape, config.name, expected, _likely_cause(official, config)))
+          raise ValueError("checkpoint key %s has shape %s, model %s expects %s: %s" %
+                           (names[0], arrays[0].shape, config.name, expected, _likely_cause(official, config)))
         used.update(names)
   return ours, sorted(set(official) - used)
 
@@ -224,8 +226,8 @@ def read_tf_checkpoint(prefix, scope="vit"):
     if name.startswith(head) and name.split("/")[-1] in _WEIGHT_LEAVES:
       out[name[len(head):]] = reader.get_tensor(name)
   if not out:
-    raise ValueError("TensorFlow checkpoint %s holds no variables under scope %r (found e.g. %s)"
-                     % (prefix, scope, ", ".join(sorted(shapes)[:3]) or "nothing"))
+    raise ValueError("TensorFlow checkpoint %s holds no variables under scope %r (found e.g. %s)" %
+                     (prefix, scope, ", ".join(sorted(shapes)[:3]) or "nothing"))
   return out
 
 
@@ -238,8 +240,8 @@ def read_checkpoint(path, config, scope="vit"):
     official = _normalise_big_vision(read_npz(path))
     ours, unused = official_to_ours(official, config)
     if not ours:
-      raise ValueError("%s holds no ViT weights in the official layout (found e.g. %s)"
-                       % (path, ", ".join(sorted(official)[:3]) or "no arrays"))
+      raise ValueError("%s holds no ViT weights in the official layout (found e.g. %s)" %
+                       (path, ", ".join(sorted(official)[:3]) or "no arrays"))
     return ours, unused
   prefix = _tf_prefix(path)
   if prefix is None:
@@ -248,6 +250,7 @@ def read_checkpoint(path, config, scope="vit"):
 
 
 # --- Fitting a checkpoint to a model --------------------------------------------------------------------------------
+
 
 def _likely_cause(values, config):
   """A short diagnosis of a checkpoint that does not fit `config`: other hidden size, patch size or depth."""
@@ -323,8 +326,8 @@ def fit_to_model(values, target_shapes, config, image_size, keep_pre_logits=Fals
       h, w = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
       value = resize_pos_embedding(value, (h // config.patch_size, w // config.patch_size))
     if tuple(value.shape) != shape:
-      raise ValueError("checkpoint key %s has shape %s, model expects %s: %s"
-                       % (name, tuple(value.shape), shape, _likely_cause(values, config)))
+      raise ValueError("checkpoint key %s has shape %s, model expects %s: %s" %
+                       (name, tuple(value.shape), shape, _likely_cause(values, config)))
     out[name] = value
   missing = sorted(set(target_shapes) - set(out))
   return out, missing, sorted(unused)
@@ -333,8 +336,11 @@ def fit_to_model(values, target_shapes, config, image_size, keep_pre_logits=Fals
 def _model_variables(scope):
   """{our name: variable} of the model weights under `scope` (optimizer slots such as .../kernel/Adam left out)."""
   head = scope.rstrip("/") + "/"
-  return {v.op.name[len(head):]: v for v in tf.global_variables()
-          if v.op.name.startswith(head) and v.op.name.split("/")[-1] in _WEIGHT_LEAVES}
+  return {
+      v.op.name[len(head):]: v
+      for v in tf.global_variables()
+      if v.op.name.startswith(head) and v.op.name.split("/")[-1] in _WEIGHT_LEAVES
+  }
 
 
 def _summary(names, limit=12):
@@ -387,6 +393,7 @@ def init_from_checkpoint(path, config, num_classes, image_size, keep_pre_logits=
 
 
 # --- Writing ------------------------------------------------------------------------------------------------------
+
 
 def save_official_npz(values, config, path):
   """Writes {our name: array} as an official original-layout .npz (loadable by the official code and by us)."""

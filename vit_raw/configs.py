@@ -1,8 +1,8 @@
 """The official ViT variants: patch size and transformer shape of each published model."""
 import collections
 
-ViTConfig = collections.namedtuple(
-    "ViTConfig", ["name", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"])
+ViTConfig = collections.namedtuple("ViTConfig",
+                                   ["name", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"])
 ViTConfig.__doc__ = """Shape of one ViT.
 
 Attributes:
@@ -22,8 +22,7 @@ _FAMILIES = {
     "L": (1024, 24, 16, 4096),
     "H": (1280, 32, 16, 5120),
 }
-_PUBLISHED = (("Ti", 16), ("S", 16), ("S", 32), ("B", 16), ("B", 32), ("B", 8),
-              ("L", 16), ("L", 32), ("H", 14))
+_PUBLISHED = (("Ti", 16), ("S", 16), ("S", 32), ("B", 16), ("B", 32), ("B", 8), ("L", 16), ("L", 32), ("H", 14))
 
 
 def _make(family, patch):

@@ -200,8 +200,7 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
       pooled = layer_norm(pooled, tf.float32)
     if representation_size:
       with tf.variable_scope("pre_logits"):
-        pooled = tf.tanh(_dense(pooled, [d, representation_size], _lecun_normal(d), tf.zeros_initializer(),
-                                tf.float32))
+        pooled = tf.tanh(_dense(pooled, [d, representation_size], _lecun_normal(d), tf.zeros_initializer(), tf.float32))
     with tf.variable_scope("head"):
       width = int(pooled.shape[-1])
       logits = _dense(pooled, [width, num_classes], tf.zeros_initializer(), tf.zeros_initializer(), tf.float32)
@@ -222,12 +221,11 @@ def variable_shapes(config, num_classes, image_size, representation_size=None):
             ("pos_embedding", (1, num_tokens(config, image_size), d))]
   for i in range(config.num_layers):
     b = "encoderblock_%d/" % i
-    shapes += [(b + "ln_attn/scale", (d,)), (b + "ln_attn/bias", (d,)),
-               (b + "attention/qkv/kernel", (d, 3 * d)), (b + "attention/qkv/bias", (3 * d,)),
-               (b + "attention/out/kernel", (d, d)), (b + "attention/out/bias", (d,)),
-               (b + "ln_mlp/scale", (d,)), (b + "ln_mlp/bias", (d,)),
-               (b + "mlp/dense_0/kernel", (d, m)), (b + "mlp/dense_0/bias", (m,)),
-               (b + "mlp/dense_1/kernel", (m, d)), (b + "mlp/dense_1/bias", (d,))]
+    shapes += [(b + "ln_attn/scale", (d,)), (b + "ln_attn/bias", (d,)), (b + "attention/qkv/kernel", (d, 3 * d)),
+               (b + "attention/qkv/bias", (3 * d,)), (b + "attention/out/kernel", (d, d)),
+               (b + "attention/out/bias", (d,)), (b + "ln_mlp/scale", (d,)), (b + "ln_mlp/bias", (d,)),
+               (b + "mlp/dense_0/kernel", (d, m)), (b + "mlp/dense_0/bias", (m,)), (b + "mlp/dense_1/kernel", (m, d)),
+               (b + "mlp/dense_1/bias", (d,))]
   shapes += [("encoder_norm/scale", (d,)), ("encoder_norm/bias", (d,))]
   width = d
   if representation_size:

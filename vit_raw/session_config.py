@@ -15,10 +15,8 @@ def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, all
     process's first session (TF reads TF_XLA_FLAGS once), or if TF_XLA_FLAGS=--tf_xla_cpu_global_jit is exported.
   """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-  config = tf.ConfigProto(
-      intra_op_parallelism_threads=intra_op_threads or cores,
-      inter_op_parallelism_threads=inter_op_threads or 1,
-      allow_soft_placement=allow_soft_placement)
+  config = tf.ConfigProto(intra_op_parallelism_threads=intra_op_threads or cores,
+                          inter_op_parallelism_threads=inter_op_threads or 1, allow_soft_placement=allow_soft_placement)
   if xla:
     config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
     # On CPU, global_jit_level is silently ignored unless this XLA flag is set before TF first reads its flags
