@@ -116,6 +116,11 @@ def define_flags():
                     "auto picks the NPU when npu_bridge imports, else a visible GPU, else the CPU.")
 
 
+def trainer_flag_names():
+  """Names of the flags defined here (launch.train's own, without absl's or TensorFlow's), in definition order."""
+  return [flag.name for flag in flags.FLAGS.get_flags_for_module(__name__)]
+
+
 class FlagError(ValueError):
   """A bad flag value or combination; the message is the one line the user sees."""
 

@@ -16,9 +16,6 @@ from launch import distributed
 from launch.flags import FlagError, parse_dump_steps, parse_loss_scale
 from vit_raw import configs
 
-# The digits recipe's model: 16 tokens of 4x4 patches on 16x16 (8x8 upscaled) digits.
-TINY = configs.ViTConfig("tiny", 4, 64, 4, 4, 128)
-
 RunPlan = collections.namedtuple("RunPlan", [
     "device", "precision_mode", "compute_dtype", "loss_scale_mode", "loss_scale_init", "config", "image_size",
     "train_ds", "eval_ds", "num_classes", "class_names", "rank", "num_ranks", "steps_per_epoch", "total_steps",
@@ -47,25 +44,10 @@ Attributes:
 
 
 def _model_config(f):
-  if f.model.strip().lower() == "tiny":
-    config = TINY
-  else:
-    try:
-      config = configs.get_config(f.model)
-    except ValueError as e:
-      raise FlagError("--model: %s" % e)
-  overrides = {
-      k: getattr(f, k)
-      for k in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
-      if getattr(f, k) is not None
-  }
-  for key, value in overrides.items():
-    if value <= 0:
-      raise FlagError("--%s must be positive, got %d" % (key, value))
-  config = config._replace(**overrides)
-  if config.hidden_size % config.num_heads:
-    raise FlagError("hidden size %d of %s is not divisible by %d heads" %
-                    (config.hidden_size, config.name, config.num_heads))
+  try:
+    config = configs.get_config(f.model, **{k: getattr(f, k) for k in configs.SHAPE_FIELDS})
+  except ValueError as e:
+    raise FlagError("--model: %s" % e)
   if f.image_size % config.patch_size:
     raise FlagError("--image_size=%d is not divisible by the patch size %d of %s; use a multiple of %d" %
                     (f.image_size, config.patch_size, config.name, config.patch_size))

@@ -31,9 +31,10 @@ from launch import log_format
 from launch import loss_scale as loss_scale_lib
 from launch import npu
 from launch import optimizers
+from launch import run_record
 from launch import schedules
 from launch import train_graph
-from launch.flags import FlagError, check_flags, define_flags
+from launch.flags import FlagError, check_flags, define_flags, trainer_flag_names
 from launch.plan import make_plan
 from vit_raw import checkpoint as vit_checkpoint
 from vit_raw.model import vit
@@ -265,8 +266,8 @@ def run(f):
   plan = make_plan(f)
   handler = hooks.log_to_file(plan.model_dir)
   try:
-    with open(os.path.join(plan.model_dir, "class_names.txt"), "w") as out:
-      out.write("\n".join(plan.class_names) + "\n")
+    run_record.write_class_names(plan.model_dir, plan.class_names)
+    run_record.write_flags(plan.model_dir, f, trainer_flag_names())
     logging.info(describe(plan, f))
     return train(f, plan)
   finally:

@@ -6,7 +6,7 @@ from launch import loss_scale as loss_scale_lib
 from launch import optimizers
 from launch import schedules
 from launch import train_graph
-from vit_raw.configs import tiny_config
+from vit_raw.configs import get_config
 from vit_raw.model import vit
 
 NUM_CLASSES = 3
@@ -28,7 +28,7 @@ def build(iterations=1, optimizer="momentum", schedule="cosine", loss_scale="off
           in_graph_loop=True):
   """Builds a training loop on fake data; returns (loop, iterator, parts dict). `poison` multiplies the logits."""
   tf.set_random_seed(0)
-  config = tiny_config(patch_size=4)
+  config = get_config("tiny", hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
 
   def model_fn(images, is_training):
     x = tf.cast(images, tf.float32) / 127.5 - 1.0

@@ -12,7 +12,7 @@ from vit_raw import checkpoint
 from vit_raw import configs
 from vit_raw import model
 
-TINY = configs.tiny_config(patch_size=4, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
+TINY = configs.get_config("tiny", hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
 POSEMB = "Transformer/posembed_input/pos_embedding"
 
 
@@ -151,7 +151,7 @@ def test_other_patch_size_fails_naming_key_and_both_shapes():
 def test_other_depth_fails_with_block_counts():
   params = numpy_vit.random_official_params(16, 3, 2, 32, 4, 5, 5)
   _build()
-  with pytest.raises(ValueError, match="3 encoder blocks, model ViT-tiny has 2"):
+  with pytest.raises(ValueError, match="3 encoder blocks, model tiny has 2"):
     checkpoint.init_from_checkpoint(_write_npz(params), TINY, 5, 8)
 
 

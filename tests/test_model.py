@@ -23,7 +23,7 @@ PUBLISHED = {
     "ViT-L/32": 306535400,
     "ViT-H/14": 632045800,
 }
-TINY = configs.tiny_config(patch_size=4, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
+TINY = configs.get_config("tiny", hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
 
 
 def test_get_config_accepts_every_spelling():

@@ -16,13 +16,13 @@ from launch import loss_scale as loss_scale_lib
 from launch import optimizers
 from launch import schedules
 from launch import train_graph
-from vit_raw.configs import tiny_config
+from vit_raw.configs import get_config
 from vit_raw.model import vit
 
 
 def build(n, hidden, batch, size=8, classes=10):
   tf.set_random_seed(0)
-  config = tiny_config(patch_size=4, hidden_size=hidden, num_layers=1, num_heads=2, mlp_dim=2 * hidden)
+  config = get_config("tiny", hidden_size=hidden, num_layers=1, num_heads=2, mlp_dim=2 * hidden)
 
   def model_fn(images, is_training):
     return vit(tf.cast(images, tf.float32) / 127.5 - 1.0, config, classes, is_training)

@@ -33,6 +33,9 @@ def _make(family, patch):
 CONFIGS = collections.OrderedDict((c.name, c) for c in (_make(f, p) for f, p in _PUBLISHED))
 MODEL_NAMES = tuple(CONFIGS)
 
+# The digits recipe's model (the trainer's default): 16 tokens of 4x4 patches on 16x16 (8x8 upscaled) digits.
+TINY = ViTConfig("tiny", 4, 64, 4, 4, 128)
+
 
 def _key(name):
   """Normalises "ViT-B/16", "vit-b_16", "B/16", "b_16" to "b/16"."""
@@ -43,21 +46,30 @@ def _key(name):
 
 
 _BY_KEY = {_key(n): c for n, c in CONFIGS.items()}
+_BY_KEY["tiny"] = TINY
+
+SHAPE_FIELDS = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
 
 
-def get_config(name):
-  """Returns the ViTConfig of a published variant; accepts "ViT-B/16", "ViT-B_16", "B/16", "B_16" in any case."""
-  if isinstance(name, ViTConfig):
-    return name
-  config = _BY_KEY.get(_key(str(name)))
+def get_config(name, **overrides):
+  """Returns the ViTConfig of a published variant or "tiny", with optional shape overrides (SHAPE_FIELDS; None
+  leaves a field as it is). Accepts "ViT-B/16", "ViT-B_16", "B/16", "B_16" in any case. Raises ValueError with one
+  line for an unknown name or a shape that cannot be built."""
+  config = name if isinstance(name, ViTConfig) else _BY_KEY.get(_key(str(name)))
   if config is None:
-    raise ValueError("unknown model %r; known models: %s" % (name, ", ".join(MODEL_NAMES)))
+    raise ValueError("unknown model %r; known models: tiny, %s" % (name, ", ".join(MODEL_NAMES)))
+  unknown = set(overrides) - set(SHAPE_FIELDS)
+  if unknown:
+    raise ValueError("unknown shape field(s) %s; expected %s" % (", ".join(sorted(unknown)), ", ".join(SHAPE_FIELDS)))
+  given = {k: int(v) for k, v in overrides.items() if v is not None}
+  for key, value in given.items():
+    if value <= 0:
+      raise ValueError("--%s must be positive, got %d" % (key, value))
+  config = config._replace(**given)
+  if config.hidden_size % config.num_heads:
+    raise ValueError("hidden size %d of %s is not divisible by %d heads" %
+                     (config.hidden_size, config.name, config.num_heads))
   return config
-
-
-def tiny_config(patch_size=4, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, name="ViT-tiny"):
-  """A small ViTConfig for tests and smoke runs."""
-  return ViTConfig(name, patch_size, hidden_size, num_layers, num_heads, mlp_dim)
 
 
 def family_of_hidden(hidden_size):

@@ -1,0 +1,104 @@
+"""What a run folder says about itself, so that a run can be reproduced and its model used without repeating flags.
+
+A trainer run leaves in its --model_dir:
+  flags.txt         every flag of launch.train that has a value, one `--name=value` per line (absl's flagfile
+                    form): `python -m launch.train --flagfile=<model_dir>/flags.txt` runs it again;
+  class_names.txt   one class name per line, in label order;
+  model.ckpt-<step> the checkpoints.
+`run_model(model_dir)` reads them back into what a tool needs to rebuild the model (tools.infer, tools.export, ...).
+"""
+import collections
+import os
+
+import tensorflow.compat.v1 as tf
+
+from vit_raw import configs
+
+FLAGS_FILE = "flags.txt"
+CLASS_NAMES_FILE = "class_names.txt"
+
+RunModel = collections.namedtuple("RunModel", ["config", "image_size", "num_classes", "class_names", "checkpoint"])
+RunModel.__doc__ = """The model of a run folder.
+
+Attributes:
+  config: the vit_raw ViTConfig the run trained (shape overrides applied).
+  image_size: side of the square model input.
+  num_classes: classes of the head (len(class_names)).
+  class_names: list of names in label order.
+  checkpoint: prefix of the latest checkpoint in the folder (None when there is none yet).
+"""
+
+
+def flag_lines(flag_values, names):
+  """`--name=value` lines of the flags `names` that have a value (absl's own serialisation, so they parse back)."""
+  lines = []
+  for name in names:
+    flag = flag_values[name]
+    if flag.value is not None:
+      lines.append(flag.serialize())
+  return lines
+
+
+def write_flags(model_dir, flag_values, names):
+  """Writes <model_dir>/flags.txt for the flags `names` of `flag_values`; returns its path."""
+  path = os.path.join(model_dir, FLAGS_FILE)
+  _write_atomic(path, "\n".join(flag_lines(flag_values, names)) + "\n")
+  return path
+
+
+def write_class_names(model_dir, class_names):
+  path = os.path.join(model_dir, CLASS_NAMES_FILE)
+  _write_atomic(path, "".join(name + "\n" for name in class_names))
+  return path
+
+
+def _write_atomic(path, text):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def read_flags(model_dir):
+  """OrderedDict flag name -> value text from <model_dir>/flags.txt (`--noname` -> "false", `--name` -> "true").
+  Raises ValueError (one line) when the file is missing or a line is not a flag."""
+  path = os.path.join(model_dir, FLAGS_FILE)
+  if not os.path.isfile(path):
+    raise ValueError("%s does not exist: %s is not a run folder of launch.train (or predates flags.txt)" %
+                     (path, model_dir))
+  values = collections.OrderedDict()
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      text = line.strip()
+      if not text or text.startswith("#"):
+        continue
+      if not text.startswith("--"):
+        raise ValueError("%s line %d: %r is not a --flag=value line" % (path, number, text))
+      name, sep, value = text[2:].partition("=")
+      if not sep:
+        name, value = (name[2:], "false") if name.startswith("no") and len(name) > 2 else (name, "true")
+      values[name] = value
+  return values
+
+
+def read_class_names(model_dir):
+  """The class names of a run folder, or None when it has no class_names.txt."""
+  path = os.path.join(model_dir, CLASS_NAMES_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def run_model(model_dir):
+  """RunModel of the run in `model_dir`; raises ValueError (one line) when the folder does not describe a model."""
+  if not os.path.isdir(model_dir):
+    raise ValueError("--model_dir=%s is not a folder" % model_dir)
+  values = read_flags(model_dir)
+  shape = {k: values[k] for k in configs.SHAPE_FIELDS if k in values}
+  config = configs.get_config(values.get("model", "tiny"), **shape)
+  image_size = int(values.get("image_size", 16))
+  class_names = read_class_names(model_dir)
+  if not class_names:
+    raise ValueError("%s has no %s: the class count of the run is unknown" % (model_dir, CLASS_NAMES_FILE))
+  return RunModel(config, image_size, len(class_names), class_names, tf.train.latest_checkpoint(model_dir))
