@@ -2,6 +2,7 @@
 
 The NPU session config lives in `launch.npu` (the one module that imports npu_bridge).
 """
+import os
 import time
 
 from absl import logging
@@ -9,10 +10,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from launch import npu
-from vit_raw.session_config import fast_cpu_config
-
-# Precision modes that ask for reduced-precision compute; the others keep float32.
-_REDUCED = ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16")
+from launch.flags import REDUCED_PRECISION_MODES
+from vit_raw.cpu_config import fast_cpu_config
 
 
 def visible_gpus():
@@ -119,7 +118,7 @@ def compute_dtype(device, precision_mode):
   NPU: float32 graphs (the adapter lowers precision itself according to precision_mode). GPU: float16 for the
   reduced modes. CPU: bfloat16 for the reduced modes where it is available and fast, else float32 with one notice.
   """
-  if device == "npu" or precision_mode not in _REDUCED:
+  if device == "npu" or precision_mode not in REDUCED_PRECISION_MODES:
     return tf.float32
   if device == "gpu":
     return tf.float16
@@ -130,10 +129,10 @@ def compute_dtype(device, precision_mode):
   return tf.float32
 
 
-def session_config(device):
-  """The tf.ConfigProto for `device`: on the CPU the model package's fast options (vit_raw/session_config.py:
-  all cores inside an op, one op at a time); GPU memory grows on demand; the NPU starts from a plain
-  config that launch.npu completes."""
+def device_config(device):
+  """The tf.ConfigProto for `device`: on the CPU the model package's fast options (vit_raw/cpu_config.py: all cores
+  inside an op, one op at a time); GPU memory grows on demand; on the NPU a plain config that `session_config`
+  completes with the adapter's options."""
   config = fast_cpu_config() if device == "cpu" else tf.ConfigProto()
   config.allow_soft_placement = True
   if device == "gpu":
@@ -141,3 +140,19 @@ def session_config(device):
   if device == "cpu":
     config.device_count["GPU"] = 0
   return config
+
+
+def session_config(plan, f):
+  """The session config of a training run: device_config, plus on the NPU the adapter's options from the flags
+  (precision mode, iterations per loop, dumps, profiling, fusion switch file)."""
+  config = device_config(plan.device)
+  if plan.device != "npu":
+    return config
+  dump_path = os.path.abspath(f.data_dump_path or f.over_dump_path or
+                              os.path.join(plan.model_dir, "data_dump" if f.data_dump_flag else "overflow"))
+  profile_dir = os.path.abspath(os.path.join(plan.model_dir, "profile"))
+  return npu.add_npu_options(config, plan.precision_mode, plan.iterations, over_dump=f.over_dump,
+                             over_dump_path=dump_path, data_dump=f.data_dump_flag, data_dump_path=dump_path,
+                             data_dump_steps=plan.dump_steps, profiling=f.profiling,
+                             profiling_options=f.profiling_options or npu.default_profiling_options(profile_dir),
+                             fusion_switch_file=f.fusion_switch_file)

@@ -3,11 +3,21 @@
 Flag names follow the Ascend ModelZoo and TPU trainers (`--iterations_per_loop`, `--precision_mode`,
 `--train_batch_size`, `--lr_warmup_epochs`), so users can carry their command lines over.
 """
+import math
+import os
+
 from absl import flags
+
+from input.datasets import DATASET_NAMES
 
 PRECISION_MODES = ("auto", "allow_mix_precision", "force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
                    "force_fp32")
-DATASETS = ("digits", "auto", "cifar10", "cifar100", "imagefolder", "list")
+# The modes that ask for reduced-precision compute (float16 on a GPU, bfloat16 on a CPU where it is fast).
+REDUCED_PRECISION_MODES = ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16")
+DEFAULT_NUM_EPOCHS = 50.0
+DEFAULT_LR_WARMUP_EPOCHS = 2.0
+# PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), about 9,500 x 9,500.
+DEFAULT_MAX_IMAGE_PIXELS = 89478485
 
 
 def define_flags():
@@ -16,25 +26,34 @@ def define_flags():
     return
   # Data.
   flags.DEFINE_string(
-      "dataset", None, "Dataset: " + " | ".join(DATASETS) + ". Default: digits (the embedded 8x8 "
-      "digits) without --data_dir, auto (detected from the folder) with it.")
-  flags.DEFINE_string("data_dir", None, "Folder of the dataset (CIFAR binaries, class folders, or a list file).")
+      "dataset", None, "Dataset: %s. Default: digits (the embedded 8x8 digits) without --data_dir, "
+      "auto (recognised from the folder's files) with it." % " | ".join(DATASET_NAMES))
+  flags.DEFINE_string(
+      "data_dir", None, "The dataset's folder: CIFAR-10/100 python pickles (cifar-10-batches-py/, "
+      "cifar-100-python/), an ImageFolder tree (train/ and val/ of class folders), or train.txt / "
+      "val.txt list files (or one .txt list). Not given: the embedded digits.")
   flags.DEFINE_integer("image_size", 16, "Side of the square model input in pixels; must be divisible by the patch.")
   flags.DEFINE_integer("train_batch_size", 64, "Training batch size per device (per rank).")
-  flags.DEFINE_integer("eval_batch_size", 128, "Evaluation batch size; at most the size of the test split.")
-  flags.DEFINE_integer("workers", None, "Decode/augment worker threads of the input pipeline (None: pipeline default).")
+  flags.DEFINE_integer(
+      "eval_batch_size", 128, "Evaluation batch size. Left at its default it shrinks to a smaller "
+      "test split; given explicitly it must fit.")
+  flags.DEFINE_integer(
+      "workers", None, "Decode/augment worker processes of the input pipeline (default: one per "
+      "usable core; 0 decodes in the trainer's own thread, for debugging).")
   flags.DEFINE_enum(
-      "augment", "auto", ["auto", "inception", "none"],
-      "Training augmentation of the input pipeline: inception (random resized crop + flip, as official "
-      "fine-tuning) | none (the eval resize, still reshuffled every epoch). auto: none for digits "
-      "(a crop or a mirror destroys an 8x8 digit), inception otherwise.")
-  flags.DEFINE_integer("seed", 0, "Seed of the weight initialisation, dropout and the data order.")
+      "augment", "auto", ["auto", "inception", "none"], "Training augmentation: inception (random "
+      "resized crop + flip, as official fine-tuning) | none (the eval resize, still reshuffled every "
+      "epoch). auto: none for digits (a crop or a mirror destroys an 8x8 digit), inception otherwise.")
+  flags.DEFINE_integer(
+      "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Images whose header declares more pixels "
+      "are skipped before decoding (decompression-bomb guard; PIL's limit by default).")
+  flags.DEFINE_integer("seed", 0, "Seed (>= 0) of the weight initialisation, dropout and the data order.")
   flags.DEFINE_integer("rank", None, "This process's rank for data sharding (default: $RANK_ID or 0).")
   flags.DEFINE_integer("num_ranks", None, "Number of data-parallel ranks (default: $RANK_SIZE or 1).")
   # Model.
   flags.DEFINE_string(
-      "model", "tiny", "Model: an official name (ViT-B/16, B_16, ViT-Ti/16, ...) or 'tiny' "
-      "(patch 4, width 64, 4 layers, 4 heads, MLP 128: the digits recipe).")
+      "model", "tiny", "Model: an official name (ViT-B/16, B_16, ViT-Ti/16, ...) or 'tiny' (patch 4, "
+      "width 64, 4 layers, 4 heads, MLP 128: the digits recipe).")
   flags.DEFINE_integer("patch_size", None, "Override the model's patch size (e.g. a small patch for small images).")
   flags.DEFINE_integer("hidden_size", None, "Override the model's token width.")
   flags.DEFINE_integer("num_layers", None, "Override the model's number of encoder blocks.")
@@ -42,44 +61,48 @@ def define_flags():
   flags.DEFINE_integer("mlp_dim", None, "Override the model's MLP width.")
   flags.DEFINE_string(
       "init_checkpoint", None, "Start from an official .npz or a checkpoint of ours (prefix or "
-      "folder); the head is re-initialised when the class count differs.")
+      "folder); the head is re-initialised when the class count differs. Ignored when --model_dir "
+      "already has a checkpoint (the run resumes from it).")
   flags.DEFINE_float("dropout", 0.0, "Dropout rate inside the encoder (0 as in official fine-tuning).")
   # Optimisation.
   flags.DEFINE_enum("optimizer", "momentum", ["momentum", "sgd", "adam", "adamw"],
                     "momentum (default, as official fine-tuning) | sgd | adam | adamw (decoupled weight decay).")
   flags.DEFINE_float(
-      "lr", 0.1, "Peak learning rate (after warm-up). 0.1: digits recipe; official fine-tuning "
-      "uses 0.03 at batch 512 (the launch scripts pass it).")
+      "lr", 0.1, "Peak learning rate (after warm-up). 0.1: digits recipe; official fine-tuning uses "
+      "0.03 at batch 512 (the launch scripts pass it).")
   flags.DEFINE_float("momentum", 0.9, "Momentum of --optimizer=momentum; beta1 of adam/adamw.")
   flags.DEFINE_float(
-      "weight_decay", 0.0, "adamw: decoupled decay (times lr); others: L2 penalty "
-      "0.5*wd*|w|^2 on the matrices (kernels), not on biases, norms or embeddings.")
+      "weight_decay", 0.0, "adamw: decoupled decay (times lr); others: L2 penalty 0.5*wd*|w|^2 on the "
+      "matrices (kernels), not on biases, norms or embeddings.")
   flags.DEFINE_float("grad_clip_norm", 1.0, "Clip gradients to this global norm (0: off). 1 as in official ViT.")
   flags.DEFINE_float(
       "label_smoothing", 0.1, "Label smoothing of the softmax cross-entropy (0.1: digits recipe; "
       "official fine-tuning uses 0).")
   flags.DEFINE_enum(
-      "lr_schedule", "cosine", ["cosine", "linear", "exponential"],
-      "Decay after warm-up: cosine | linear (to lr*lr_decay_value) | exponential "
-      "(times lr_decay_value every lr_decay_epochs).")
+      "lr_schedule", "cosine", ["cosine", "linear", "exponential"], "Decay after warm-up: cosine | "
+      "linear (to lr*lr_decay_value) | exponential (times lr_decay_value every lr_decay_epochs).")
   flags.DEFINE_float(
       "lr_decay_value", None, "cosine/linear: final lr as a fraction of --lr (default 0); "
       "exponential: factor per --lr_decay_epochs (default 0.1).")
   flags.DEFINE_float("lr_decay_epochs", 1.0, "exponential: epochs between two decays.")
-  flags.DEFINE_float("lr_warmup_epochs", 2.0, "Linear warm-up length in epochs (ignored when --lr_warmup_steps is "
-                     "given).")
+  flags.DEFINE_float(
+      "lr_warmup_epochs", None, "Linear warm-up length in epochs (default %g; or --lr_warmup_steps). "
+      "Left at its default in a run no longer than the warm-up, it shrinks to a tenth of the run." %
+      DEFAULT_LR_WARMUP_EPOCHS)
   flags.DEFINE_integer("lr_warmup_steps", None, "Linear warm-up length in steps (instead of --lr_warmup_epochs).")
-  flags.DEFINE_float("num_epochs", None, "Training length in epochs (default 50 when --train_steps is not given).")
+  flags.DEFINE_float("num_epochs", None,
+                     "Training length in epochs (default %g when --train_steps is not given)." % DEFAULT_NUM_EPOCHS)
   flags.DEFINE_integer("train_steps", None, "Training length in steps (instead of --num_epochs).")
   flags.DEFINE_integer(
       "iterations_per_loop", 10, "Training steps per sess.run (NPU: set_iteration_per_loop; "
-      "CPU/GPU: an in-graph tf.while_loop). Loss curves equal N=1 for the same seed.")
+      "CPU/GPU: an in-graph tf.while_loop); loss curves equal N=1 for the same seed. Left at its "
+      "default it shrinks to a shorter epoch; given explicitly it must fit in one.")
   # Precision.
   flags.DEFINE_enum(
-      "precision_mode", "auto", list(PRECISION_MODES),
-      "NPU: passed to the adapter as is (auto = allow_mix_precision). GPU: float16 compute for the "
-      "mixed/fp16 modes. CPU: bfloat16 compute for the mixed/fp16 modes when this TF build has the "
-      "kernels. auto on GPU = allow_mix_precision, on CPU = float32.")
+      "precision_mode", "auto", list(PRECISION_MODES), "NPU: passed to the adapter as is (auto = "
+      "allow_mix_precision). GPU: float16 compute for the mixed/fp16 modes. CPU: bfloat16 compute for "
+      "the mixed/fp16 modes where this TF build runs bf16 matmuls faster than fp32, else float32. "
+      "auto on GPU = allow_mix_precision, on CPU = float32.")
   flags.DEFINE_string(
       "loss_scale", "auto", "dynamic | a number | off. auto: dynamic for float16 compute (GPU, NPU "
       "mixed precision), off for float32/bfloat16.")
@@ -89,7 +112,9 @@ def define_flags():
   flags.DEFINE_bool(
       "over_dump", False, "NPU: overflow dump (enable_dump_debug). CPU/GPU: name the first op that "
       "produced inf/NaN on an overflowing step.")
-  flags.DEFINE_string("over_dump_path", None, "Where overflow dumps go (default: <model_dir>/overflow).")
+  flags.DEFINE_string(
+      "over_dump_path", None, "Where overflow dumps go (default: <model_dir>/overflow). The NPU has "
+      "one dump_path for both dumps: with --data_dump_flag it must equal --data_dump_path.")
   flags.DEFINE_bool(
       "data_dump_flag", False, "NPU: dump tensors of --data_dump_step (enable_dump). CPU/GPU: save that "
       "step's key tensors as .npy.")
@@ -97,7 +122,7 @@ def define_flags():
   flags.DEFINE_string("data_dump_path", None, "Where data dumps go (default: <model_dir>/data_dump).")
   flags.DEFINE_bool(
       "profiling", False, "NPU: profiling_mode with --profiling_options. CPU/GPU: a Chrome trace of a "
-      "few steps in <model_dir>/profile.")
+      "few loops in <model_dir>/profile.")
   flags.DEFINE_string("profiling_options", None, "NPU profiling options JSON (default: training and task trace, "
                       "output <model_dir>/profile).")
   flags.DEFINE_integer("profiling_steps", 3, "CPU/GPU: how many loops (sess.run calls) to trace after warm-up.")
@@ -105,13 +130,18 @@ def define_flags():
   # Run.
   flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"],
                     "train | eval (the latest checkpoint, or --init_checkpoint) | train_and_eval.")
-  flags.DEFINE_integer("eval_every_loops", 0, "Evaluate every this many loops (0: once per epoch and at the end).")
-  flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, summaries, train.log and class_names.txt.")
-  flags.DEFINE_integer("save_every_loops", 0,
-                       "Checkpoint every this many loops (0: once per epoch); always at the end.")
+  flags.DEFINE_integer("eval_every_loops", 0, "Evaluate every this many loops (0: once per epoch); always at the end.")
+  flags.DEFINE_string(
+      "model_dir", "runs/default", "The run folder: checkpoints, TensorBoard events, train.log, "
+      "metrics.jsonl, flags.txt, class_names.txt. A run resumes from its latest checkpoint.")
+  flags.DEFINE_integer("save_every_loops", 0, "Checkpoint every this many loops (0: once per epoch); always at the "
+                       "end.")
   flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
-  flags.DEFINE_integer("log_every_loops", 1, "Write a log line every this many loops.")
-  flags.DEFINE_integer("warmup_loops", 0, "Loops excluded from the mean img/s (0: auto, the first ~50 steps).")
+  flags.DEFINE_integer("log_every_loops", 1, "Write a log line every this many loops (the first and last loops "
+                       "always have one).")
+  flags.DEFINE_integer(
+      "warmup_loops", 0, "Loops left out of the mean img/s besides the first (which builds and "
+      "compiles the graph and is never timed). 0: those ending within the first 50 steps.")
   flags.DEFINE_enum("device", "auto", ["auto", "npu", "gpu", "cpu"],
                     "auto picks the NPU when npu_bridge imports, else a visible GPU, else the CPU.")
 
@@ -129,24 +159,25 @@ def check_flags(f):
   """Raises FlagError for a bad flag that can be judged without opening data or building the model."""
   if f.num_epochs is not None and f.train_steps is not None:
     raise FlagError("--num_epochs and --train_steps conflict: give one of them")
-  if f["lr_warmup_epochs"].present and f.lr_warmup_steps is not None:
+  if f.lr_warmup_epochs is not None and f.lr_warmup_steps is not None:
     raise FlagError("--lr_warmup_epochs and --lr_warmup_steps conflict: give one of them")
-  positive = ("train_batch_size", "eval_batch_size", "image_size", "iterations_per_loop", "log_every_loops")
-  for name in positive:
-    if getattr(f, name) is not None and getattr(f, name) <= 0:
+  for name in trainer_flag_names():
+    value = getattr(f, name)
+    if isinstance(value, float) and not math.isfinite(value):
+      raise FlagError("--%s=%s is not a finite number" % (name, value))
+  _check_at_least(f, 1, "train_batch_size", "eval_batch_size", "image_size", "iterations_per_loop", "log_every_loops",
+                  "keep_checkpoints", "max_image_pixels", "profiling_steps", "loss_scale_growth_steps")
+  _check_at_least(f, 0, "seed", "workers", "eval_every_loops", "save_every_loops", "warmup_loops", "lr_warmup_steps",
+                  "weight_decay", "grad_clip_norm", "lr_warmup_epochs", "momentum")
+  for name in ("num_epochs", "train_steps", "lr", "lr_decay_epochs", "loss_scale_init"):
+    if getattr(f, name) is not None and not getattr(f, name) > 0:
       raise FlagError("--%s must be positive, got %s" % (name, getattr(f, name)))
-  if f.num_epochs is not None and f.num_epochs <= 0:
-    raise FlagError("--num_epochs must be positive, got %s" % f.num_epochs)
-  if f.train_steps is not None and f.train_steps <= 0:
-    raise FlagError("--train_steps must be positive, got %s" % f.train_steps)
-  if f.lr <= 0:
-    raise FlagError("--lr must be positive, got %s" % f.lr)
   if not 0 <= f.dropout < 1:
     raise FlagError("--dropout must be in [0, 1), got %s" % f.dropout)
   if not 0 <= f.label_smoothing < 1:
     raise FlagError("--label_smoothing must be in [0, 1), got %s" % f.label_smoothing)
-  if f.dataset is not None and f.dataset not in DATASETS:
-    raise FlagError("--dataset=%s is unknown; expected one of %s" % (f.dataset, ", ".join(DATASETS)))
+  if f.dataset is not None and f.dataset not in DATASET_NAMES:
+    raise FlagError("--dataset=%s is unknown; expected one of %s" % (f.dataset, ", ".join(DATASET_NAMES)))
   if f.dataset not in (None, "digits") and not f.data_dir:
     raise FlagError("--dataset=%s needs --data_dir (the folder holding it)" % f.dataset)
   parse_loss_scale(f.loss_scale)
@@ -155,6 +186,35 @@ def check_flags(f):
     raise FlagError("--num_ranks must be at least 1, got %s" % f.num_ranks)
   if f.rank is not None and f.num_ranks is not None and not 0 <= f.rank < f.num_ranks:
     raise FlagError("--rank=%d is outside [0, --num_ranks=%d)" % (f.rank, f.num_ranks))
+  if f.over_dump and f.data_dump_flag and f.over_dump_path and f.data_dump_path and (os.path.abspath(
+      f.over_dump_path) != os.path.abspath(f.data_dump_path)):
+    raise FlagError("--over_dump_path=%s and --data_dump_path=%s differ, but the NPU writes both dumps to one "
+                    "dump_path: give one of them (or the same folder)" % (f.over_dump_path, f.data_dump_path))
+  _check_paths(f)
+
+
+def _check_at_least(f, low, *names):
+  for name in names:
+    value = getattr(f, name)
+    if value is not None and value < low:
+      raise FlagError("--%s must be %s, got %s" % (name, "positive" if low == 1 else ">= %s" % low, value))
+
+
+def _check_paths(f):
+  """The run folder must be a folder we can write; --data_dir one we can read."""
+  if os.path.exists(f.model_dir) and not os.path.isdir(f.model_dir):
+    raise FlagError("--model_dir=%s is a file, not a folder; give a folder for the run" % f.model_dir)
+  existing = f.model_dir
+  while existing and not os.path.exists(existing):
+    existing = os.path.dirname(existing.rstrip(os.sep))
+  existing = existing or "."
+  if not os.path.isdir(existing):
+    raise FlagError("--model_dir=%s cannot be created: %s is a file" % (f.model_dir, existing))
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise FlagError("--model_dir=%s is not writable (no write permission on %s)" % (f.model_dir, existing))
+  if f.data_dir and os.path.exists(
+      f.data_dir) and not os.access(f.data_dir, os.R_OK | (os.X_OK if os.path.isdir(f.data_dir) else 0)):
+    raise FlagError("--data_dir=%s is not readable (no read permission)" % f.data_dir)
 
 
 def parse_loss_scale(value):

@@ -1,30 +1,36 @@
-"""The trainer's log lines: one fixed format per kind, written here and parsed by tools/parse_log.py.
+"""The trainer's text lines: one fixed format per kind, written from the metrics records (launch/metrics.py).
 
-  train: epoch E step S/T loss L lr R img/s I step_ms M loss_scale C skipped K eta HH:MM:SS
+  run: <what trains, where it writes>
+  train: epoch E step S/T loss L lr R img/s I step_ms M eta H:MM:SS [loss_scale C skipped K]
   eval: epoch E step S top1 A top5 B examples N
   summary: final_top1 A best_top1 B final_top5 C final_loss L mean_img/s I wall_s W steps S
 
-Fields are space-separated "name value" pairs after the kind. `loss` is the mean over the steps of the loop,
-`img/s` counts images of this rank over the wall time of the loop (input waits included), `step_ms` is that time
-per step, `skipped` counts loss-scale-skipped steps since the start, and the summary's mean_img/s leaves out the
-warm-up loops (the first ~50 steps, where graph optimisation and the input pipeline's start dominate).
-Each line may be preceded by absl's prefix (I1126 10:00:00.000000 123 train.py:45]).
+Fields are space-separated "name value" pairs after the kind. `loss` is the mean over the steps of the line's
+loops, `img/s` counts images of this rank over the wall time of those loops (input waits included), `step_ms` is
+that time per step; `loss_scale` and `skipped` (loss-scale-skipped steps since the start) appear only when loss
+scaling is on. The summary's mean_img/s is launch.metrics' throughput. The console shows a line after an
+`HH:MM:SS` time; train.log keeps absl's full prefix (I1126 10:00:00.000000 123 train.py:45]).
+tools.parse_log reads metrics.jsonl when it is there and these lines otherwise (ModelZoo logs, captured stderr).
 """
 import re
 
-TRAIN = ("train: epoch {epoch:.2f} step {step}/{total} loss {loss:.5f} lr {lr:.4e} img/s {ips:.1f} "
-         "step_ms {step_ms:.2f} loss_scale {scale:g} skipped {skipped} eta {eta}")
+TRAIN = ("train: epoch {epoch:.2f} step {step}/{total} loss {loss:.5f} lr {lr:.4e} img/s {img_per_sec:.1f} "
+         "step_ms {step_ms:.2f} eta {eta}")
+LOSS_SCALE = " loss_scale {loss_scale:g} skipped {skipped}"
 EVAL = "eval: epoch {epoch:.2f} step {step} top1 {top1:.5f} top5 {top5:.5f} examples {examples}"
 SUMMARY = ("summary: final_top1 {final_top1:.5f} best_top1 {best_top1:.5f} final_top5 {final_top5:.5f} "
-           "final_loss {final_loss:.5f} mean_img/s {mean_ips:.1f} wall_s {wall:.1f} steps {steps}")
+           "final_loss {final_loss:.5f} mean_img/s {img_per_sec:.1f} wall_s {wall_s:.1f} steps {steps}")
+RUN_PREFIX = "run: "
+RESUMED = "resumed from {path} at step {step} (epoch {epoch:.2f})"
 
 _NUM = r"([-+0-9.eEinfaN]+)"
-TRAIN_RE = re.compile(
-    r"train: epoch %s step (\d+)/(\d+) loss %s lr %s img/s %s step_ms %s loss_scale %s skipped (\d+) eta (\S+)" %
-    ((_NUM,) * 6))
+TRAIN_RE = re.compile(r"train: epoch %s step (\d+)/(\d+) loss %s lr %s img/s %s step_ms %s eta (\S+)"
+                      r"(?: loss_scale %s skipped (\d+))?" % ((_NUM,) * 6))
 EVAL_RE = re.compile(r"eval: epoch %s step (\d+) top1 %s top5 %s examples (\d+)" % ((_NUM,) * 3))
 SUMMARY_RE = re.compile(r"summary: final_top1 %s best_top1 %s final_top5 %s final_loss %s mean_img/s %s "
                         r"wall_s %s steps (\d+)" % ((_NUM,) * 6))
+RESUMED_RE = re.compile(r"resumed from \S+ at step (\d+)")
+RUN_RE = re.compile(r"(?:^|\] |^\d\d:\d\d:\d\d )run: ")
 
 
 def format_eta(seconds):
@@ -33,23 +39,44 @@ def format_eta(seconds):
   return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
+def train_line(record):
+  """The text line of a "train" metrics record."""
+  line = TRAIN.format(eta=format_eta(record["eta_s"]), **record)
+  if "loss_scale" in record:
+    line += LOSS_SCALE.format(**record)
+  return line
+
+
+def eval_line(record):
+  return EVAL.format(**record)
+
+
+def summary_line(record):
+  return SUMMARY.format(**record)
+
+
 def parse_line(line):
-  """Returns (kind, dict of fields) for a trainer line, or None for any other line."""
+  """Returns (kind, dict of fields) for a trainer line ("run", "resumed", "train", "eval", "summary"), or None.
+
+  A train record gets the fields of a metrics record that the line carries; `steps`, `seconds` and `images` need
+  the previous line of the same run and are filled in by tools.parse_log.
+  """
   m = TRAIN_RE.search(line)
   if m:
     g = m.groups()
-    return "train", {
+    record = {
         "epoch": float(g[0]),
         "step": int(g[1]),
         "total": int(g[2]),
         "loss": float(g[3]),
         "lr": float(g[4]),
-        "ips": float(g[5]),
+        "img_per_sec": float(g[5]),
         "step_ms": float(g[6]),
-        "loss_scale": float(g[7]),
-        "skipped": int(g[8]),
-        "eta": g[9]
+        "eta": g[7]
     }
+    if g[8] is not None:
+      record["loss_scale"], record["skipped"] = float(g[8]), int(g[9])
+    return "train", record
   m = EVAL_RE.search(line)
   if m:
     g = m.groups()
@@ -68,8 +95,14 @@ def parse_line(line):
         "best_top1": float(g[1]),
         "final_top5": float(g[2]),
         "final_loss": float(g[3]),
-        "mean_ips": float(g[4]),
-        "wall": float(g[5]),
+        "img_per_sec": float(g[4]),
+        "wall_s": float(g[5]),
         "steps": int(g[6])
     }
+  m = RUN_RE.search(line)
+  if m:
+    return "run", {"text": line[m.end():].rstrip("\n")}
+  m = RESUMED_RE.search(line)
+  if m:
+    return "resumed", {"step": int(m.group(1))}
   return None

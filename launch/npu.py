@@ -2,7 +2,7 @@
 
 What the trainer asks of it, in the order it asks:
   available()                      does npu_bridge import here?
-  session_config(config, ...)      adds the NpuOptimizer custom graph optimizer with our options, and turns
+  add_npu_options(config, ...)     adds the NpuOptimizer custom graph optimizer with our options, and turns
                                    grappler's remapping and memory optimisation off (as the ModelZoo TF scripts do)
   loss_scale_optimizer(opt, ...)   NPULossScaleOptimizer with ExponentialUpdate- or FixedLossScaleManager
   distributed_optimizer(opt)       NPUDistributedOptimizer (allreduce of gradients over HCCL) for RANK_SIZE > 1
@@ -52,9 +52,9 @@ def _modules():
   return modules
 
 
-def session_config(config, precision_mode, iterations_per_loop, over_dump=False, over_dump_path=None, data_dump=False,
-                   data_dump_path=None, data_dump_steps=(), profiling=False, profiling_options=None,
-                   fusion_switch_file=None):
+def add_npu_options(config, precision_mode, iterations_per_loop, over_dump=False, over_dump_path=None, data_dump=False,
+                    data_dump_path=None, data_dump_steps=(), profiling=False, profiling_options=None,
+                    fusion_switch_file=None):
   """Returns `config` (a tf.ConfigProto) set up for the NPU.
 
   The NpuOptimizer options: use_off_line (run on the Ascend device), precision_mode as given, iterations_per_loop

@@ -13,14 +13,15 @@ from input import datasets
 from input import sampling
 from launch import device as device_lib
 from launch import distributed
-from launch.flags import FlagError, parse_dump_steps, parse_loss_scale
+from launch.flags import (DEFAULT_LR_WARMUP_EPOCHS, DEFAULT_NUM_EPOCHS, REDUCED_PRECISION_MODES, FlagError,
+                          parse_dump_steps, parse_loss_scale)
 from vit_raw import configs
 
 RunPlan = collections.namedtuple("RunPlan", [
     "device", "precision_mode", "compute_dtype", "loss_scale_mode", "loss_scale_init", "config", "image_size",
     "train_ds", "eval_ds", "num_classes", "class_names", "rank", "num_ranks", "steps_per_epoch", "total_steps",
-    "warmup_steps", "decay_steps", "iterations", "in_graph_loop", "model_dir", "dump_steps", "eval_steps_per_pass",
-    "augment"
+    "lr_warmup_steps", "decay_steps", "iterations", "in_graph_loop", "model_dir", "dump_steps", "augment",
+    "train_batch_size", "eval_batch_size", "notes"
 ])
 RunPlan.__doc__ = """A checked run.
 
@@ -34,12 +35,14 @@ Attributes:
   train_ds, eval_ds: input Datasets (eval_ds None in --mode=train).
   num_classes, class_names: from the training split.
   rank, num_ranks: this process's data shard.
-  steps_per_epoch, total_steps, warmup_steps, decay_steps: step counts (decay_steps: exponential schedule period).
+  steps_per_epoch, total_steps: step counts of the whole run (not only what is left of it).
+  lr_warmup_steps, decay_steps: the schedule's warm-up length and the exponential schedule's period, in steps.
   iterations: steps per sess.run; in_graph_loop: run them in a tf.while_loop (CPU/GPU, one rank).
   model_dir: where everything is written.
   dump_steps: steps whose tensors --data_dump_flag saves.
-  eval_steps_per_pass: eval batches in one pass (0 without eval).
   augment: "inception" or "none": the input pipeline's training transform.
+  train_batch_size, eval_batch_size: per rank, after defaults were fitted to the data.
+  notes: lines to log once: defaults that were adapted to this run, and schedule warnings.
 """
 
 
@@ -65,8 +68,7 @@ def _open(f, split):
 def _loss_scale(f, device, precision_mode, compute_dtype):
   mode, value = parse_loss_scale(f.loss_scale)
   if mode == "auto":
-    fp16 = compute_dtype == tf.float16 or (device == "npu" and precision_mode
-                                           in ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16"))
+    fp16 = compute_dtype == tf.float16 or (device == "npu" and precision_mode in REDUCED_PRECISION_MODES)
     mode = "dynamic" if fp16 else "off"
   if mode == "fixed":
     return mode, value
@@ -81,7 +83,12 @@ def _checkpoint_exists(path):
 
 
 def make_plan(f):
-  """Checks the flags against the data and the model; returns a RunPlan or raises FlagError."""
+  """Checks the flags against the data and the model; returns a RunPlan or raises FlagError.
+
+  A flag left at its default that does not fit the data (iterations_per_loop longer than an epoch, an eval batch
+  larger than the test split, a warm-up longer than the run) is adapted and the change is put in `notes`; a value
+  the user gave explicitly is refused instead.
+  """
   config = _model_config(f)
   try:
     rank, num_ranks = distributed.rank_and_size(f.rank, f.num_ranks)
@@ -92,6 +99,7 @@ def make_plan(f):
   except ValueError as e:
     raise FlagError(str(e))
   precision_mode = device_lib.resolve_precision(device, f.precision_mode)
+  notes = []
 
   train_ds = _open(f, "train")
   eval_ds = _open(f, "test") if f.mode != "train" else None
@@ -104,25 +112,30 @@ def make_plan(f):
     raise FlagError("--train_batch_size=%d is larger than this rank's %d training examples" %
                     (f.train_batch_size, shard))
   steps_per_epoch = max(1, shard // f.train_batch_size)
-  eval_steps = 0
+  eval_batch_size = f.eval_batch_size
   if eval_ds is not None:
-    eval_shard = sampling.BatchPlan(len(eval_ds), f.eval_batch_size, False, f.seed, rank, num_ranks).num_examples
-    if f.eval_batch_size > eval_shard:
-      raise FlagError("--eval_batch_size=%d is larger than the %d examples of the test split (this rank's shard); "
-                      "use at most %d" % (f.eval_batch_size, eval_shard, eval_shard))
-    eval_steps = -(-eval_shard // f.eval_batch_size)
+    eval_shard = sampling.BatchPlan(len(eval_ds), eval_batch_size, False, f.seed, rank, num_ranks).num_examples
+    if eval_batch_size > eval_shard:
+      if f["eval_batch_size"].present:
+        raise FlagError("--eval_batch_size=%d is larger than the %d examples of the test split (this rank's shard); "
+                        "use at most %d" % (eval_batch_size, eval_shard, eval_shard))
+      notes.append("eval_batch_size %d -> %d: the test split has %d examples (this rank's shard)" %
+                   (eval_batch_size, eval_shard, eval_shard))
+      eval_batch_size = eval_shard
 
   if f.train_steps is not None:
     total = f.train_steps
   else:
-    total = int(math.ceil((f.num_epochs if f.num_epochs is not None else 50.0) * steps_per_epoch))
-  if f.iterations_per_loop > steps_per_epoch:
-    raise FlagError("--iterations_per_loop=%d is larger than an epoch (%d steps of batch %d); use at most %d" %
-                    (f.iterations_per_loop, steps_per_epoch, f.train_batch_size, steps_per_epoch))
-  if f.lr_warmup_steps is not None:
-    warmup = f.lr_warmup_steps
-  else:
-    warmup = int(round((f.lr_warmup_epochs or 0.0) * steps_per_epoch))
+    total = int(math.ceil((f.num_epochs if f.num_epochs is not None else DEFAULT_NUM_EPOCHS) * steps_per_epoch))
+  iterations = f.iterations_per_loop
+  if iterations > steps_per_epoch:
+    if f["iterations_per_loop"].present:
+      raise FlagError("--iterations_per_loop=%d is larger than an epoch (%d steps of batch %d); use at most %d" %
+                      (iterations, steps_per_epoch, f.train_batch_size, steps_per_epoch))
+    notes.append("iterations_per_loop %d -> %d: an epoch has %d steps of batch %d" %
+                 (iterations, steps_per_epoch, steps_per_epoch, f.train_batch_size))
+    iterations = steps_per_epoch
+  warmup = _lr_warmup_steps(f, steps_per_epoch, total, notes)
   decay_steps = max(1, int(round(f.lr_decay_epochs * steps_per_epoch)))
 
   compute_dtype = device_lib.compute_dtype(device, precision_mode)
@@ -137,7 +150,28 @@ def make_plan(f):
   return RunPlan(device=device, precision_mode=precision_mode, compute_dtype=compute_dtype, loss_scale_mode=ls_mode,
                  loss_scale_init=ls_init, config=config, image_size=f.image_size, train_ds=train_ds, eval_ds=eval_ds,
                  num_classes=train_ds.num_classes, class_names=list(train_ds.class_names), rank=rank,
-                 num_ranks=num_ranks, steps_per_epoch=steps_per_epoch, total_steps=total, warmup_steps=warmup,
-                 decay_steps=decay_steps, iterations=f.iterations_per_loop, in_graph_loop=in_graph_loop,
-                 model_dir=f.model_dir, dump_steps=parse_dump_steps(f.data_dump_step) if f.data_dump_flag else [],
-                 eval_steps_per_pass=eval_steps, augment=augment)
+                 num_ranks=num_ranks, steps_per_epoch=steps_per_epoch, total_steps=total, lr_warmup_steps=warmup,
+                 decay_steps=decay_steps, iterations=iterations, in_graph_loop=in_graph_loop, model_dir=f.model_dir,
+                 dump_steps=parse_dump_steps(f.data_dump_step) if f.data_dump_flag else [], augment=augment,
+                 train_batch_size=f.train_batch_size, eval_batch_size=eval_batch_size, notes=notes)
+
+
+def _lr_warmup_steps(f, steps_per_epoch, total, notes):
+  """The warm-up length in steps. The default (2 epochs) shrinks to a tenth of a run it would cover whole; an
+  explicit one that covers the run is kept, with a note that the lr never reaches its peak."""
+  if f.lr_warmup_steps is not None:
+    warmup, given = f.lr_warmup_steps, "--lr_warmup_steps=%d" % f.lr_warmup_steps
+  elif f.lr_warmup_epochs is not None:
+    warmup, given = int(round(f.lr_warmup_epochs * steps_per_epoch)), "--lr_warmup_epochs=%g" % f.lr_warmup_epochs
+  else:
+    warmup = int(round(DEFAULT_LR_WARMUP_EPOCHS * steps_per_epoch))
+    if warmup >= total:
+      shorter = total // 10
+      notes.append("lr warm-up %d -> %d steps: the default %g epochs would cover this whole %d-step run, so the lr "
+                   "would never reach --lr=%g" % (warmup, shorter, DEFAULT_LR_WARMUP_EPOCHS, total, f.lr))
+      warmup = shorter
+    return warmup
+  if warmup >= total:
+    notes.append("WARNING: %s (%d steps) covers the whole %d-step run: the lr never reaches its peak --lr=%g" %
+                 (given, warmup, total, f.lr))
+  return warmup

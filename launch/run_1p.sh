@@ -79,8 +79,9 @@ args=(--model="$model" --image_size="$image_size" --train_batch_size="$batch_siz
 if [[ -n "$data_path" ]]; then args+=(--data_dir="$data_path"); fi
 if [[ -n "$ckpt_path" ]]; then args+=(--init_checkpoint="$ckpt_path"); fi
 if [[ -n "$train_epochs" ]]; then args+=(--num_epochs="$train_epochs"); else args+=(--train_steps="$train_steps"); fi
-if is_true "$over_dump"; then args+=(--over_dump --over_dump_path="$out_dir/overflow"); fi
-if is_true "$data_dump_flag"; then args+=(--data_dump_flag --data_dump_path="$out_dir/data_dump"); fi
+# The NPU writes both dumps to one dump_path.
+if is_true "$over_dump"; then args+=(--over_dump --over_dump_path="$out_dir/dump"); fi
+if is_true "$data_dump_flag"; then args+=(--data_dump_flag --data_dump_path="$out_dir/dump"); fi
 if is_true "$profiling"; then args+=(--profiling); fi
 if [[ "$mode" == full ]]; then args+=(--mode=train_and_eval); else args+=(--mode=train); fi
 
@@ -99,7 +100,8 @@ if [[ $status -ne 0 ]]; then
   exit $status
 fi
 
-get() { "$python" -m tools.parse_log --get "$1" "$log"; }
+# The numbers come from the run's metrics.jsonl (tools/parse_log.py), not from grepping the log.
+get() { "$python" -m tools.parse_log --get "$1" "$model_dir"; }
 FPS=$(get mean_ips)
 loss=$(get final_loss)
 step_ms=$(get median_step_ms)

@@ -29,20 +29,10 @@ Attributes:
 """
 
 
-def flag_lines(flag_values, names):
-  """`--name=value` lines of the flags `names` that have a value (absl's own serialisation, so they parse back)."""
-  lines = []
-  for name in names:
-    flag = flag_values[name]
-    if flag.value is not None:
-      lines.append(flag.serialize())
-  return lines
-
-
-def write_flags(model_dir, flag_values, names):
-  """Writes <model_dir>/flags.txt for the flags `names` of `flag_values`; returns its path."""
+def write_flag_lines(model_dir, lines):
+  """Writes <model_dir>/flags.txt from `--name=value` lines; returns its path."""
   path = os.path.join(model_dir, FLAGS_FILE)
-  _write_atomic(path, "\n".join(flag_lines(flag_values, names)) + "\n")
+  _write_atomic(path, "".join(line + "\n" for line in lines))
   return path
 
 
@@ -60,24 +50,29 @@ def _write_atomic(path, text):
 
 
 def read_flags(model_dir):
-  """OrderedDict flag name -> value text from <model_dir>/flags.txt (`--noname` -> "false", `--name` -> "true").
-  Raises ValueError (one line) when the file is missing or a line is not a flag."""
+  """OrderedDict flag name -> value text from <model_dir>/flags.txt. Raises ValueError (one line) when the file is
+  missing or a line is not a flag."""
   path = os.path.join(model_dir, FLAGS_FILE)
   if not os.path.isfile(path):
     raise ValueError("%s does not exist: %s is not a run folder of launch.train (or predates flags.txt)" %
                      (path, model_dir))
-  values = collections.OrderedDict()
   with open(path) as f:
-    for number, line in enumerate(f, 1):
-      text = line.strip()
-      if not text or text.startswith("#"):
-        continue
-      if not text.startswith("--"):
-        raise ValueError("%s line %d: %r is not a --flag=value line" % (path, number, text))
-      name, sep, value = text[2:].partition("=")
-      if not sep:
-        name, value = (name[2:], "false") if name.startswith("no") and len(name) > 2 else (name, "true")
-      values[name] = value
+    return parse_flag_lines(f.read().split("\n"), path)
+
+
+def parse_flag_lines(lines, where="flags"):
+  """OrderedDict flag name -> value text of `--name=value` lines (`--noname` -> "false", `--name` -> "true")."""
+  values = collections.OrderedDict()
+  for number, line in enumerate(lines, 1):
+    text = line.strip()
+    if not text or text.startswith("#"):
+      continue
+    if not text.startswith("--"):
+      raise ValueError("%s line %d: %r is not a --flag=value line" % (where, number, text))
+    name, sep, value = text[2:].partition("=")
+    if not sep:
+      name, value = (name[2:], "false") if name.startswith("no") and len(name) > 2 else (name, "true")
+    values[name] = value
   return values
 
 

@@ -1,12 +1,14 @@
 """python -m launch.train: trains (and evaluates) a ViT in TensorFlow graph mode on the NPU, a GPU or the CPU.
 
 With no flags it trains the digits recipe (a 4-layer ViT with 4x4 patches on the embedded 8x8 digits upscaled to
-16x16) and evaluates it every epoch. `--helpfull` lists every flag; the log line format is in launch/log_format.py.
+16x16) and evaluates it every epoch. A second run with the same --model_dir resumes from its latest checkpoint.
 
-The loop, top to bottom: plan (flags -> checked RunPlan) -> graph (variables, optimizer, input, N-step train op,
-eval) -> session (initialise, restore or load --init_checkpoint) -> loop over sess.run -> log -> eval ->
-checkpoint -> closing summary.
+The run, top to bottom: flags -> checked RunPlan (launch/plan.py) -> graph (variables, optimizer, input pipelines,
+the N-step train op, eval) -> session (initialise; restore, or load --init_checkpoint) -> loop over sess.run, each
+loop as long as the callbacks allow (launch/callbacks.py: log line, dumps, NaN guard, eval, checkpoint) -> summary.
+Records go to the console, train.log, metrics.jsonl and TensorBoard (launch/monitors.py).
 """
+import collections
 import os
 import sys
 import time
@@ -22,25 +24,53 @@ import tensorflow.compat.v1 as tf
 
 from input.pipeline import InputPipeline
 from input.preprocess import to_model_input
+from launch import callbacks as callbacks_lib
 from launch import debugging
 from launch import device as device_lib
 from launch import distributed
 from launch import evaluation
-from launch import hooks
+from launch import flags as flags_lib
 from launch import log_format
 from launch import loss_scale as loss_scale_lib
+from launch import metrics
+from launch import monitors as monitors_lib
 from launch import npu
 from launch import optimizers
 from launch import run_record
 from launch import schedules
 from launch import train_graph
-from launch.flags import FlagError, check_flags, define_flags, trainer_flag_names
+from launch.checkpoints import Checkpoints, step_of_checkpoint
+from launch.flags import FlagError
 from launch.plan import make_plan
 from vit_raw import checkpoint as vit_checkpoint
-from vit_raw.model import vit
+from vit_raw.model import count_parameters, forward_flops, vit
 
-define_flags()
+flags_lib.define_flags()
 FLAGS = flags.FLAGS
+
+# Flags that change neither the model nor the optimisation: a resume may change them without a warning.
+_COSMETIC_FLAGS = frozenset([
+    "model_dir", "workers", "eval_batch_size", "log_every_loops", "warmup_loops", "keep_checkpoints",
+    "save_every_loops", "eval_every_loops", "mode", "device", "profiling", "profiling_options", "profiling_steps",
+    "over_dump", "over_dump_path", "data_dump_flag", "data_dump_step", "data_dump_path", "fusion_switch_file",
+    "init_checkpoint", "max_image_pixels"
+])
+
+TrainGraph = collections.namedtuple("TrainGraph", [
+    "init_fn", "best_top1", "best_input", "set_best", "train_pipe", "train_iterator", "loop", "probe", "eval_pipe",
+    "eval", "checkpoints"
+])
+TrainGraph.__doc__ = """Every op of a run.
+
+Attributes:
+  init_fn: fn(sess) loading --init_checkpoint (None when resuming or without one).
+  best_top1, best_input, set_best: the checkpointed best top-1, and how to set it.
+  train_pipe, train_iterator, loop: the training input pipeline, its iterator and the N-step train op (None in
+    --mode=eval).
+  probe: the CPU/GPU debug probe for --over_dump / --data_dump_flag (or None).
+  eval_pipe, eval: the evaluation pipeline and graph (None in --mode=train).
+  checkpoints: the run's Checkpoints.
+"""
 
 
 def make_model_fn(plan, dropout):
@@ -54,26 +84,26 @@ def make_model_fn(plan, dropout):
 
 
 def build_graph(f, plan, start_step, restoring):
-  """Builds every op of the run in the default graph; returns a dict of the pieces the loop uses."""
+  """Builds every op of the run in the default graph; returns a TrainGraph."""
   tf.set_random_seed(f.seed)
   model_fn = make_model_fn(plan, f.dropout)
   size = plan.image_size
   # Variables first, from a dummy batch, so their initial values never depend on what is built after them.
   train_graph.forward_with_reads(model_fn, tf.zeros([1, size, size, 3], tf.uint8), False, record=False)
-  g = {"model_fn": model_fn}
-  g["init_fn"] = None
+  init_fn = None
   if f.init_checkpoint and not restoring:
     try:
-      g["init_fn"] = vit_checkpoint.init_from_checkpoint(f.init_checkpoint, plan.config, plan.num_classes, size)
+      init_fn = vit_checkpoint.init_from_checkpoint(f.init_checkpoint, plan.config, plan.num_classes, size)
     except ValueError as e:
       raise FlagError("--init_checkpoint: %s" % e)
   global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
   tf.add_to_collection(tf.GraphKeys.GLOBAL_STEP, global_step)
   with tf.variable_scope("run", use_resource=True):
-    g["best_top1"] = tf.get_variable("best_top1", [], tf.float32, tf.constant_initializer(-1.0), trainable=False)
-  g["best_input"] = tf.placeholder(tf.float32, [])
-  g["set_best"] = g["best_top1"].assign(g["best_input"], read_value=False)
+    best_top1 = tf.get_variable("best_top1", [], tf.float32, tf.constant_initializer(-1.0), trainable=False)
+  best_input = tf.placeholder(tf.float32, [])
+  set_best = best_top1.assign(best_input, read_value=False)
 
+  train_pipe = train_iterator = loop = probe = None
   if f.mode != "eval":
     npu_scaling = plan.device == "npu" and plan.loss_scale_mode != "off"
     loss_scale = loss_scale_lib.LossScale("off" if npu_scaling else plan.loss_scale_mode, plan.loss_scale_init,
@@ -86,14 +116,13 @@ def build_graph(f, plan, start_step, restoring):
                                            f.loss_scale_growth_steps, is_distributed=plan.num_ranks > 1)
 
     def lr_fn(step):
-      return schedules.learning_rate(step, f.lr, plan.total_steps, f.lr_schedule, plan.warmup_steps, f.lr_decay_value,
-                                     plan.decay_steps)
+      return schedules.learning_rate(step, f.lr, plan.total_steps, f.lr_schedule, plan.lr_warmup_steps,
+                                     f.lr_decay_value, plan.decay_steps)
 
-    g["train_pipe"] = InputPipeline(plan.train_ds, size, f.train_batch_size, True, workers=f.workers, seed=f.seed,
-                                    rank=plan.rank, num_ranks=plan.num_ranks, start_batch=start_step,
-                                    augment=plan.augment)
-    g["train_iterator"] = tf.data.make_initializable_iterator(g["train_pipe"].tf_dataset())
-    source = train_graph.BatchSource(g["train_iterator"])
+    train_pipe = InputPipeline(plan.train_ds, size, plan.train_batch_size, True, workers=f.workers, seed=f.seed,
+                               rank=plan.rank, num_ranks=plan.num_ranks, start_batch=start_step, augment=plan.augment)
+    train_iterator = tf.data.make_initializable_iterator(train_pipe.tf_dataset())
+    source = train_graph.BatchSource(train_iterator)
     spec = train_graph.StepSpec(model_fn=model_fn, num_classes=plan.num_classes, optimizer=optimizer,
                                 lr_holder=lr_holder, learning_rate_fn=lr_fn, global_step=global_step,
                                 loss_scale=loss_scale, grad_clip_norm=f.grad_clip_norm,
@@ -101,197 +130,239 @@ def build_graph(f, plan, start_step, restoring):
                                 l2_fn=lambda variables: optimizers.l2_penalty(variables, f.weight_decay, f.optimizer),
                                 optimizer_gradients=not plan.in_graph_loop)
     debug_probe = plan.device != "npu" and (f.over_dump or f.data_dump_flag)
-    g["loop"] = train_graph.build_train_loop(spec, source, plan.iterations, plan.in_graph_loop,
-                                             keep_last_batch=debug_probe)
+    loop = train_graph.build_train_loop(spec, source, plan.iterations, plan.in_graph_loop, keep_last_batch=debug_probe)
     if npu_scaling and npu.loss_scale_of(optimizer) is not None:
-      g["loop"].fetches["loss_scale"] = npu.loss_scale_of(optimizer)  # log npu_bridge's scale, not ours (off)
-    g["probe"] = debugging.Probe(model_fn, plan.num_classes, source.shapes, f.label_smoothing) if debug_probe \
-        else None
+      loop.fetches["loss_scale"] = npu.loss_scale_of(optimizer)  # log npu_bridge's scale, not ours (off)
+    if debug_probe:
+      probe = debugging.Probe(model_fn, plan.num_classes, source.shapes, f.label_smoothing)
+  eval_pipe = eval_graph = None
   if plan.eval_ds is not None:
-    g["eval_pipe"] = InputPipeline(plan.eval_ds, size, f.eval_batch_size, False, workers=f.workers, seed=f.seed,
-                                   rank=plan.rank, num_ranks=plan.num_ranks)
-    g["eval"] = evaluation.build_eval(g["eval_pipe"], lambda images: model_fn(images, False))
-  g["checkpoints"] = hooks.Checkpoints(plan.model_dir, f.keep_checkpoints)
-  return g
-
-
-def session_config(f, plan):
-  if plan.device != "npu":
-    return device_lib.session_config(plan.device)
-  profile_dir = os.path.abspath(os.path.join(plan.model_dir, "profile"))
-  return npu.session_config(
-      device_lib.session_config("npu"), plan.precision_mode, plan.iterations, over_dump=f.over_dump,
-      over_dump_path=os.path.abspath(f.over_dump_path or os.path.join(plan.model_dir, "overflow")),
-      data_dump=f.data_dump_flag, data_dump_path=os.path.abspath(f.data_dump_path or
-                                                                 os.path.join(plan.model_dir, "data_dump")),
-      data_dump_steps=plan.dump_steps, profiling=f.profiling, profiling_options=f.profiling_options or
-      npu.default_profiling_options(profile_dir), fusion_switch_file=f.fusion_switch_file)
-
-
-def run_eval(sess, g, epoch, step, best):
-  """Evaluates, logs the eval line, records the best top-1; returns (result dict, new best)."""
-  result = evaluation.evaluate(sess, g["eval"])
-  logging.info(log_format.EVAL.format(epoch=epoch, step=step, **result))
-  if result["top1"] > best:
-    best = result["top1"]
-    sess.run(g["set_best"], {g["best_input"]: best})
-  return result, best
-
-
-def next_stop(step, plan, per_epoch_events):
-  """Steps to run in the next sess.run: N, cut at the end of training, at epoch ends when evaluation or
-  checkpoints happen per epoch, and right after a data-dump step (CPU/GPU only: the NPU loop length is fixed)."""
-  n = min(plan.iterations, plan.total_steps - step)
-  if not plan.in_graph_loop:
-    return plan.iterations
-  if per_epoch_events:
-    n = min(n, plan.steps_per_epoch - step % plan.steps_per_epoch)
-  for s in plan.dump_steps:
-    if s >= step:
-      n = min(n, s + 1 - step)
-  return max(1, n)
+    eval_pipe = InputPipeline(plan.eval_ds, size, plan.eval_batch_size, False, workers=f.workers, seed=f.seed,
+                              rank=plan.rank, num_ranks=plan.num_ranks)
+    eval_graph = evaluation.build_eval(eval_pipe, lambda images: model_fn(images, False))
+  return TrainGraph(init_fn, best_top1, best_input, set_best, train_pipe, train_iterator, loop, probe, eval_pipe,
+                    eval_graph, Checkpoints(plan.model_dir, f.keep_checkpoints))
 
 
 def train(f, plan):
-  wall_start = time.time()
+  """Builds the graph, restores or initialises, runs the loop (or one evaluation); returns the summary record."""
   latest = tf.train.latest_checkpoint(plan.model_dir)
-  start_step = hooks.step_of_checkpoint(latest)
-  g = build_graph(f, plan, start_step, restoring=latest is not None)
-  summaries = hooks.Summaries(plan.model_dir, tf.get_default_graph())
-  loop = g.get("loop")
-  batch = f.train_batch_size
-  warmup_steps = f.warmup_loops * plan.iterations if f.warmup_loops else max(50, plan.iterations)
-  throughput = hooks.Throughput(batch, warmup_steps)
-  trace = debugging.ChromeTrace(os.path.join(plan.model_dir, "profile"),
-                                first=-(-warmup_steps // plan.iterations), count=f.profiling_steps) \
-      if f.profiling and plan.device != "npu" else None
-  dump_dir = f.data_dump_path or os.path.join(plan.model_dir, "data_dump")
-  overflow_dir = f.over_dump_path or os.path.join(plan.model_dir, "overflow")
-  per_epoch_eval = f.mode == "train_and_eval" and not f.eval_every_loops
-  per_epoch_save = not f.save_every_loops
-
-  with tf.Session(config=session_config(f, plan)) as sess:
-    sess.run(tf.global_variables_initializer())
-    if latest:
-      g["checkpoints"].restore(sess, latest)
-      logging.info("resumed from %s at step %d (epoch %.2f)", latest, start_step, start_step / plan.steps_per_epoch)
-    elif g["init_fn"] is not None:
-      g["init_fn"](sess)
-    best = float(sess.run(g["best_top1"]))
-    result = {"top1": float("nan"), "top5": float("nan"), "examples": 0}
-    if f.mode == "eval":
-      result, best = run_eval(sess, g, start_step / plan.steps_per_epoch, start_step, best)
-      return summary(result, best, float("nan"), 0.0, time.time() - wall_start, start_step)
-
-    sess.run(g["train_iterator"].initializer)
-    fetches = dict(loop.fetches)
-    if plan.device == "npu":
-      fetches["update"] = npu.set_iterations_per_loop(sess, fetches["update"], plan.iterations)
-    step, loop_index, last = start_step, 0, {"mean_loss": float("nan"), "skipped": 0}
-    overflow_reports = 0
-    while step < plan.total_steps:
-      n = next_stop(step, plan, per_epoch_eval or per_epoch_save)
-      feed = {loop.iterations: n} if plan.in_graph_loop else None
-      run_kwargs = trace.run_kwargs(loop_index) if trace else {}
-      throughput.start()
-      out = sess.run(fetches, feed_dict=feed, **run_kwargs)
-      ips, step_ms = throughput.stop(n)
-      previous_step, step, loop_index = step, step + n, loop_index + 1
-      if trace:
-        trace.write(run_kwargs, step)
-      epoch = step / plan.steps_per_epoch
-      if loop_index % f.log_every_loops == 0 or step >= plan.total_steps:
-        logging.info(
-            hooks.train_line(epoch, step, plan.total_steps, out["mean_loss"], out["lr"], ips, step_ms,
-                             out["loss_scale"], out["skipped"], throughput.eta(plan.total_steps - step)))
-      summaries.scalars(step, loss=out["mean_loss"], lr=out["lr"], loss_scale=out["loss_scale"],
-                        skipped_steps=out["skipped"], images_per_sec=ips)
-      overflowed = out["skipped"] > last["skipped"] or not np.isfinite(out["last_loss"])
-      if g["probe"] is not None and f.over_dump and overflowed and overflow_reports < 3:
-        overflow_reports += 1
-        g["probe"].report_overflow(sess, out["last_images"], out["last_labels"], overflow_dir, step)
-      if g["probe"] is not None and f.data_dump_flag and (step - 1) in plan.dump_steps:
-        g["probe"].dump(sess, out["last_images"], out["last_labels"], dump_dir, step - 1)
-      last = out
-
-      crossed_epoch = step // plan.steps_per_epoch > previous_step // plan.steps_per_epoch
-      done = step >= plan.total_steps
-      if f.mode == "train_and_eval" and not done and ((per_epoch_eval and crossed_epoch) or
-                                                      (f.eval_every_loops and loop_index % f.eval_every_loops == 0)):
-        result, best = run_eval(sess, g, epoch, step, best)
-        summaries.scalars(step, top1=result["top1"], top5=result["top5"])
-      if not done and ((per_epoch_save and crossed_epoch) or
-                       (f.save_every_loops and loop_index % f.save_every_loops == 0)):
-        g["checkpoints"].save(sess, step)
-
-    if f.mode == "train_and_eval":
-      result, best = run_eval(sess, g, step / plan.steps_per_epoch, step, best)
-      summaries.scalars(step, top1=result["top1"], top5=result["top5"])
-    g["checkpoints"].save(sess, step)
-  summaries.close()
-  for key in ("train_pipe", "eval_pipe"):
-    if key in g:
-      g[key].close()
-  if trace and trace.files:
-    logging.info("profiling: %d Chrome traces in %s", len(trace.files), trace.out_dir)
-  return summary(result, best, last["mean_loss"], throughput.mean_ips(), time.time() - wall_start, step)
+  start_step = step_of_checkpoint(latest)
+  graph = build_graph(f, plan, start_step, restoring=latest is not None)
+  monitors = monitors_lib.make_monitors(plan.model_dir, tf.get_default_graph(), plan.rank)
+  try:
+    with tf.Session(config=device_lib.session_config(plan, f)) as sess:
+      sess.run(tf.global_variables_initializer())
+      if latest:
+        graph.checkpoints.restore(sess, latest)
+        logging.info(log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.steps_per_epoch))
+      elif graph.init_fn is not None:
+        graph.init_fn(sess)
+        for line in graph.init_fn.report:
+          logging.info("init_checkpoint: %s", line)
+      run = callbacks_lib.RunState(sess, graph, plan, f, monitors, start_step, float(sess.run(graph.best_top1)))
+      warmup = callbacks_lib.timing_warmup_steps(f, plan)
+      run.put(run_start_record(f, plan, start_step, warmup))
+      if f.mode == "eval":
+        callbacks_lib.Evaluator(trigger=None).evaluate(run)
+      else:
+        run_loop(run, callbacks_lib.make_callbacks(f, plan, graph, warmup))
+      summary = summary_record(run, warmup)
+      run.put(summary)
+      return summary
+  finally:
+    monitors.close()
+    for pipe in (graph.train_pipe, graph.eval_pipe):
+      if pipe is not None:
+        pipe.close()
 
 
-def summary(result, best, final_loss, mean_ips, wall, steps):
-  if np.isfinite(result["top1"]):
-    best = max(best, result["top1"])
-  if best < 0:  # the stored best starts at -1: nothing was evaluated in this run or before it
-    best = float("nan")
-  line = log_format.SUMMARY.format(final_top1=result["top1"], best_top1=best, final_top5=result["top5"],
-                                   final_loss=final_loss, mean_ips=mean_ips, wall=wall, steps=steps)
-  logging.info(line)
-  return result
+def run_loop(run, callbacks):
+  """sess.run the train op until the last step; each loop ends where the plan and the callbacks say."""
+  plan, graph = run.plan, run.graph
+  run.sess.run(graph.train_iterator.initializer)
+  fetches = dict(graph.loop.fetches)
+  if plan.device == "npu":
+    fetches["update"] = npu.set_iterations_per_loop(run.sess, fetches["update"], plan.iterations)
+  for callback in callbacks:
+    callback.before_train(run)
+  logging.info("first loop: building, optimising and compiling the graph, starting the input workers ...")
+  index = 0
+  while run.step < plan.total_steps:
+    index += 1
+    steps = min([plan.iterations, plan.total_steps - run.step] +
+                [s - run.step for s in (c.stop_at(run) for c in callbacks) if s is not None and s > run.step])
+    feed = {graph.loop.iterations: steps} if plan.in_graph_loop else None
+    options = {}
+    for callback in callbacks:
+      options.update(callback.run_options(run))
+    start = time.time()
+    out = run.sess.run(fetches, feed_dict=feed, **options)
+    first_step, run.step = run.step, int(out["global_step"])
+    loop = callbacks_lib.LoopResult(index, first_step, run.step, run.step - first_step, time.time() - start, out)
+    for callback in callbacks:
+      callback.after_loop(run, loop)
+  for callback in callbacks:
+    callback.after_train(run)
 
 
-def describe(plan, f):
-  """One line naming what this run does."""
-  return ("run: %s on %s (%s, %s compute, loss scale %s) | %s %d classes, %d train / %s test | image %d, "
-          "batch %d, %d steps (%d per epoch), %d per loop%s | %s lr %g %s, warm-up %d | rank %d of %d" %
-          (plan.config.name, plan.device, plan.precision_mode, tf.as_dtype(
-              plan.compute_dtype).name, plan.loss_scale_mode, plan.train_ds.name, plan.num_classes, len(plan.train_ds),
-           len(plan.eval_ds) if plan.eval_ds is not None else "-", plan.image_size, f.train_batch_size,
-           plan.total_steps, plan.steps_per_epoch, plan.iterations, " (in-graph loop)" if plan.in_graph_loop else "",
-           f.optimizer, f.lr, f.lr_schedule, plan.warmup_steps, plan.rank, plan.num_ranks))
+def summary_record(run, warmup_steps):
+  """The closing record: final and best accuracy, final loss, throughput (launch.metrics), wall time."""
+  result = run.last_eval or {"top1": float("nan"), "top5": float("nan")}
+  best = max(run.best_top1, result["top1"]) if np.isfinite(result["top1"]) else run.best_top1
+  return {
+      "event": "summary",
+      "step": run.step,
+      "final_top1": result["top1"],
+      "final_top5": result["top5"],
+      "best_top1": best if best >= 0 else float("nan"),  # the stored best starts at -1: nothing was evaluated
+      "final_loss": run.train_records[-1]["loss"] if run.train_records else float("nan"),
+      "img_per_sec": metrics.run_images_per_sec(run.train_records, warmup_steps),
+      "wall_s": time.time() - run.start_time,
+      "steps": run.step
+  }
+
+
+def run_start_record(f, plan, start_step, warmup_steps):
+  """The "run" record: one line saying what trains, how big it is and where it writes; the flags for TensorBoard."""
+  params = count_parameters(plan.config, plan.num_classes, plan.image_size)
+  gflop = forward_flops(plan.config, plan.image_size, plan.num_classes) / 1e9
+  text = ("%s (%s parameters, %.3g GFLOP per image forward) on %s, %s compute (%s, loss scale %s) | %s: %d "
+          "classes, %d train / %s test images of %d px, %s augmentation | batch %d x %d rank(s), %d steps (%d per "
+          "epoch), %d per sess.run%s | %s lr %g %s, warm-up %d steps | writes to %s" %
+          (plan.config.name, "%.2f M" % (params / 1e6) if params >= 1e6 else "{:,}".format(params), gflop, plan.device,
+           tf.as_dtype(plan.compute_dtype).name, plan.precision_mode, plan.loss_scale_mode, plan.train_ds.name,
+           plan.num_classes, len(plan.train_ds), len(plan.eval_ds) if plan.eval_ds is not None else "-",
+           plan.image_size, plan.augment, plan.train_batch_size, plan.num_ranks, plan.total_steps, plan.steps_per_epoch,
+           plan.iterations, " in the graph" if plan.in_graph_loop else "", f.optimizer, f.lr, f.lr_schedule,
+           plan.lr_warmup_steps, os.path.abspath(plan.model_dir)))
+  return {
+      "event": "run",
+      "text": text,
+      "step": start_step,
+      "total": plan.total_steps,
+      "mode": f.mode,
+      "model": plan.config.name,
+      "parameters": params,
+      "gflop_per_image": gflop,
+      "device": plan.device,
+      "batch_size": plan.train_batch_size,
+      "num_ranks": plan.num_ranks,
+      "rank": plan.rank,
+      "timing_warmup_steps": warmup_steps,
+      "time": time.time(),
+      "flags": recorded_flags(f, plan)
+  }
+
+
+def recorded_flags(f, plan):
+  """The flag lines of flags.txt: every trainer flag with a value, with defaults the plan adapted replaced by the
+  values the run uses, so that --flagfile=flags.txt runs exactly this run."""
+  adapted = {"iterations_per_loop": plan.iterations, "eval_batch_size": plan.eval_batch_size}
+  if f.lr_warmup_epochs is None and f.lr_warmup_steps is None:
+    adapted["lr_warmup_steps"] = plan.lr_warmup_steps
+  lines = []
+  for name in flags_lib.trainer_flag_names():
+    if name in adapted and adapted[name] != getattr(f, name):
+      lines.append("--%s=%s" % (name, adapted[name]))
+    elif f[name].value is not None:
+      lines.append(f[name].serialize())
+  return lines
+
+
+def warn_about_changed_flags(model_dir, lines):
+  """On resume: one warning naming the flags that differ from the run's flags.txt in a way that changes training."""
+  try:
+    before = run_record.read_flags(model_dir)
+  except ValueError:
+    return
+  now = run_record.parse_flag_lines(lines)
+  changed = [
+      "--%s=%s (was %s)" % (name, now.get(name, "unset"), before.get(name, "unset"))
+      for name in sorted(set(before) | set(now))
+      if name not in _COSMETIC_FLAGS and before.get(name) != now.get(name)
+  ]
+  if changed:
+    logging.warning("resuming with flags that differ from %s: %s; the run goes on with the new values",
+                    os.path.join(model_dir, run_record.FLAGS_FILE), ", ".join(changed))
+
+
+def finished_run(model_dir, total_steps):
+  """The stored summary of a run in `model_dir` that already reached `total_steps`, or None."""
+  latest = tf.train.latest_checkpoint(model_dir)
+  step = step_of_checkpoint(latest)
+  if not latest or step < total_steps:
+    return None
+  path = os.path.join(model_dir, metrics.METRICS_FILE)
+  stored = [r for r in metrics.read_jsonl(path) if r.get("event") == "summary"] if os.path.isfile(path) else []
+  summary = stored[-1] if stored else {}
+  best = float(tf.train.load_variable(latest, "run/best_top1"))
+  return dict(summary, event="summary", step=step, steps=step, best_top1=best if best >= 0 else float("nan"))
 
 
 def run(f):
-  """Checks the flags, then trains and/or evaluates; returns the last eval result. Raises FlagError before any
-  work for a bad command line."""
-  check_flags(f)
+  """Checks the flags, then trains and/or evaluates; returns the summary record. Raises FlagError before any work
+  for a bad command line."""
+  flags_lib.check_flags(f)
   plan = make_plan(f)
-  handler = hooks.log_to_file(plan.model_dir)
+  if f.mode != "eval":
+    done = finished_run(plan.model_dir, plan.total_steps)
+    if done is not None:
+      logging.info(
+          "%s: already finished at step %d of %d; nothing to do (remove the folder, pass another "
+          "--model_dir, or raise --train_steps/--num_epochs to train on)", plan.model_dir, done["step"],
+          plan.total_steps)
+      if "final_top1" in done:
+        logging.info(log_format.summary_line(done))
+      return done
+  log = monitors_lib.RunLog(plan.model_dir)
   try:
-    run_record.write_class_names(plan.model_dir, plan.class_names)
-    run_record.write_flags(plan.model_dir, f, trainer_flag_names())
-    logging.info(describe(plan, f))
+    lines = recorded_flags(f, plan)
+    if plan.rank == 0:
+      if tf.train.latest_checkpoint(plan.model_dir):
+        warn_about_changed_flags(plan.model_dir, lines)
+      run_record.write_class_names(plan.model_dir, plan.class_names)
+      run_record.write_flag_lines(plan.model_dir, lines)
+    for note in plan.notes:
+      (logging.warning if note.startswith("WARNING: ") else logging.info)("plan: %s", note.replace("WARNING: ", ""))
     return train(f, plan)
   finally:
-    logging.get_absl_logger().removeHandler(handler)
-    handler.close()
+    log.close()
 
 
 def main(argv):
   del argv
+  monitors_lib.use_compact_console()
   try:
     run(FLAGS)
   except FlagError as e:
     fail(str(e))
+  except callbacks_lib.TrainingStopped as e:
+    fail(str(e), code=1)
 
 
-def fail(message):
-  """The one line a user sees for a bad command line; exit code 2 as for any usage error."""
+def fail(message, code=2):
+  """The one line a user sees for a bad command line (exit code 2, as for any usage error) or a stopped run."""
   sys.stderr.write("launch.train: error: %s\n" % message)
   sys.stderr.flush()
-  sys.exit(2)
+  sys.exit(code)
+
+
+def usage():
+  """--help: what the trainer does and every one of its flags (absl's and TensorFlow's own only with --helpfull)."""
+  return "%s\nFlags of launch.train (--helpfull adds absl's and TensorFlow's):\n\n%s\n" % (
+      __doc__, FLAGS.module_help(flags_lib.__name__))
 
 
 def parse_flags(argv):
-  """absl's parser, but a bad or unknown flag is one line and exit code 2 (absl alone prints usage and exits 1)."""
+  """absl's parser, but --help lists our flags and exits 0, and a bad or unknown flag is one line and exit code 2
+  (absl alone prints the usage and exits 1)."""
+  if any(arg in ("--help", "-h", "--helpshort", "-help") for arg in argv[1:]):
+    sys.stdout.write(usage())
+    sys.exit(0)
+  if any(arg in ("--helpfull", "-helpfull") for arg in argv[1:]):
+    sys.stdout.write("%s\nEvery flag, absl's and TensorFlow's included:\n\n%s\n" % (__doc__, FLAGS.get_help()))
+    sys.exit(0)
   try:
     return FLAGS(argv)
   except flags.Error as e:

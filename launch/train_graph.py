@@ -173,14 +173,14 @@ def _sum_per_variable(variables, grads):
   return out
 
 
-TrainLoop = collections.namedtuple("TrainLoop", ["fetches", "iterations", "last_batch"])
+TrainLoop = collections.namedtuple("TrainLoop", ["fetches", "iterations"])
 TrainLoop.__doc__ = """The per-sess.run training op.
 
 Attributes:
   fetches: dict of tensors to sess.run: mean_loss, last_loss, lr, loss_scale, skipped, global_step (after the loop),
-    and "update" (the op that runs the steps).
-  iterations: int32 placeholder_with_default(N): steps in this run; feed a smaller value for a final partial loop.
-  last_batch: (images, labels) of the loop's last step when keep_last_batch, else None (for the debug probes).
+    "update" (the op that runs the steps) and, with keep_last_batch, last_images / last_labels (the loop's last
+    batch, for the debug probes).
+  iterations: int32 placeholder_with_default(N): steps in this run; feed a smaller value to cut a loop short.
 """
 
 
@@ -234,7 +234,7 @@ def build_train_loop(spec, next_batch, iterations_per_loop, in_graph_loop=True, 
   fetches["update"] = update
   if last_batch is not None:
     fetches["last_images"], fetches["last_labels"] = last_batch
-  return TrainLoop(fetches, iterations, last_batch)
+  return TrainLoop(fetches, iterations)
 
 
 class BatchSource(object):
@@ -254,3 +254,28 @@ class BatchSource(object):
   def __call__(self):
     images, labels, mask = self._iterator.get_next()
     return images, labels, mask
+
+
+def standalone_loop(model_fn, num_classes, next_batch, image_shape, iterations=1, in_graph_loop=True,
+                    optimizer="momentum", lr=0.01, total_steps=10**6, schedule="cosine", warmup_steps=0,
+                    decay_steps=None, loss_scale=None, weight_decay=0.0, grad_clip_norm=1.0, label_smoothing=0.0):
+  """The trainer's step and N-step loop with fixed hyper-parameters and no flags, for benchmarks and tests.
+
+  Creates the model's variables first (on a dummy batch of `image_shape`), then a global step, the optimizer and
+  the loop exactly as launch.train does. Returns (TrainLoop, dict(global_step, loss_scale, optimizer)).
+  """
+  # Imported here: the schedules and optimizers are the trainer's, but the step itself does not depend on them.
+  from launch import optimizers  # pylint: disable=g-import-not-at-top
+  from launch import schedules  # pylint: disable=g-import-not-at-top
+  forward_with_reads(model_fn, tf.zeros([1] + list(image_shape), tf.uint8), False, record=False)
+  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
+  ls = loss_scale or loss_scale_lib.LossScale("off")
+  holder = learning_rate_holder()
+  opt = optimizers.make_optimizer(optimizer, holder, 0.9, weight_decay)
+  spec = StepSpec(
+      model_fn=model_fn, num_classes=num_classes, optimizer=opt, lr_holder=holder,
+      learning_rate_fn=lambda s: schedules.learning_rate(s, lr, total_steps, schedule, warmup_steps, None, decay_steps),
+      global_step=global_step, loss_scale=ls, grad_clip_norm=grad_clip_norm, label_smoothing=label_smoothing,
+      l2_fn=lambda v: optimizers.l2_penalty(v, weight_decay, optimizer), optimizer_gradients=not in_graph_loop)
+  loop = build_train_loop(spec, next_batch, iterations, in_graph_loop)
+  return loop, {"global_step": global_step, "loss_scale": ls, "optimizer": opt}

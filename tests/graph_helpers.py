@@ -2,9 +2,8 @@
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from input.preprocess import to_model_input
 from launch import loss_scale as loss_scale_lib
-from launch import optimizers
-from launch import schedules
 from launch import train_graph
 from vit_raw.configs import get_config
 from vit_raw.model import vit
@@ -31,23 +30,16 @@ def build(iterations=1, optimizer="momentum", schedule="cosine", loss_scale="off
   config = get_config("tiny", hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
 
   def model_fn(images, is_training):
-    x = tf.cast(images, tf.float32) / 127.5 - 1.0
-    logits = vit(x, config, NUM_CLASSES, is_training, compute_dtype=compute_dtype)
+    logits = vit(to_model_input(images, compute_dtype), config, NUM_CLASSES, is_training, compute_dtype=compute_dtype)
     return logits * poison if poison is not None else logits
 
-  train_graph.forward_with_reads(model_fn, tf.zeros([1, SIZE, SIZE, 3], tf.uint8), False, record=False)
-  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
-  ls = loss_scale_lib.LossScale(loss_scale, initial_scale, growth_steps)
-  holder = train_graph.learning_rate_holder()
-  opt = optimizers.make_optimizer(optimizer, holder, 0.9, weight_decay)
-  spec = train_graph.StepSpec(
-      model_fn=model_fn, num_classes=NUM_CLASSES, optimizer=opt, lr_holder=holder,
-      learning_rate_fn=lambda s: schedules.learning_rate(s, lr, total_steps, schedule, 2, None, 3),
-      global_step=global_step, loss_scale=ls, grad_clip_norm=1.0, label_smoothing=0.1,
-      l2_fn=lambda v: optimizers.l2_penalty(v, weight_decay, optimizer), optimizer_gradients=not in_graph_loop)
   iterator = tf.data.make_initializable_iterator(fake_batches())
-  loop = train_graph.build_train_loop(spec, train_graph.BatchSource(iterator), iterations, in_graph_loop)
-  return loop, iterator, {"global_step": global_step, "loss_scale": ls, "optimizer": opt}
+  loop, parts = train_graph.standalone_loop(
+      model_fn, NUM_CLASSES, train_graph.BatchSource(iterator), (SIZE, SIZE, 3), iterations, in_graph_loop, optimizer,
+      lr, total_steps, schedule, warmup_steps=2, decay_steps=3,
+      loss_scale=loss_scale_lib.LossScale(loss_scale, initial_scale,
+                                          growth_steps), weight_decay=weight_decay, label_smoothing=0.1)
+  return loop, iterator, parts
 
 
 def session():

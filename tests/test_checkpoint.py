@@ -84,6 +84,7 @@ def test_loading_at_another_image_size_resizes_the_position_embedding():
   np.testing.assert_array_equal(pos[0, 0], params[POSEMB][0, 0])
   np.testing.assert_allclose(pos[0, 1:], grid.reshape(12, 16), rtol=1e-6)
   assert assign.missing == []
+  assert "position embeddings resized (2x2 -> 3x4 grid)" in assign.report
 
 
 def test_new_class_count_drops_head_and_pre_logits_and_lists_them_in_one_line():
@@ -98,7 +99,11 @@ def test_new_class_count_drops_head_and_pre_logits_and_lists_them_in_one_line():
     values = checkpoint.model_values(sess)
   assert assign.unused == ["head/bias", "head/kernel", "pre_logits/bias", "pre_logits/kernel"]
   assert assign.missing == ["head/bias", "head/kernel", "pre_logits/bias", "pre_logits/kernel"]
-  assert "\n" not in assign.message and "missing" in assign.message and "unused" in assign.message
+  assert "\n" not in assign.message
+  assert "head re-initialised to zeros (21 -> 3 classes)" in assign.report
+  assert any(
+      line.startswith("model tensors not in the checkpoint") and "pre_logits/kernel" in line for line in assign.report)
+  assert not any("position embeddings resized" in line for line in assign.report)  # same 8x8 / patch 4 grid
   assert np.all(values["head/kernel"] == 0) and np.all(values["head/bias"] == 0)
   assert not np.allclose(values["pre_logits/kernel"], params["pre_logits/kernel"])
   np.testing.assert_array_equal(values["cls"], params["cls"])

@@ -1,4 +1,6 @@
 """launch.device: which compute dtype a precision mode means on each backend."""
+import numpy as np
+import pytest
 import tensorflow.compat.v1 as tf
 
 from launch import device as device_lib
@@ -31,14 +33,30 @@ def test_float32_modes_and_other_backends(monkeypatch):
   assert device_lib.compute_dtype("npu", "allow_mix_precision") == tf.float32  # the adapter lowers precision
 
 
-def test_the_real_probe_answers_consistently():
+def test_the_real_probe_runs_once_and_its_kernel_verdict_holds(monkeypatch):
   usable, reason = device_lib.cpu_bfloat16_status()
-  assert isinstance(usable, bool) and reason
-  assert device_lib.cpu_bfloat16_status() == (usable, reason)  # probed once, then remembered
+  # Remembered: a second question must not probe again (a probe costs two sessions).
+  monkeypatch.setattr(device_lib, "_bfloat16_kernels_run", lambda: pytest.fail("probed twice"))
+  monkeypatch.setattr(device_lib, "_matmul_seconds", lambda dtype: pytest.fail("timed twice"))
+  assert device_lib.cpu_bfloat16_status() == (usable, reason)
+  # The verdict about kernels is true of this TensorFlow: a bf16 matmul + softmax and its gradient run iff the
+  # probe did not say they are missing (both stacks here have them: intel-tensorflow 1.15 and TF 2.x).
+  graph = tf.Graph()
+  with graph.as_default():
+    w = tf.Variable(np.eye(3, dtype=np.float32))
+    y = tf.nn.softmax(tf.matmul(tf.cast(tf.ones([2, 3]), tf.bfloat16), tf.cast(w, tf.bfloat16)))
+    grad = tf.gradients(tf.reduce_sum(tf.cast(y, tf.float32)), w)[0]
+    try:
+      with tf.Session(graph=graph) as sess:
+        sess.run(tf.global_variables_initializer())
+        ran = np.all(np.isfinite(sess.run(grad)))
+    except tf.errors.OpError:
+      ran = False
+  assert ran == ("lacks" not in reason)
 
 
-def test_cpu_session_config_is_the_model_packages_fast_config_without_gpus():
-  config = device_lib.session_config("cpu")
-  assert config.inter_op_parallelism_threads == 1  # vit_raw.session_config.fast_cpu_config's choice
+def test_cpu_device_config_is_the_model_packages_fast_config_without_gpus():
+  config = device_lib.device_config("cpu")
+  assert config.inter_op_parallelism_threads == 1  # vit_raw.cpu_config.fast_cpu_config's choice
   assert config.device_count["GPU"] == 0
   assert config.allow_soft_placement

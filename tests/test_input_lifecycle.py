@@ -16,7 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The child imports TensorFlow first, as the trainer does, so the workers are forked from a threaded TF process.
 CHILD = r"""
-import json, os, sys, time
+import json, os, signal, sys, time
+# A runner started with SIGINT ignored (a background job) passes SIG_IGN on; Ctrl-C must mean Ctrl-C here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import tensorflow.compat.v1 as tf
 from input.datasets import open_dataset
@@ -26,10 +28,10 @@ batches = pipe.batches()
 next(batches)
 print(json.dumps(pipe.worker_pids), flush=True)
 if sys.argv[1] == "exit":
-sys.exit(0)  # no close(): the atexit hook must stop the workers
+    sys.exit(0)  # no close(): the atexit hook must stop the workers
 while True:
-next(batches)
-time.sleep(0.01)
+    next(batches)
+    time.sleep(0.01)
 """
 
 

@@ -4,6 +4,8 @@ import subprocess
 
 import pytest
 
+from launch import metrics
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--model=tiny", "--hidden_size=16", "--num_layers=1", "--num_heads=2", "--mlp_dim=32", "--image_size=8",
@@ -37,10 +39,16 @@ def test_full_script_prints_the_summary_lines_and_writes_the_case_log(tmp_path):
   case = _fields(str(out / "tiny_bs32_1p_acc.log"))
   assert case["Network"] == "tiny" and case["RankSize"] == "1" and case["BatchSize"] == "32"
   assert case["CaseName"] == "tiny_bs32_1p_acc"
-  assert float(case["ActualFPS"]) == pytest.approx(float(lines["Final Performance images/sec"]))
-  assert float(case["TrainAccuracy"]) == pytest.approx(float(lines["Final Train Accuracy"]))
-  for key in ("DeviceType", "TrainingTime", "ActualLoss", "E2ETrainingTime"):
-    assert case[key]
+  # The numbers are the trainer's own: its summary and last eval in the run's metrics.jsonl.
+  records = metrics.read_jsonl(str(out / "ckpt" / metrics.METRICS_FILE))
+  (summary,) = [r for r in records if r["event"] == "summary"]
+  last_eval = [r for r in records if r["event"] == "eval"][-1]
+  for fps in (lines["Final Performance images/sec"], case["ActualFPS"]):
+    assert float(fps) == pytest.approx(summary["img_per_sec"], rel=1e-6)
+  for accuracy in (lines["Final Train Accuracy"], case["TrainAccuracy"]):
+    assert float(accuracy) == pytest.approx(last_eval["top1"], rel=1e-6)
+  assert float(case["ActualLoss"]) == pytest.approx(summary["final_loss"], rel=1e-6)
+  assert 0 < float(case["TrainingTime"]) and int(case["E2ETrainingTime"]) >= 0 and case["DeviceType"]
 
 
 def test_performance_script_skips_eval_and_names_the_case_perf(tmp_path):

@@ -4,6 +4,7 @@ tests/fake_npu_bridge is a STAND-IN written for these tests, not Ascend's npu_br
 passes everything through, so on this CPU machine it shows which adapter calls the trainer makes with which values;
 it cannot show that the Ascend adapter accepts them.
 """
+import json
 import os
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
+from launch import device as device_lib
 from launch import npu
 from tests.train_helpers import read_log, run_trainer
 
@@ -39,31 +41,44 @@ def test_without_npu_bridge_the_npu_is_not_available(monkeypatch):
   assert not npu.available() and "npu_bridge" in npu.import_error()
 
 
-def test_session_config_sets_the_adapter_options(fake_bridge):
-  assert npu.available()
-  config = npu.session_config(tf.ConfigProto(), "allow_mix_precision", 100, over_dump=True, over_dump_path="/o",
-                              data_dump=True, data_dump_path="/d", data_dump_steps=[0, 5], profiling=True,
-                              profiling_options=npu.default_profiling_options("/p"), fusion_switch_file="/f.json")
+def test_the_trainers_flags_reach_the_adapter_options(fake_bridge, tmp_path, monkeypatch):
+  configs = []
+  real = device_lib.session_config
+  monkeypatch.setattr(device_lib, "session_config", lambda plan, f: configs.append(real(plan, f)) or configs[-1])
+  d = str(tmp_path)
+  run_trainer(d, "--device=npu", "--train_steps=6", "--iterations_per_loop=3", "--mode=train",
+              "--precision_mode=force_fp16", "--over_dump", "--data_dump_flag", "--data_dump_step=3|5", "--profiling",
+              "--fusion_switch_file=/cfg/fusion.json", "--over_dump_path=%s/dumps" % d)
+  (config,) = configs
   (op,) = config.graph_options.rewrite_options.custom_optimizers
   p = op.parameter_map
-  assert op.name == "NpuOptimizer"
-  assert p["use_off_line"].b and p["enable_data_pre_proc"].b and not p["mix_compile_mode"].b
-  assert p["precision_mode"].s == b"allow_mix_precision" and p["iterations_per_loop"].i == 100
-  assert p["enable_dump_debug"].b and p["dump_debug_mode"].s == b"all"
-  assert p["enable_dump"].b and p["dump_path"].s == b"/d" and p["dump_step"].s == b"0|5"
-  assert p["profiling_mode"].b and b'"training_trace": "on"' in p["profiling_options"].s
-  assert p["fusion_switch_file"].s == b"/f.json"
+  assert op.name == "NpuOptimizer" and p["use_off_line"].b  # run on the Ascend device, not the host
+  assert p["precision_mode"].s == b"force_fp16" and p["iterations_per_loop"].i == 3
+  assert p["enable_dump_debug"].b and p["enable_dump"].b and p["dump_step"].s == b"3|5"
+  # One dump_path on the NPU: --over_dump_path serves both dumps when --data_dump_path is not given.
+  assert p["dump_path"].s.decode() == os.path.abspath(os.path.join(d, "dumps"))
+  assert p["profiling_mode"].b and json.loads(p["profiling_options"].s)["output"] == os.path.abspath(
+      os.path.join(d, "profile"))
+  assert p["fusion_switch_file"].s == b"/cfg/fusion.json"
+  # The adapter does its own fusions and memory planning; grappler's would conflict with them.
   assert config.graph_options.rewrite_options.remapping == RewriterConfig.OFF
   assert config.graph_options.rewrite_options.memory_optimization == RewriterConfig.OFF
+  (loop_call,) = _calls(fake_bridge, "set_iteration_per_loop")
+  assert loop_call["iterations_per_loop"] == 3
 
 
-def test_loss_scale_managers(fake_bridge):
+def test_dynamic_loss_scale_halves_on_every_overflow_and_doubles_after_growth_steps(fake_bridge):
+  npu.loss_scale_optimizer(tf.train.GradientDescentOptimizer(0.1), "dynamic", 1024.0, 3)
+  manager = _calls(fake_bridge, "NPULossScaleOptimizer")[0]["loss_scale_manager"]
+  finite = [False, True, True, True, False, False, True]
+  # The trainer's own CPU/GPU loss scaling (launch/loss_scale.py) means the same sequence: halve at once, double
+  # after 3 good steps in a row.
+  assert [manager.update_loss_scale(f) for f in finite] == [512.0, 512.0, 512.0, 1024.0, 512.0, 256.0, 256.0]
+
+
+def test_fixed_loss_scale_manager_keeps_the_given_scale(fake_bridge):
   opt = tf.train.GradientDescentOptimizer(0.1)
-  npu.loss_scale_optimizer(opt, "dynamic", 65536.0, 1000)
   npu.loss_scale_optimizer(opt, "fixed", 1024.0, 1000)
-  (dynamic,) = _calls(fake_bridge, "ExponentialUpdateLossScaleManager")
-  assert dynamic["init_loss_scale"] == 65536.0 and dynamic["incr_every_n_steps"] == 1000
-  assert dynamic["decr_every_n_nan_or_inf"] == 1 and dynamic["decr_ratio"] == 0.5
   assert _calls(fake_bridge, "FixedLossScaleManager") == [{"loss_scale": 1024.0}]
   assert all(c["opt"] is opt for c in _calls(fake_bridge, "NPULossScaleOptimizer"))
 
@@ -83,6 +98,7 @@ def test_trainer_on_npu_wires_loop_loss_scale_and_distribution(fake_bridge, tmp_
   assert isinstance(_calls(fake_bridge, "NPUDistributedOptimizer")[0]["optimizer"], tf.train.MomentumOptimizer)
   assert _calls(fake_bridge, "NPULossScaleOptimizer.compute_gradients")
   train, _, _ = read_log(d)
-  # The stand-in does not repeat the step, so only the trainer's own step count is checked here.
-  assert [r["step"] for r in train] == [4, 8]
+  # The stand-in does not repeat the step on a device as the real adapter does: each sess.run runs one step, and
+  # the trainer counts the steps the graph really ran (the global step), not the loops it asked for.
+  assert [r["step"] for r in train] == list(range(1, 9))
   assert all(r["loss_scale"] == 4096 for r in train)  # the scale logged is npu_bridge's manager's

@@ -1,5 +1,6 @@
 """The command line: bad flags fail before any work with one line and exit code 2; --help explains the flags."""
 import os
+import re
 import subprocess
 import sys
 
@@ -21,6 +22,9 @@ def _cli(*args):
     (["--no_such_flag=1"], "no_such_flag"),
     (["--num_epochs=1", "--train_steps=5"], "conflict"),
     (["--model=ViT-Q/7"], "unknown model"),
+    (["--seed=-1"], "--seed must be >= 0, got -1"),
+    (["--lr=nan"], "--lr=nan is not a finite number"),
+    (["--over_dump", "--data_dump_flag", "--over_dump_path=/a", "--data_dump_path=/b"], "one dump_path"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, expected):
   result = _cli("--model_dir=%s" % tmp_path, *args)
@@ -50,8 +54,32 @@ def test_bad_combinations_are_one_clear_error(tmp_path, args, expected):
   assert "\n" not in str(err.value)
 
 
-def test_help_explains_every_flag():
-  result = _cli("--helpfull")  # absl prints the help to stdout and exits 1 by its own convention
-  for name in ("iterations_per_loop", "precision_mode", "loss_scale", "over_dump", "data_dump_step", "profiling",
-               "fusion_switch_file", "lr_warmup_epochs", "init_checkpoint", "eval_every_loops", "augment", "device"):
-    assert "--" + name in result.stdout
+def test_model_dir_that_is_a_file_is_one_line(tmp_path):
+  path = tmp_path / "a_file"
+  path.write_text("not a folder")
+  result = _cli("--model_dir=%s" % path)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "launch.train: error: --model_dir=%s is a file, not a folder" % path in result.stderr
+
+
+def test_help_lists_every_trainer_flag_with_its_text_and_exits_0():
+  from launch import flags as flags_lib  # pylint: disable=g-import-not-at-top
+  result = _cli("--help")
+  assert result.returncode == 0
+  for name in flags_lib.trainer_flag_names():
+    assert "--" + name + ":" in result.stdout or "--[no]" + name + ":" in result.stdout, name
+  assert "Decode/augment worker processes" in result.stdout  # the text of a flag, not only its name
+  assert "only_check_args" not in result.stdout  # absl's own flags only with --helpfull
+  full = _cli("--helpfull")
+  assert full.returncode == 0 and "only_check_args" in full.stdout and "--iterations_per_loop" in full.stdout
+
+
+def test_console_lines_are_compact_and_train_log_keeps_the_full_prefix(tmp_path):
+  result = _cli("--model_dir=%s" % tmp_path, "--hidden_size=16", "--num_layers=1", "--num_heads=2", "--mlp_dim=32",
+                "--train_steps=4", "--iterations_per_loop=2", "--mode=train", "--workers=0")
+  assert result.returncode == 0, result.stderr
+  (console,) = [l for l in result.stderr.splitlines() if "train: epoch" in l and "step 4/4" in l]
+  assert re.match(r"^\d\d:\d\d:\d\d train: epoch", console)
+  with open(os.path.join(str(tmp_path), "train.log")) as f:
+    (logged,) = [l for l in f if "train: epoch" in l and "step 4/4" in l]
+  assert re.match(r"^I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \w+\.py:\d+\] train: epoch", logged)

@@ -1,4 +1,5 @@
-"""Whole runs of launch.train on a tiny model: logs, resume, evaluation, files, debugging emulation."""
+"""Whole runs of launch.train on a tiny model: what a run writes, resume, finished runs, adapted defaults, the NaN
+guard, evaluation and the debugging emulation."""
 import glob
 import json
 import os
@@ -9,25 +10,66 @@ import tensorflow.compat.v1 as tf
 
 from input import datasets
 from input.pipeline import InputPipeline
+from launch import callbacks
 from launch import evaluation
-from tests.train_helpers import read_log, run_trainer
+from launch import run_record
+from tests import input_helpers
+from tests import numpy_vit
+from tests.train_helpers import TINY_ARGS, log_text, read_log, read_metrics, run_trainer
+from tools import parse_log
 
 
-def test_run_writes_log_lines_summary_checkpoint_and_class_names(tmp_path):
+def test_run_writes_log_lines_metrics_summary_checkpoint_and_its_own_description(tmp_path):
   d = str(tmp_path)
-  run_trainer(d, "--train_steps=8", "--iterations_per_loop=4", "--profiling", "--profiling_steps=1", "--warmup_loops=1")
-  train, evals, summary = read_log(d)
+  summary = run_trainer(d, "--train_steps=8", "--iterations_per_loop=4", "--profiling", "--profiling_steps=1",
+                        "--warmup_loops=1")
+  train, evals, summaries = read_log(d)
   assert [r["step"] for r in train] == [4, 8]
-  assert all(r["total"] == 8 and np.isfinite(r["loss"]) and r["ips"] > 0 for r in train)
+  assert all(r["total"] == 8 and np.isfinite(r["loss"]) and r["img_per_sec"] > 0 for r in train)
+  assert all("loss_scale" not in r for r in train)  # loss scaling is off: no scale columns
   assert len(evals) == 1 and evals[0]["examples"] == 359
-  assert len(summary) == 1 and summary[0]["steps"] == 8
-  assert summary[0]["final_top1"] == pytest.approx(evals[0]["top1"], abs=1e-5)
+  assert len(summaries) == 1 and summaries[0]["steps"] == 8 == summary["steps"]
+  assert summaries[0]["final_top1"] == pytest.approx(evals[0]["top1"], abs=1e-5)
+  # metrics.jsonl holds the same numbers as the text lines, unrounded.
+  jtrain = read_metrics(d, "train")
+  assert [r["step"] for r in jtrain] == [4, 8] and [r["steps"] for r in jtrain] == [4, 4]
+  assert [r["loss"] for r in jtrain] == pytest.approx([r["loss"] for r in train], abs=1e-5)
+  assert read_metrics(d, "eval")[0]["top1"] == pytest.approx(evals[0]["top1"], abs=1e-5)
+  (start,) = read_metrics(d, "run")
+  assert start["step"] == 0 and start["total"] == 8 and "--train_steps=8" in start["flags"]
   assert tf.train.latest_checkpoint(d).endswith("model.ckpt-8")
-  with open(os.path.join(d, "class_names.txt")) as f:
-    assert f.read().split() == [str(i) for i in range(10)]
-  assert glob.glob(os.path.join(d, "events.out.tfevents.*"))
+  model = run_record.run_model(d)
+  assert model.class_names == [str(i) for i in range(10)] and model.image_size == 8
+  assert (model.config.hidden_size, model.config.num_layers, model.config.patch_size) == (16, 1, 4)
+  assert model.checkpoint.endswith("model.ckpt-8")
+  events = glob.glob(os.path.join(d, "events.out.tfevents.*"))
+  tags = {v.tag for path in events for e in tf.train.summary_iterator(path) for v in e.summary.value}
+  assert {"loss", "lr", "img_per_sec", "top1", "top5", "flags"} <= tags
   traces = glob.glob(os.path.join(d, "profile", "timeline_*.json"))
   assert len(traces) == 1 and "traceEvents" in json.load(open(traces[0]))
+  assert "first loop (graph build" in log_text(d)
+
+
+def test_summary_throughput_equals_parse_log_on_the_same_run(tmp_path):
+  d = str(tmp_path)
+  summary = run_trainer(d, "--train_steps=30", "--iterations_per_loop=3", "--mode=train")
+  from_jsonl = parse_log.summarize(d)[-1]
+  assert from_jsonl["mean_ips"] == pytest.approx(summary["img_per_sec"], rel=1e-9)
+  # The text lines round img/s and step_ms, so the text parse agrees to their precision.
+  from_text = parse_log.summarize(_copy_log_alone(d, tmp_path))[-1]
+  assert from_text["mean_ips"] == pytest.approx(summary["img_per_sec"], rel=2e-3)
+  # The first loop (graph build) is never in it: the 9 later loops of 3 steps, 50 warm-up steps not available.
+  timed = [r for r in read_metrics(d, "train")][1:]
+  assert summary["img_per_sec"] == pytest.approx(
+      sum(r["images"] for r in timed) / sum(r["seconds"] for r in timed), rel=1e-9)
+
+
+def _copy_log_alone(d, tmp_path):
+  path = str(tmp_path / "elsewhere" / "train_0.log")
+  os.makedirs(os.path.dirname(path))
+  with open(path, "w") as f:
+    f.write(log_text(d))
+  return path
 
 
 def test_resume_continues_step_count_and_loss_curve(tmp_path):
@@ -43,6 +85,94 @@ def test_resume_continues_step_count_and_loss_curve(tmp_path):
   assert [r["step"] for r in resumed] == [12]
   assert resumed[0]["loss"] == pytest.approx(first[-1]["loss"], rel=1e-4)
   assert resumed[0]["lr"] == pytest.approx(first[-1]["lr"], rel=1e-5)
+  runs = parse_log.summarize(d, all_runs=True)
+  assert [(r["run"], r["runs"], r["steps"]) for r in runs] == [(1, 2, 12), (2, 2, 12)]
+
+
+def test_a_finished_run_reports_its_result_and_touches_nothing(tmp_path):
+  d = str(tmp_path)
+  first = run_trainer(d, "--train_steps=4", "--iterations_per_loop=4")
+  before = {p: (os.path.getsize(p), os.path.getmtime(p)) for p in glob.glob(os.path.join(d, "*"))}
+  again = run_trainer(d, "--train_steps=4", "--iterations_per_loop=4")
+  assert again["step"] == 4
+  assert again["final_top1"] == pytest.approx(first["final_top1"]) and again["img_per_sec"] == first["img_per_sec"]
+  assert {p: (os.path.getsize(p), os.path.getmtime(p)) for p in glob.glob(os.path.join(d, "*"))} == before
+
+
+def test_flags_txt_reproduces_the_run(tmp_path):
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  first = run_trainer(a, "--train_steps=6", "--iterations_per_loop=3", "--optimizer=adam", "--lr=0.01", "--seed=7")
+  again = run_trainer(b, "--flagfile=%s" % os.path.join(a, run_record.FLAGS_FILE), "--model_dir=%s" % b, tiny=False)
+  assert again["final_loss"] == pytest.approx(first["final_loss"], rel=1e-5)
+  assert again["final_top1"] == pytest.approx(first["final_top1"], abs=1e-6)
+
+
+def test_resume_with_changed_flags_names_them(tmp_path):
+  d = str(tmp_path)
+  run_trainer(d, "--train_steps=4", "--iterations_per_loop=4", "--mode=train")
+  run_trainer(d, "--train_steps=8", "--iterations_per_loop=4", "--mode=train", "--lr=0.01", "--workers=1")
+  (line,) = [l for l in log_text(d).splitlines() if "resuming with flags that differ" in l]
+  assert "--lr=0.01 (was 0.05)" in line and "--train_steps=8 (was 4)" in line
+  assert "workers" not in line  # does not change what is trained
+
+
+def _image_folder(root, classes=3, per_class=12, val_per_class=3):
+  for split, count in (("train", per_class), ("val", val_per_class)):
+    for c in range(classes):
+      for i in range(count):
+        input_helpers.write_image(str(root / split / ("c%d" % c) / ("%d.png" % i)), input_helpers.noisy(c * 100 + i))
+  return str(root)
+
+
+def test_defaults_adapt_to_a_small_dataset_and_say_so(tmp_path):
+  data = _image_folder(tmp_path / "data")
+  d = str(tmp_path / "run")
+  # 36 images in batches of 4: 9 steps per epoch, fewer than the default 10 per loop; a 9-image test split, smaller
+  # than the default eval batch of 128; a 1-epoch run, shorter than the default 2 warm-up epochs.
+  summary = run_trainer(d, "--data_dir=%s" % data, "--model=tiny", "--hidden_size=16", "--num_layers=1",
+                        "--num_heads=2", "--mlp_dim=32", "--image_size=8", "--train_batch_size=4", "--num_epochs=1",
+                        "--workers=0", tiny=False)
+  assert summary["steps"] == 9
+  text = log_text(d)
+  assert "iterations_per_loop 10 -> 9" in text and "eval_batch_size 128 -> 9" in text
+  assert "lr warm-up 18 -> 0 steps" in text
+  assert read_metrics(d, "eval")[-1]["examples"] == 9
+  recorded = run_record.read_flags(d)
+  assert recorded["iterations_per_loop"] == "9" and recorded["eval_batch_size"] == "9"
+
+
+def test_an_explicit_warmup_longer_than_the_run_is_kept_with_a_warning(tmp_path):
+  d = str(tmp_path)
+  run_trainer(d, "--train_steps=4", "--iterations_per_loop=4", "--lr_warmup_steps=10", "--mode=train")
+  assert "--lr_warmup_steps=10 (10 steps) covers the whole 4-step run" in log_text(d)
+  assert read_metrics(d, "train")[-1]["lr"] < 0.05 * 0.5  # still rising when the run ends
+
+
+def test_init_checkpoint_says_what_it_loaded(tmp_path):
+  # An official-layout file of the same shape trained on 21 classes at 8x8 pixels (a 2x2 grid).
+  params = numpy_vit.random_official_params(16, 1, 2, 32, 4, 1 + 2 * 2, 21, seed=5)
+  npz = str(tmp_path / "official.npz")
+  np.savez(npz, **params)
+  d = str(tmp_path / "run")
+  run_trainer(d, "--init_checkpoint=%s" % npz, "--image_size=16", "--train_steps=2", "--iterations_per_loop=2",
+              "--mode=train")
+  text = log_text(d)
+  assert "head re-initialised to zeros (21 -> 10 classes)" in text
+  assert "position embeddings resized (2x2 -> 4x4 grid)" in text
+
+
+def test_a_diverging_loss_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
+  d = str(tmp_path)
+  with pytest.raises(callbacks.TrainingStopped) as err:
+    # A huge learning rate without clipping blows the weights up within a few steps.
+    run_trainer(d, "--train_steps=40", "--iterations_per_loop=2", "--save_every_loops=1", "--lr=1e12",
+                "--grad_clip_norm=0", "--optimizer=sgd", "--mode=train")
+  message = str(err.value)
+  assert "training loss is nan" in message or "training loss is inf" in message
+  assert "\n" not in message
+  saved = tf.train.latest_checkpoint(d)
+  stopped_at = int(message.split(" at step ")[1].split(":")[0])
+  assert saved is None or int(saved.rsplit("-", 1)[1]) < stopped_at  # the diverged weights were never saved
 
 
 def test_eval_counts_every_example_once():
@@ -66,14 +196,14 @@ def test_eval_mode_and_init_checkpoint_reproduce_the_trained_accuracy(tmp_path):
   run_trainer(d, "--train_steps=8", "--iterations_per_loop=4")
   _, evals, _ = read_log(d)
   again = run_trainer(str(tmp_path / "b"), "--mode=eval", "--init_checkpoint=%s" % d)
-  assert again["top1"] == pytest.approx(evals[-1]["top1"], abs=1e-5)  # the log keeps 5 decimals
+  assert again["final_top1"] == pytest.approx(evals[-1]["top1"], abs=1e-5)  # the log keeps 5 decimals
 
 
 def test_over_dump_names_the_first_nonfinite_op_and_data_dump_saves_npy(tmp_path):
   d = str(tmp_path)
-  # A huge learning rate without clipping blows the weights up within a few steps.
-  run_trainer(d, "--train_steps=8", "--iterations_per_loop=1", "--lr=1e12", "--grad_clip_norm=0", "--optimizer=sgd",
-              "--over_dump", "--data_dump_flag", "--data_dump_step=2", "--mode=train")
+  with pytest.raises(callbacks.TrainingStopped):
+    run_trainer(d, "--train_steps=8", "--iterations_per_loop=1", "--lr=1e12", "--grad_clip_norm=0", "--optimizer=sgd",
+                "--over_dump", "--data_dump_flag", "--data_dump_step=2", "--mode=train")
   reports = glob.glob(os.path.join(d, "overflow", "overflow_*.txt"))
   assert reports and "first inf/NaN at step" in open(sorted(reports)[0]).read()
   dumped = glob.glob(os.path.join(d, "data_dump", "step_2", "*.npy"))

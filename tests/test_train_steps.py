@@ -86,14 +86,18 @@ def test_variables_and_slots_live_outside_the_loop():
     assert v.initializer._control_flow_context is None, v.name  # pylint: disable=protected-access
 
 
-def test_precision_modes_map_and_train_on_cpu():
-  reduced = tf.bfloat16 if device_lib.cpu_has_bfloat16() else tf.float32
+@pytest.mark.parametrize("bf16_fast", [True, False])
+def test_precision_modes_map_and_train_on_cpu(monkeypatch, bf16_fast):
+  # The probe's verdict is set here, so the expectation does not come from the probe under test.
+  monkeypatch.setattr(device_lib, "_BF16", {"status": (bf16_fast, "set by the test")})
+  reduced = tf.bfloat16 if bf16_fast else tf.float32
   for mode in ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16"):
     assert device_lib.compute_dtype("cpu", mode) == reduced
   for mode in ("must_keep_origin_dtype", "force_fp32"):
     assert device_lib.compute_dtype("cpu", mode) == tf.float32
   losses, before, after, step = _train(3, compute_dtype=reduced)
   assert step == 3 and all(np.isfinite(losses))
+  assert any(not np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_precision_modes_map_to_float16_on_gpu_and_float32_on_npu():

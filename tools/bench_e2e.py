@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 
+from launch.flags import REDUCED_PRECISION_MODES
 from tools import parse_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +34,7 @@ def _run(args, log_path=None):
   return result.stdout
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m tools.bench_e2e", description=__doc__.split("\n")[0])
   parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "vit_bench_jpegs"))
   parser.add_argument("--num_images", type=int, default=256)
@@ -47,7 +48,7 @@ def main():
   parser.add_argument("--precision_mode", default="must_keep_origin_dtype")
   parser.add_argument("--model_steps", type=int, default=6, help="timed steps of tools.bench_model")
   parser.add_argument("--out_dir", default=os.path.join(tempfile.gettempdir(), "vit_bench_e2e"))
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   if not os.path.isdir(os.path.join(args.data_dir, "train")):
     from tools import bench_input  # pylint: disable=g-import-not-at-top
@@ -69,11 +70,9 @@ def main():
       "--precision_mode=%s" % args.precision_mode, "--augment=inception",
       "--model_dir=%s" % model_dir, "--save_every_loops=1000000", "--lr_warmup_steps=1"
   ])
-  warmup_steps = args.warmup_loops * args.iterations_per_loop
-  e2e = parse_log.summarize(os.path.join(model_dir, "train.log"), warmup_steps)
+  e2e = parse_log.summarize(model_dir)[-1]  # the trainer's own throughput definition (launch/metrics.py)
 
-  dtype = "bfloat16" if args.precision_mode in ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16") \
-      else "float32"
+  dtype = "bfloat16" if args.precision_mode in REDUCED_PRECISION_MODES else "float32"
   out = _run([
       "tools.bench_model",
       "--model=%s" % args.model,
@@ -85,9 +84,9 @@ def main():
   match = re.search(r"([0-9.]+) img/s", out)
   compute = float(match.group(1)) if match else float("nan")
   gap = 1.0 - e2e["mean_ips"] / compute
-  print("%s @%d batch %d %s, %d train steps (%d per loop, %d warm-up), %d input worker(s)" %
-        (args.model, args.image_size, args.batch_size, dtype, args.train_steps, args.iterations_per_loop, warmup_steps,
-         args.workers))
+  print("%s @%d batch %d %s, %d train steps (%d per loop, first loop + %d warm-up loops untimed), %d input worker(s)" %
+        (args.model, args.image_size, args.batch_size, dtype, args.train_steps, args.iterations_per_loop,
+         args.warmup_loops, args.workers))
   print("compute only (tools.bench_model): %8.2f img/s" % compute)
   print("end to end   (launch.train):      %8.2f img/s  (median %.2f)" % (e2e["mean_ips"], e2e["median_ips"]))
   print("gap (input + loop overhead):      %7.1f %%" % (100.0 * gap))

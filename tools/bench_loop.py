@@ -11,10 +11,8 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from input.preprocess import to_model_input
 from launch import device as device_lib
-from launch import loss_scale as loss_scale_lib
-from launch import optimizers
-from launch import schedules
 from launch import train_graph
 from vit_raw.configs import get_config
 from vit_raw.model import vit
@@ -25,28 +23,20 @@ def build(n, hidden, batch, size=8, classes=10):
   config = get_config("tiny", hidden_size=hidden, num_layers=1, num_heads=2, mlp_dim=2 * hidden)
 
   def model_fn(images, is_training):
-    return vit(tf.cast(images, tf.float32) / 127.5 - 1.0, config, classes, is_training)
+    return vit(to_model_input(images, tf.float32), config, classes, is_training)
 
-  train_graph.forward_with_reads(model_fn, tf.zeros([1, size, size, 3], tf.uint8), False, record=False)
   rs = np.random.RandomState(0)
   data = tf.data.Dataset.from_tensor_slices((rs.randint(0, 256, (256, size, size, 3)).astype(np.uint8),
                                              rs.randint(0, classes, 256).astype(np.int32), np.ones(256, np.float32)))
   iterator = tf.data.make_initializable_iterator(data.repeat().batch(batch, drop_remainder=True).prefetch(4))
-  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
-  holder = train_graph.learning_rate_holder()
-  spec = train_graph.StepSpec(model_fn=model_fn, num_classes=classes,
-                              optimizer=optimizers.make_optimizer("momentum", holder), lr_holder=holder,
-                              learning_rate_fn=lambda s: schedules.learning_rate(s, 0.01, 10**6, "cosine", 0),
-                              global_step=global_step, loss_scale=loss_scale_lib.LossScale("off"), grad_clip_norm=1.0,
-                              label_smoothing=0.0, l2_fn=None, optimizer_gradients=False)
-  loop = train_graph.build_train_loop(spec, train_graph.BatchSource(iterator), n, in_graph_loop=True)
+  loop, _ = train_graph.standalone_loop(model_fn, classes, train_graph.BatchSource(iterator), (size, size, 3), n)
   return loop, iterator
 
 
 def steps_per_second(n, steps, hidden, batch, repeats):
   with tf.Graph().as_default():
     loop, iterator = build(n, hidden, batch)
-    with tf.Session(config=device_lib.session_config("cpu")) as sess:
+    with tf.Session(config=device_lib.device_config("cpu")) as sess:
       sess.run([tf.global_variables_initializer(), iterator.initializer])
       for _ in range(max(3, 200 // n)):
         sess.run(loop.fetches)

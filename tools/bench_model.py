@@ -5,6 +5,7 @@
 Prints img/s, achieved GFLOP/s (matmul FLOPs counted analytically, 2 per multiply-add, training = 3x forward)
 and the ratio to a square matmul of the same dtype timed in the same process right after each step, so the
 ratio stays meaningful when other jobs share the cores. img/s is reported for the median and for the best step.
+The step is the trainer's own (launch/train_graph.py), global-norm clipping included, on data held in variables.
 """
 import os
 import sys
@@ -17,9 +18,12 @@ from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
+from input.preprocess import to_model_input  # noqa: E402
+from launch import loss_scale as loss_scale_lib  # noqa: E402
+from launch import train_graph  # noqa: E402
 from vit_raw import configs  # noqa: E402
 from vit_raw import model  # noqa: E402
-from vit_raw import session_config  # noqa: E402
+from vit_raw import cpu_config  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "ViT-B/16", "Model variant, e.g. ViT-B/16, ViT-Ti/16.")
@@ -27,7 +31,7 @@ flags.DEFINE_integer("image_size", 224, "Square input image side in pixels.")
 flags.DEFINE_integer("batch_size", 8, "Images per training step.")
 flags.DEFINE_integer("num_classes", 1000, "Classes of the head.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"], "Compute dtype (variables stay float32).")
-flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd", "momentum"], "Optimizer of the timed step.")
+flags.DEFINE_enum("optimizer", "adam", ["adam", "adamw", "sgd", "momentum"], "Optimizer of the timed step.")
 flags.DEFINE_integer("steps", 10, "Timed training steps.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (graph optimisation, allocator warm-up).")
 flags.DEFINE_bool("xla", False, "XLA JIT for the whole graph (global_jit_level ON_1).")
@@ -72,29 +76,33 @@ def _time_once(sess, fetch):
 
 
 def train_step_graph(config, batch_size, image_size, num_classes, dtype, optimizer, gelu, forward_only):
-  """Builds a training step on fixed random data held in variables (no input pipeline in the timing)."""
-  images = tf.Variable(tf.random_uniform([batch_size, image_size, image_size, 3], -1.0, 1.0), trainable=False)
-  labels = tf.Variable(tf.random_uniform([batch_size], 0, num_classes, tf.int32), trainable=False)
-  logits = model.vit(images, config, num_classes, is_training=not forward_only, compute_dtype=dtype, gelu=gelu)
+  """The trainer's training step (launch.train_graph: forward, loss, gradients, clipping, update; loss scaling as
+  the trainer picks it) on fixed random data held in variables, so no input pipeline is in the timing. Returns
+  the op to run once per step."""
+  rs = np.random.RandomState(0)
+  images = tf.Variable(rs.randint(0, 256, (batch_size, image_size, image_size, 3)).astype(np.uint8), trainable=False)
+  labels = tf.Variable(rs.randint(0, num_classes, batch_size).astype(np.int32), trainable=False)
+
+  def model_fn(pixels, is_training):
+    return model.vit(to_model_input(pixels, dtype), config, num_classes, is_training, compute_dtype=dtype, gelu=gelu)
+
   if forward_only:
-    return logits.op
-  loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-  opt = {
-      "adam": lambda: tf.train.AdamOptimizer(1e-4),
-      "sgd": lambda: tf.train.GradientDescentOptimizer(1e-3),
-      "momentum": lambda: tf.train.MomentumOptimizer(1e-3, 0.9)
-  }[optimizer]()
-  step = opt.minimize(loss, global_step=tf.train.get_or_create_global_step())
-  return step
+    return model_fn(images.read_value(), False).op
+  scaling = loss_scale_lib.LossScale("dynamic" if dtype == tf.float16 else "off")
+  loop, _ = train_graph.standalone_loop(model_fn, num_classes, lambda:
+                                        (images.read_value(), labels.read_value(), tf.ones([batch_size])),
+                                        (image_size, image_size, 3), in_graph_loop=False, optimizer=optimizer,
+                                        lr=1e-4 if optimizer == "adam" else 1e-3, loss_scale=scaling)
+  return loop.fetches["update"]
 
 
 def main(argv):
   del argv
   config = configs.get_config(FLAGS.model)
   dtype = tf.as_dtype(FLAGS.dtype)
-  sess_config = session_config.fast_cpu_config(FLAGS.intra_op_threads or None, FLAGS.inter_op_threads or None,
-                                               xla=FLAGS.xla)
-  probe = MatmulProbe(session_config.fast_cpu_config(FLAGS.intra_op_threads or None), dtype,
+  sess_config = cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, FLAGS.inter_op_threads or None,
+                                           xla=FLAGS.xla)
+  probe = MatmulProbe(cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None), dtype,
                       FLAGS.matmul_size) if FLAGS.matmul_size else None
   step_times, peaks = [], []
   with tf.Graph().as_default():

@@ -82,7 +82,7 @@ def predict(model_name, image_size, checkpoint_path, num_classes, images, batch_
   from vit_raw import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_raw import configs  # pylint: disable=g-import-not-at-top
   from vit_raw import model  # pylint: disable=g-import-not-at-top
-  from vit_raw import session_config  # pylint: disable=g-import-not-at-top
+  from vit_raw import cpu_config  # pylint: disable=g-import-not-at-top
   tf.logging.set_verbosity(tf.logging.ERROR)  # before disable_v2_behavior, which warns about resource variables
   tf.disable_v2_behavior()
   config = configs.get_config(model_name)
@@ -103,7 +103,7 @@ def predict(model_name, image_size, checkpoint_path, num_classes, images, batch_
     logits = model.vit(inputs, config, num_classes, is_training=False, representation_size=representation, scope=scope)
     assign = checkpoint.init_from_checkpoint(checkpoint_path, config, num_classes, (h, w), keep_pre_logits=True,
                                              scope=scope)
-    with tf.Session(config=session_config.fast_cpu_config()) as sess:
+    with tf.Session(config=cpu_config.fast_cpu_config()) as sess:
       sess.run(tf.global_variables_initializer())
       assign(sess)
       rows = [sess.run(logits, {inputs: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]

@@ -1,41 +1,79 @@
-"""python -m tools.parse_log LOG... : accuracy, throughput, loss and step time of launch.train runs.
+"""python -m tools.parse_log RUN... : accuracy, throughput, loss and step time of launch.train runs.
 
-Reads the trainer's documented line format (launch/log_format.py) from train logs (model_dir/train.log, the
-launch scripts' train_<id>.log, or captured stderr). Per log it prints the final and best top-1, the final top-5,
-the mean and median img/s of the training loops after warm-up, the final loss and the median step time.
-  --json          one JSON object per log on stdout (for scripts)
-The mean img/s is images over seconds of the timed loops (as the trainer's summary), the median is over loops.
-  --plot out.png  loss, top-1 and img/s against step, one line per log (matplotlib, Agg backend)
-  --get KEY       only one number of the last log (the launch scripts use it: --get mean_ips)
-  --warmup_steps  loops ending at or before this step are warm-up (default 50: tensorpack's "never look at the
-                  first 50 iterations"); when every loop is warm-up, the last half of the loops is used instead.
-A resumed run appends to the same train.log; only the last record per step is kept, so the curve has one point
-per step.
+Each RUN is a run folder (--model_dir), its metrics.jsonl, or a text log (model_dir/train.log, the launch scripts'
+train_<id>.log, captured stderr). The trainer's metrics.jsonl is read when it is there (a train.log with a
+metrics.jsonl beside it counts as its folder); other logs are parsed from the documented text lines
+(launch/log_format.py). A folder holds every run that resumed in it; the LAST run is reported unless --all_runs.
+
+Per run: final and best top-1, final top-5, img/s (mean: images over seconds of the timed loops, the definition of
+launch/metrics.py that the trainer's summary uses; median over those loops), final loss, median step time, steps,
+skipped steps, wall time.
+  --json          one JSON object per run on stdout (for scripts)
+  --get KEY       only one value of the last run (the launch scripts use it: --get mean_ips)
+  --plot out.png  loss, top-1 and img/s against step, one line per run folder/log (matplotlib, Agg backend)
+  --all_runs      report every run of a folder, not only the last
+  --warmup_steps  loops ending within this many steps of a run's start are warm-up (default: what the run
+                  recorded, else 50); a run's first loop (graph build, compile) never counts.
 """
 import argparse
 import json
 import math
+import os
 import sys
 
 from launch import log_format
+from launch import metrics
 
 
-def read_records(path):
-  """(train records, eval records, summary records) from one log, one per step (the last one wins)."""
-  train, evals, summaries = {}, {}, []
+def resolve(path):
+  """(path to read, "jsonl" | "text") for a run folder, a metrics.jsonl or a text log."""
+  if os.path.isdir(path):
+    jsonl = os.path.join(path, metrics.METRICS_FILE)
+    if os.path.isfile(jsonl):
+      return jsonl, "jsonl"
+    return os.path.join(path, "train.log"), "text"
+  if path.endswith(".jsonl"):
+    return path, "jsonl"
+  beside = os.path.join(os.path.dirname(path), metrics.METRICS_FILE)
+  if os.path.basename(path) == "train.log" and os.path.isfile(beside):
+    return beside, "jsonl"
+  return path, "text"
+
+
+def read_text_records(path):
+  """Metrics records from a text log: "run" records where a run starts (its `run:` line, or a train line whose step
+  is not after the previous one), train records with steps/seconds/images derived from the previous line of the
+  same run (or its "resumed from ... at step N" line), and eval / summary records."""
+  records, previous, run_start, resumed_at = [], None, 0, 0
   with open(path, errors="replace") as f:
     for line in f:
       parsed = log_format.parse_line(line)
       if parsed is None:
         continue
       kind, record = parsed
-      if kind == "train":
-        train[record["step"]] = record
-      elif kind == "eval":
-        evals[record["step"]] = record
-      else:
-        summaries.append(record)
-  return [train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)], summaries
+      record["event"] = kind
+      if kind == "resumed":  # logged just before its run's `run:` line
+        resumed_at = record["step"]
+        continue
+      if kind == "run":
+        previous, run_start, resumed_at = None, resumed_at, 0
+      elif kind == "train":
+        if previous is not None and record["step"] <= previous:
+          records.append({"event": "run", "text": "(a new run without a run line)"})
+          previous, run_start = None, 0
+        record["steps"] = record["step"] - (previous if previous is not None else run_start)
+        record["seconds"] = record["steps"] * record["step_ms"] / 1000.0
+        record["images"] = record["img_per_sec"] * record["seconds"]
+        previous = record["step"]
+      records.append(record)
+  return records
+
+
+def read_runs(path):
+  """(source kind, list of runs): each run a list of records, the "run" record first when the log has one."""
+  source, kind = resolve(path)
+  records = metrics.read_jsonl(source) if kind == "jsonl" else read_text_records(source)
+  return source, kind, metrics.split_runs(records)
 
 
 def _median(values):
@@ -46,39 +84,45 @@ def _median(values):
   return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
 
 
-def _time_weighted_ips(train, timed):
-  """Images over seconds of the timed loops (what the trainer's summary reports), not a mean of per-loop rates."""
-  steps_before = dict(zip([r["step"] for r in train[1:]], [r["step"] for r in train[:-1]]))
-  images = seconds = 0.0
-  for r in timed:
-    n = r["step"] - steps_before.get(r["step"], 0)
-    loop_seconds = n * r["step_ms"] / 1000.0
-    images += r["ips"] * loop_seconds
-    seconds += loop_seconds
-  return images / seconds if seconds else float("nan")
-
-
-def summarize(path, warmup_steps=50):
-  """A dict of the run's numbers (NaN where the log has no such line)."""
-  train, evals, summaries = read_records(path)
+def summarize_run(records, warmup_steps=None):
+  """The numbers of one run (NaN where it has no such record)."""
   nan = float("nan")
-  timed = [r for r in train if r["step"] > warmup_steps] or train[len(train) // 2:]
-  top1 = [e["top1"] for e in evals]
-  result = {
-      "log": path,
-      "steps": train[-1]["step"] if train else 0,
-      "final_top1": top1[-1] if top1 else nan,
+  start = records[0] if records and records[0].get("event") == "run" else {}
+  if warmup_steps is None:
+    warmup_steps = start.get("timing_warmup_steps", metrics.DEFAULT_WARMUP_STEPS)
+  train = [r for r in records if r.get("event") == "train"]
+  evals = [r for r in records if r.get("event") == "eval"]
+  summaries = [r for r in records if r.get("event") == "summary"]
+  timed = metrics.timed_records(train, warmup_steps)
+  top1 = [e["top1"] for e in evals if not math.isnan(e["top1"])]
+  return {
+      "steps": train[-1]["step"] if train else (summaries[-1]["steps"] if summaries else 0),
+      "final_top1": evals[-1]["top1"] if evals else nan,
       "best_top1": max(top1) if top1 else nan,
       "final_top5": evals[-1]["top5"] if evals else nan,
-      "mean_ips": _time_weighted_ips(train, timed),
-      "median_ips": _median([r["ips"] for r in timed]),
+      "mean_ips": metrics.images_per_sec(timed) if timed else nan,
+      "median_ips": _median([r["img_per_sec"] for r in timed]),
       "final_loss": train[-1]["loss"] if train else nan,
       "median_step_ms": _median([r["step_ms"] for r in timed]),
-      "skipped_steps": train[-1]["skipped"] if train else 0,
-      "wall_s": summaries[-1]["wall"] if summaries else nan,
-      "trainer_mean_ips": summaries[-1]["mean_ips"] if summaries else nan,
+      "skipped_steps": train[-1].get("skipped", 0) if train else 0,
+      "wall_s": summaries[-1]["wall_s"] if summaries else nan,
+      "trainer_mean_ips": summaries[-1]["img_per_sec"] if summaries else nan,
+      "mode": start.get("mode", "train" if train else ("eval" if evals else "?")),
   }
-  return result
+
+
+def summarize(path, warmup_steps=None, all_runs=False):
+  """A list of result dicts for `path`: its last run, or every run with all_runs."""
+  source, kind, runs = read_runs(path)
+  if not runs:
+    runs = [[]]
+  chosen = list(enumerate(runs, 1)) if all_runs else [(len(runs), runs[-1])]
+  results = []
+  for index, records in chosen:
+    result = {"log": path, "source": source, "run": index, "runs": len(runs)}
+    result.update(summarize_run(records, warmup_steps))
+    results.append(result)
+  return results
 
 
 def _fmt(value, digits):
@@ -87,10 +131,11 @@ def _fmt(value, digits):
 
 def print_table(results, out=sys.stdout):
   for r in results:
-    out.write("%s\n" % r["log"])
+    out.write("%s  (run %d of %d, %s, from %s)\n" %
+              (r["log"], r["run"], r["runs"], r["mode"], os.path.basename(r["source"])))
     out.write("  accuracy  final %s  best %s  (top-5 %s)\n" %
               (_fmt(r["final_top1"], 4), _fmt(r["best_top1"], 4), _fmt(r["final_top5"], 4)))
-    out.write("  img/s     mean %s  median %s  (warm-up excluded)\n" %
+    out.write("  img/s     mean %s  median %s  (first loop and warm-up excluded)\n" %
               (_fmt(r["mean_ips"], 1), _fmt(r["median_ips"], 1)))
     out.write(
         "  loss      final %s   step time %s ms (median)   steps %d   skipped %d   wall %s s\n" %
@@ -98,18 +143,21 @@ def print_table(results, out=sys.stdout):
 
 
 def plot(paths, out_path):
-  """Draws loss, top-1 and img/s against step for each log side by side into out_path (PNG)."""
+  """Draws loss, top-1 and img/s against step for each run folder / log side by side into out_path (PNG)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for path in paths:
-    train, evals, _ = read_records(path)
-    label = path
-    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=label)
-    axes[1].plot([e["step"] for e in evals], [e["top1"] for e in evals], marker=".", label=label)
-    axes[2].plot([r["step"] for r in train], [r["ips"] for r in train], label=label)
-  for ax, title in zip(axes, ("training loss", "test top-1", "img/s")):
+    _, _, runs = read_runs(path)
+    records = [r for run in runs for r in run]
+    # A resumed folder repeats steps: keep the last record per step so each curve has one point per step.
+    train = sorted({r["step"]: r for r in records if r.get("event") == "train"}.values(), key=lambda r: r["step"])
+    evals = sorted({r["step"]: r for r in records if r.get("event") == "eval"}.values(), key=lambda r: r["step"])
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=path)
+    axes[1].plot([e["step"] for e in evals], [e["top1"] for e in evals], marker=".", label=path)
+    axes[2].plot([r["step"] for r in train[1:]], [r["img_per_sec"] for r in train[1:]], label=path)
+  for ax, title in zip(axes, ("training loss", "test top-1", "img/s (first loop left out)")):
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
@@ -122,18 +170,21 @@ def plot(paths, out_path):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m tools.parse_log", description=__doc__.split("\n")[0])
-  parser.add_argument("logs", nargs="+", help="trainer logs")
-  parser.add_argument("--json", action="store_true", help="print one JSON object per log")
+  parser.add_argument("logs", nargs="+", help="run folders, metrics.jsonl files or text logs")
+  parser.add_argument("--json", action="store_true", help="print one JSON object per run")
   parser.add_argument("--plot", metavar="OUT.png", help="draw loss, accuracy and img/s against step")
-  parser.add_argument("--get", metavar="KEY", help="print only this value of the (last) log, e.g. mean_ips "
+  parser.add_argument("--get", metavar="KEY", help="print only this value of the last run, e.g. mean_ips "
                       "(for shell scripts)")
-  parser.add_argument("--warmup_steps", type=int, default=50, help="loops ending at or before this are warm-up")
+  parser.add_argument("--all_runs", action="store_true", help="every run of a folder, not only the last")
+  parser.add_argument(
+      "--warmup_steps", type=int, default=None, help="loops ending within this many steps of a "
+      "run's start are warm-up (default: the run's own setting, else 50)")
   args = parser.parse_args(argv)
   results = []
   for path in args.logs:
     try:
-      results.append(summarize(path, args.warmup_steps))
-    except (IOError, OSError) as e:
+      results.extend(summarize(path, args.warmup_steps, args.all_runs))
+    except (IOError, OSError, ValueError) as e:
       sys.stderr.write("parse_log: error: cannot read %s: %s\n" % (path, e))
       return 2
   if args.get:

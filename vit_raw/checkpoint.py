@@ -353,7 +353,9 @@ def init_from_checkpoint(path, config, num_classes, image_size, keep_pre_logits=
 
   The file is read and checked now (ValueError with one line on any problem); fn(sess) feeds the arrays through
   placeholders (no large graph constants). Missing model variables keep their initial values (a fresh zero head
-  for a new class count); unused and missing keys are logged in one warning line. fn.missing / fn.unused hold them.
+  for a new class count). fn.missing / fn.unused hold those keys; fn.report is a list of lines saying what loading
+  does (tensors loaded, head re-initialised, position embeddings resized, keys unused or missing) and fn.message
+  the same in one line, for the caller to log.
   """
   config = configs.get_config(config)
   variables = _model_variables(scope)
@@ -378,18 +380,38 @@ def init_from_checkpoint(path, config, num_classes, image_size, keep_pre_logits=
     for name in ("head/kernel", "head/bias"):
       if name in missing and name in variables:
         ops.append(tf.assign(variables[name], tf.zeros_like(variables[name])))
-  message = "checkpoint %s: loaded %d tensors; unused: [%s]; missing (fresh init): [%s]" % (
-      path, len(assign_values), _summary(unused), _summary(missing))
+  h, w = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+  new_grid = "%dx%d" % (h // config.patch_size, w // config.patch_size)
+  report = _load_report(path, values, shapes, assign_values, missing, unused, new_grid)
+  message = "; ".join(report)
 
   def assign(sess):
-    if unused or missing:
-      tf.logging.warning(message)
-    else:
-      tf.logging.info(message)
     sess.run(ops, feed_dict=feeds)
 
-  assign.missing, assign.unused, assign.message = missing, unused, message
+  assign.missing, assign.unused, assign.message, assign.report = missing, unused, message, report
   return assign
+
+
+def _grid_text(rows):
+  side = int(round(np.sqrt(rows)))
+  return "%dx%d" % (side, side) if side * side == rows else "%d positions" % rows
+
+
+def _load_report(path, values, shapes, assigned, missing, unused, new_grid):
+  """Lines that say what loading `path` into the model does."""
+  report = ["checkpoint %s: %d of the model's %d tensors loaded" % (path, len(assigned), len(shapes))]
+  head, target = values.get("head/kernel"), shapes.get("head/kernel")
+  if head is not None and target is not None and tuple(head.shape) != tuple(target):
+    report.append("head re-initialised to zeros (%d -> %d classes)" % (head.shape[-1], target[-1]))
+  posemb, target = values.get("pos_embedding"), shapes.get("pos_embedding")
+  if posemb is not None and target is not None and tuple(posemb.shape) != tuple(target):
+    report.append("position embeddings resized (%s -> %s grid)" % (_grid_text(posemb.shape[1] - 1), new_grid))
+  if unused:
+    report.append("unused checkpoint keys: %s" % _summary(unused))
+  fresh = [name for name in missing if not name.startswith("head/")]
+  if fresh:
+    report.append("model tensors not in the checkpoint (fresh init): %s" % _summary(fresh))
+  return report
 
 
 # --- Writing ------------------------------------------------------------------------------------------------------

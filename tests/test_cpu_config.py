@@ -1,4 +1,4 @@
-"""vit_raw.session_config: the session options the trainer and tools share."""
+"""vit_raw.cpu_config: the session options the trainer and tools share."""
 import os
 import subprocess
 import sys
@@ -6,20 +6,20 @@ import sys
 import pytest
 import tensorflow.compat.v1 as tf
 
-from vit_raw import session_config
+from vit_raw import cpu_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_defaults_use_all_cores_one_op_at_a_time_and_no_xla():
-  config = session_config.fast_cpu_config()
-  assert config.intra_op_parallelism_threads >= 1
+  config = cpu_config.fast_cpu_config()
+  assert config.intra_op_parallelism_threads == len(os.sched_getaffinity(0))  # the cores this process may use
   assert config.inter_op_parallelism_threads == 1
   assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.DEFAULT
 
 
 def test_explicit_threads_and_xla_are_honoured():
-  config = session_config.fast_cpu_config(intra_op_threads=3, inter_op_threads=2, xla=True)
+  config = cpu_config.fast_cpu_config(intra_op_threads=3, inter_op_threads=2, xla=True)
   assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 2)
   assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.ON_1
 
@@ -27,12 +27,12 @@ def test_explicit_threads_and_xla_are_honoured():
 _XLA_PROBE = """
 import tensorflow.compat.v1 as tf
 tf.disable_v2_behavior()
-from vit_raw import session_config
+from vit_raw import cpu_config
 x = tf.Variable(tf.ones([8, 8]))
 y = tf.reduce_sum(tf.sigmoid(tf.matmul(x, x) * 2.0 + 1.0))
 options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
 metadata = tf.RunMetadata()
-with tf.Session(config=session_config.fast_cpu_config(xla=XLA)) as sess:
+with tf.Session(config=cpu_config.fast_cpu_config(xla=XLA)) as sess:
   sess.run(tf.global_variables_initializer())
   sess.run(y, options=options, run_metadata=metadata)
 print("XLA_RUN" if any("xla_run" in n.node_name for d in metadata.step_stats.dev_stats for n in d.node_stats)

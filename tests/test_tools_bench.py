@@ -1,0 +1,69 @@
+"""The benchmark commands run end to end on tiny settings and their printed numbers agree with each other.
+
+Speed itself is never asserted (benchmarks measure it); what is checked is that each command runs, measures what
+it says, and that the numbers it derives (ratios, GFLOP per image) follow from the numbers it prints.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from vit_raw import configs
+from vit_raw import model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run([sys.executable, "-m"] + list(args), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return result.stdout
+
+
+def _number(pattern, text):
+  match = re.search(pattern, text)
+  assert match, "%r not in:\n%s" % (pattern, text)
+  return float(match.group(1))
+
+
+def test_bench_model_times_the_trainers_step_and_counts_its_flops():
+  out = _run("tools.bench_model", "--model=ViT-Ti/16", "--image_size=32", "--batch_size=2", "--steps=2", "--warmup=1",
+             "--matmul_size=128", "--optimizer=momentum")
+  per_image = 3 * model.forward_flops(configs.get_config("ViT-Ti/16"), 32, 1000) / 1e9
+  assert _number(r"\(([0-9.]+) GFLOP/img\)", out) == pytest.approx(per_image, abs=0.05)
+  seconds = _number(r"([0-9.]+) s/step median", out)
+  assert _number(r"([0-9.]+) img/s \(best", out) == pytest.approx(2 / seconds, rel=0.02)
+  assert 0 < _number(r"ratio ([0-9.]+)", out)
+
+
+def test_bench_loop_reports_each_n_and_their_ratio():
+  out = _run("tools.bench_loop", "--steps=20", "--loops=1,5", "--repeats=1")
+  one = _number(r"iterations_per_loop=1 +([0-9.]+) steps/s", out)
+  five = _number(r"iterations_per_loop=5 +([0-9.]+) steps/s", out)
+  assert _number(r"ratio N=5 / N=1: ([0-9.]+)x", out) == pytest.approx(five / one, rel=0.01)
+
+
+def test_bench_input_compares_both_pipelines_on_generated_jpegs(tmp_path):
+  data = str(tmp_path / "jpegs")
+  assert "wrote 16 500x375 JPEGs in 2 classes" in _run("tools.bench_input", "--make_fake_data=%s" % data,
+                                                       "--num_images=16", "--num_classes=2")
+  out = _run("tools.bench_input", "--data_dir=%s" % data, "--image_size=32", "--batch_size=4", "--workers=1",
+             "--seconds=0.3", "--rounds=1", "--warmup_batches=1")
+  ours = _number(r"ours ([0-9.]+) img/s", out)
+  theirs = _number(r"tf\.data ([0-9.]+) img/s", out)
+  assert _number(r"ratio ([0-9.]+)x", out) == pytest.approx(ours / theirs, abs=0.01)
+
+
+def test_bench_e2e_runs_the_trainer_and_the_compute_benchmark(tmp_path):
+  out = _run("tools.bench_e2e", "--data_dir=%s" % (tmp_path / "jpegs"), "--num_images=24", "--model=tiny",
+             "--image_size=16", "--batch_size=4", "--train_steps=8", "--iterations_per_loop=2", "--warmup_loops=1",
+             "--workers=1", "--model_steps=2", "--out_dir=%s" % (tmp_path / "out"))
+  compute = _number(r"compute only \(tools.bench_model\): +([0-9.]+) img/s", out)
+  e2e = _number(r"end to end +\(launch.train\): +([0-9.]+) img/s", out)
+  assert _number(r"gap \(input \+ loop overhead\): +(-?[0-9.]+) %",
+                 out) == pytest.approx(100 * (1 - e2e / compute), abs=0.1)
+  assert os.path.isfile(str(tmp_path / "out" / "model_dir" / "metrics.jsonl"))
