@@ -15,6 +15,22 @@ class UsageError(Exception):
   """Bad input of a command (path, flag, checkpoint, image): printed as one line, exit code 2."""
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad flag value as one line and exit code 2 (absl alone prints two, exit 1)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write("error: %s\n" % str(e).strip().splitlines()[0])
+    sys.exit(2)
+
+
+def run_command(run):
+  """Runs the command function run(argv) under absl.app with one-line errors and exit code 2 for bad input."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  app.run(main_with_usage_errors(run), flags_parser=_parse_flags)
+
+
 def main_with_usage_errors(run):
   """An absl `main(argv)` that calls run(argv) and turns UsageError / ValueError / OSError into one line, exit 2."""
 

@@ -18,7 +18,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -31,6 +30,7 @@ OUT_FORMATS = (".npy", ".json", ".csv")
 
 FLAGS = flags.FLAGS
 model_source.define_flags()
+flags.adopt_module_key_flags(model_source)  # --help lists the model-selection flags too
 flags.DEFINE_string(
     "class_names", None, "A class_names.txt (one name per line, in label order). Default: the run's, or "
     "the one beside --checkpoint; without one, class ids are printed.")
@@ -185,4 +185,4 @@ def run(argv):
 
 
 if __name__ == "__main__":
-  app.run(command.main_with_usage_errors(run))
+  command.run_command(run)

@@ -142,7 +142,7 @@ def _load(path, config, image_size, num_classes, class_names, resize_pos_embeddi
   try:
     values, _ = vit_checkpoint.read_checkpoint(path, config, scope)
   except ValueError as e:
-    raise UsageError(str(e))
+    raise UsageError(str(e) if path in str(e) else "checkpoint %s does not fit %s: %s" % (path, config.name, e))
   grid = _grid_of(values, config)
   p = config.patch_size
   if image_size is None:
