@@ -142,6 +142,8 @@ def run(argv):
     for suffix in _SUFFIXES:
       if os.path.exists(prefix + suffix) and not FLAGS.overwrite:
         raise UsageError("%s already exists; pass --overwrite to replace it" % (prefix + suffix))
+  if not paths:
+    raise UsageError("no image files: %s" % "; ".join(problems))
   for line in problems:
     sys.stderr.write("skipped %s\n" % line)
   source = model_source.from_flags()

@@ -69,7 +69,7 @@ def _paths_in_list(list_path):
       parts = text.rsplit(None, 1)
       if len(parts) == 2 and parts[1].isdigit() and not os.path.exists(os.path.join(folder, text)):
         text = parts[0]
-      paths.append(text if os.path.isabs(text) else os.path.join(folder, text))
+      paths.append(text if os.path.isabs(text) else os.path.normpath(os.path.join(folder, text)))
   return paths
 
 

@@ -150,10 +150,10 @@ def run(argv):
   if FLAGS.batch_size <= 0 or FLAGS.top_k <= 0:
     raise UsageError("--batch_size and --top_k must be positive")
   paths, problems = images_lib.expand(arguments)
+  if not paths:
+    raise UsageError("no image files to classify: %s" % "; ".join(problems))
   for line in problems:
     sys.stderr.write("skipped %s\n" % line)
-  if not paths:
-    raise UsageError("no image files in %s" % " ".join(arguments))
   runner, names, where = open_model(FLAGS)
   if FLAGS.class_names:
     names = read_class_names(FLAGS.class_names)
