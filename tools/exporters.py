@@ -81,7 +81,8 @@ def _write_saved_model(sess, ends, path):
     f.write(saved.SerializeToString())
 
 
-def _write_onnx(graph_def, path, opset):
+def onnx_model(graph_def, opset=13):
+  """ONNX ModelProto of a frozen inference GraphDef through tf2onnx, with inputs/outputs named as in TensorFlow."""
   try:
     import tf2onnx  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -92,8 +93,12 @@ def _write_onnx(graph_def, path, opset):
   model_proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=["images:0"],
                                                   output_names=["logits:0", "probabilities:0"], opset=opset,
                                                   tensors_to_rename=rename)
+  return model_proto
+
+
+def _write_onnx(graph_def, path, opset):
   with open(path, "wb") as f:
-    f.write(model_proto.SerializeToString())
+    f.write(onnx_model(graph_def, opset).SerializeToString())
 
 
 def _reload(fmt, path, source):
