@@ -192,6 +192,7 @@ def test_usage_errors_are_one_line_exit_2_and_write_nothing(workdir):
       (["--model_dir", workdir["run"], "--model", "tiny", image], ["--model"]),
       (["--model_dir", workdir["run"], "--top_k", "three", image], ["top_k"]),
       (["--model_dir", workdir["run"], os.path.join(directory, "missing.png")], ["missing.png does not exist"]),
+      (["--checkpoint", image, image], ["unknown model file extension", "'.png'"]),
   ]
   for args, needles in cases:
     _assert_usage_error(_infer(*args), *needles)

@@ -65,6 +65,9 @@ def open_model(fv):
                        (path, " --".join(given)))
     _quiet_tensorflow()
     return runtimes.open_export(path), model_source.class_names_beside(path), os.path.dirname(os.path.abspath(path))
+  if path and os.path.isfile(path) and os.path.splitext(path)[1].lower() not in (".npz", ".pb", ".onnx"):
+    raise UsageError("--checkpoint %s: unknown model file extension %r; expected a checkpoint prefix or folder, an "
+                     ".npz, a .pb, a .onnx or a SavedModel folder" % (path, os.path.splitext(path)[1]))
   if path and not fv.model_dir and not (os.path.exists(path) or os.path.exists(path + ".index")):
     raise UsageError("checkpoint %s does not exist; expected a checkpoint of ours (prefix or folder), an official "
                      ".npz, or an export (.pb, .onnx, SavedModel folder)" % path)
