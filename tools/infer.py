@@ -1,153 +1,191 @@
-"""Classifies images with a ViT loaded from an official .npz or a TF checkpoint written by our trainer.
+"""Classifies images with a trained ViT: a run folder, a checkpoint (ours or official .npz) or an exported model.
 
-  python -m tools.infer --model ViT-Ti/16 --image_size 224 --checkpoint PATH [--num_classes 10] [--out logits.npy] \
-      IMAGE...
+  python -m tools.infer --model_dir runs/default IMAGE_OR_FOLDER_OR_LIST...
+  python -m tools.infer --checkpoint ViT-B_16.npz --model ViT-B/16 --image_size 384 images/
+  python -m tools.infer --checkpoint vit.onnx --out predictions.json images.txt    (also .pb, SavedModel folders)
 
-Preprocessing is the official evaluation one: decode to RGB, resize to the model size (bilinear), scale to [-1, 1].
-Prints the top-5 classes of each image (names from class_names.txt beside the checkpoint, if present); --out
-writes the float32 logits, one row per image in the order given. Any bad input exits with one line and code 2.
+Arguments are image files, folders (searched recursively for .jpg .jpeg .png .bmp .webp) or .txt list files (one
+path per line, an optional integer label last). Images are decoded by the training pipeline's decoder, resized as
+in evaluation and run in batches; a file that cannot be decoded is skipped with a line on stderr. Prints the top-k
+classes of each image with names from the run's class_names.txt (class ids when there is none); --out writes the
+results as .npy (float32 logits, one row per classified image, in the printed order), .json or .csv.
 """
+import csv
+import io
+import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tools import command  # noqa: E402
+from tools import images as images_lib  # noqa: E402
+from tools import model_source  # noqa: E402
+from tools.command import UsageError  # noqa: E402
+
+OUT_FORMATS = (".npy", ".json", ".csv")
+
 FLAGS = flags.FLAGS
+model_source.define_flags()
+flags.adopt_module_key_flags(model_source)  # --help lists the model-selection flags too
 flags.DEFINE_string(
-    "model", "ViT-B/16", "Model variant: ViT-Ti/16, ViT-S/16, ViT-S/32, ViT-B/16, ViT-B/32, "
-    "ViT-B/8, ViT-L/16, ViT-L/32, ViT-H/14 (also B_16, b/16, ...).")
+    "class_names", None, "A class_names.txt (one name per line, in label order). Default: the run's, or "
+    "the one beside --checkpoint; without one, class ids are printed.")
+flags.DEFINE_integer("batch_size", 8, "Images per forward pass (an export with a static batch uses its own).")
+flags.DEFINE_integer("top_k", 5, "Classes printed (and written to .json/.csv) per image.")
 flags.DEFINE_string(
-    "image_size", "224", "Model input size: one int for square images or HxW (e.g. 224x320); "
-    "must be divisible by the patch size. The position embedding is resized if the checkpoint "
-    "was trained at another size.")
-flags.DEFINE_string(
-    "checkpoint", None, "Official ViT .npz (original or big_vision naming) or a TensorFlow "
-    "checkpoint of our trainer (prefix or directory).")
-flags.DEFINE_integer("num_classes", 0, "Classes of the head; 0 = take it from the checkpoint's head.")
-flags.DEFINE_string("out", "", "If set, write the float32 logits to this .npy file, one row per image.")
-flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
-flags.DEFINE_integer("top_k", 5, "Classes printed per image.")
-flags.DEFINE_string("scope", "vit", "Variable scope of the model in TF checkpoints.")
+    "out", None, "Write the results here: .npy (float32 logits [images, classes]), .json (path, top-k "
+    "classes and probabilities, logits) or .csv (path and top-k classes with probabilities).")
+flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+flags.DEFINE_enum("precision", "float32", ["float32", "float16", "bfloat16"], "Compute dtype when running a checkpoint "
+                  "(an export runs as exported).")
 
 
-class UsageError(Exception):
-  """A bad path, image or checkpoint: printed as one line, exit code 2."""
+def read_class_names(path):
+  with open(path) as f:
+    return [line.rstrip("\n") for line in f if line.strip()]
 
 
-def parse_size(text):
-  """(height, width) from "224" or "224x320"."""
-  try:
-    parts = [int(p) for p in str(text).lower().split("x")]
-  except ValueError:
-    raise UsageError("--image_size %r is not an int or HxW" % text)
-  if len(parts) == 1:
-    parts = parts * 2
-  if len(parts) != 2 or min(parts) <= 0:
-    raise UsageError("--image_size %r is not an int or HxW" % text)
-  return tuple(parts)
+def softmax(logits):
+  shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+  return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def load_image(path, size):
-  """Official eval preprocessing of one file: RGB float32 [H, W, 3] in [-1, 1]; UsageError if unreadable."""
-  import cv2  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(path):
-    raise UsageError("image %s does not exist" % path)
-  bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-  if bgr is None:
-    raise UsageError("image %s could not be decoded (not an image file cv2 can read)" % path)
-  rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-  rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-  return rgb.astype(np.float32) / 127.5 - 1.0
+def open_model(fv):
+  """(runner, class names or None, where the names came from) for the flags; UsageError on bad input."""
+  from tools import runtimes  # pylint: disable=g-import-not-at-top
+  path = fv.checkpoint
+  if path and not fv.model_dir and runtimes.export_kind(path):
+    given = [n for n in ("model", "image_size", "num_classes") if fv[n].value is not None]
+    if given:
+      raise UsageError("%s is an exported model, which carries its own model and size; drop --%s" %
+                       (path, " --".join(given)))
+    _quiet_tensorflow()
+    return runtimes.open_export(path), model_source.class_names_beside(path), os.path.dirname(os.path.abspath(path))
+  if path and os.path.isfile(path) and os.path.splitext(path)[1].lower() not in (".npz", ".pb", ".onnx"):
+    raise UsageError("--checkpoint %s: unknown model file extension %r; expected a checkpoint prefix or folder, an "
+                     ".npz, a .pb, a .onnx or a SavedModel folder" % (path, os.path.splitext(path)[1]))
+  if path and not fv.model_dir and not (os.path.exists(path) or os.path.exists(path + ".index")):
+    raise UsageError("checkpoint %s does not exist; expected a checkpoint of ours (prefix or folder), an official "
+                     ".npz, or an export (.pb, .onnx, SavedModel folder)" % path)
+  source = model_source.from_flags(fv)
+  _quiet_tensorflow()
+  where = fv.model_dir or os.path.dirname(os.path.abspath(path))
+  return runtimes.session_runner(source, fv.precision), source.class_names, where
 
 
-def class_names_for(checkpoint_path, num_classes):
-  """Names from class_names.txt beside the checkpoint, or "class_<i>" when absent or of the wrong length."""
-  directory = checkpoint_path if os.path.isdir(checkpoint_path) else os.path.dirname(os.path.abspath(checkpoint_path))
-  path = os.path.join(directory, "class_names.txt")
-  if os.path.isfile(path):
-    with open(path) as f:
-      names = [line.rstrip("\n") for line in f if line.strip()]
-    if len(names) == num_classes:
-      return names
-  return ["class_%d" % i for i in range(num_classes)]
-
-
-def predict(model_name, image_size, checkpoint_path, num_classes, images, batch_size=8, scope="vit"):
-  """Logits [N, classes] of preprocessed `images` with the checkpoint loaded; returns (logits, num_classes)."""
+def _quiet_tensorflow():
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from vit_raw import checkpoint  # pylint: disable=g-import-not-at-top
-  from vit_raw import configs  # pylint: disable=g-import-not-at-top
-  from vit_raw import model  # pylint: disable=g-import-not-at-top
-  from vit_raw import cpu_config  # pylint: disable=g-import-not-at-top
-  tf.logging.set_verbosity(tf.logging.ERROR)  # before disable_v2_behavior, which warns about resource variables
+  tf.logging.set_verbosity(tf.logging.ERROR)
   tf.disable_v2_behavior()
-  config = configs.get_config(model_name)
-  values, _ = checkpoint.read_checkpoint(checkpoint_path, config, scope)
-  if not num_classes:
-    if "head/kernel" not in values:
-      raise UsageError("checkpoint %s has no head; pass --num_classes" % checkpoint_path)
-    num_classes = int(values["head/kernel"].shape[-1])
-  elif "head/kernel" in values and int(values["head/kernel"].shape[-1]) != num_classes:
-    raise UsageError("checkpoint %s has a %d-class head but --num_classes=%d" %
-                     (checkpoint_path, int(values["head/kernel"].shape[-1]), num_classes))
-  representation = None
-  if "pre_logits/kernel" in values:
-    representation = int(values["pre_logits/kernel"].shape[-1])
-  h, w = image_size
-  with tf.Graph().as_default():
-    inputs = tf.placeholder(tf.float32, [None, h, w, 3], name="images")
-    logits = model.vit(inputs, config, num_classes, is_training=False, representation_size=representation, scope=scope)
-    assign = checkpoint.init_from_checkpoint(checkpoint_path, config, num_classes, (h, w), keep_pre_logits=True,
-                                             scope=scope)
-    with tf.Session(config=cpu_config.fast_cpu_config()) as sess:
-      sess.run(tf.global_variables_initializer())
-      assign(sess)
-      rows = [sess.run(logits, {inputs: images[i:i + batch_size]}) for i in range(0, len(images), batch_size)]
-  return np.concatenate(rows, axis=0).astype(np.float32), num_classes
+
+
+def classify(runner, paths, batch_size, report):
+  """(classified paths, float32 logits [n, classes]) of the decodable images among `paths`."""
+  done, rows = [], []
+  for chunk_paths, chunk in images_lib.batches(paths, runner.image_size, runner.batch_size or batch_size, report):
+    rows.append(runner.logits(chunk))
+    done.extend(chunk_paths)
+  logits = np.concatenate(rows) if rows else np.zeros([0, runner.num_classes], np.float32)
+  return done, logits
+
+
+def _label(names, index):
+  return names[index] if names else "class %d" % index
+
+
+def results_text(fmt, paths, logits, names, top_k):
+  """The --out content for .json or .csv."""
+  probs = softmax(logits) if len(logits) else logits
+  if fmt == ".json":
+    items = []
+    for path, row, prob in zip(paths, logits, probs):
+      top = np.argsort(-prob)[:top_k]
+      items.append({
+          "path": path,
+          "top_k": [{
+              "class": int(i),
+              "name": _label(names, i),
+              "probability": float(prob[i])
+          } for i in top],
+          "logits": [float(v) for v in row]
+      })
+    return json.dumps(items, indent=1) + "\n"
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator="\n")
+  header = ["path"]
+  for rank in range(1, min(top_k, logits.shape[1]) + 1):
+    header += ["class_%d" % rank, "name_%d" % rank, "probability_%d" % rank]
+  writer.writerow(header)
+  for path, prob in zip(paths, probs):
+    row = [path]
+    for i in np.argsort(-prob)[:top_k]:
+      row += [int(i), _label(names, i), "%.6f" % prob[i]]
+    writer.writerow(row)
+  return text.getvalue()
+
+
+def write_results(out, paths, logits, names, top_k):
+  fmt = os.path.splitext(out)[1].lower()
+  with command.atomic_output(out) as tmp:
+    if fmt == ".npy":
+      with open(tmp, "wb") as f:
+        np.save(f, logits.astype(np.float32))
+    else:
+      with open(tmp, "w") as f:
+        f.write(results_text(fmt, paths, logits, names, top_k))
 
 
 def run(argv):
-  """The command; raises UsageError / ValueError for bad input."""
-  paths = argv[1:]
-  if not FLAGS.checkpoint:
-    raise UsageError("--checkpoint is required")
-  if not paths:
-    raise UsageError("no images given; usage: python -m tools.infer --checkpoint PATH IMAGE...")
-  # Everything a user can get wrong is checked before TensorFlow is imported: errors come fast and alone.
-  if not (os.path.exists(FLAGS.checkpoint) or os.path.exists(FLAGS.checkpoint + ".index")):
-    raise UsageError("checkpoint %s does not exist; expected an official .npz file or a TensorFlow checkpoint "
-                     "(prefix or directory)" % FLAGS.checkpoint)
-  from vit_raw import configs  # pylint: disable=g-import-not-at-top
-  config = configs.get_config(FLAGS.model)
-  size = parse_size(FLAGS.image_size)
-  if size[0] % config.patch_size or size[1] % config.patch_size:
-    raise UsageError("--image_size %dx%d is not divisible by the patch size %d of %s" %
-                     (size[0], size[1], config.patch_size, config.name))
-  images = np.stack([load_image(p, size) for p in paths])
-  logits, num_classes = predict(config, size, FLAGS.checkpoint, FLAGS.num_classes, images, FLAGS.batch_size,
-                                FLAGS.scope)
-  names = class_names_for(FLAGS.checkpoint, num_classes)
-  shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-  probs = shifted / shifted.sum(axis=1, keepdims=True)
-  for path, row in zip(paths, probs):
-    top = np.argsort(-row)[:FLAGS.top_k]
-    print("%s: %s" % (path, ", ".join("%s %.4f" % (names[i], row[i]) for i in top)))
+  """The command; raises UsageError for bad input."""
+  arguments = argv[1:]
+  if not arguments:
+    raise UsageError("no images given; usage: python -m tools.infer --model_dir RUN IMAGE_OR_FOLDER_OR_LIST...")
   if FLAGS.out:
-    np.save(FLAGS.out, logits)
-    print("wrote logits %s to %s" % (logits.shape, FLAGS.out))
+    if os.path.splitext(FLAGS.out)[1].lower() not in OUT_FORMATS:
+      raise UsageError("--out %s: unknown extension; expected %s" % (FLAGS.out, ", ".join(OUT_FORMATS)))
+    command.check_out_path(FLAGS.out, FLAGS.overwrite)
+  if FLAGS.class_names and not os.path.isfile(FLAGS.class_names):
+    raise UsageError("--class_names %s does not exist" % FLAGS.class_names)
+  if FLAGS.batch_size <= 0 or FLAGS.top_k <= 0:
+    raise UsageError("--batch_size and --top_k must be positive")
+  paths, problems = images_lib.expand(arguments)
+  if not paths:
+    raise UsageError("no image files to classify: %s" % "; ".join(problems))
+  for line in problems:
+    sys.stderr.write("skipped %s\n" % line)
+  runner, names, where = open_model(FLAGS)
+  if FLAGS.class_names:
+    names = read_class_names(FLAGS.class_names)
+  if names is not None and len(names) != runner.num_classes:
+    sys.stderr.write("class names have %d entries, the model %d classes: printing class ids\n" %
+                     (len(names), runner.num_classes))
+    names = None
+  elif names is None:
+    sys.stderr.write("no %s for %s: printing class ids\n" % (model_source.CLASS_NAMES_FILE, where))
+  skipped = []
 
+  def report(line):
+    skipped.append(line)
+    sys.stderr.write(line + "\n")
 
-def main(argv):
-  try:
-    run(argv)
-  except (UsageError, ValueError, IOError, OSError) as e:
-    sys.stderr.write("error: %s\n" % str(e).splitlines()[0])
-    sys.exit(2)
+  done, logits = classify(runner, paths, FLAGS.batch_size, report)
+  runner.close()
+  if not done:
+    raise UsageError("none of the %d images could be decoded" % len(paths))
+  for path, row in zip(done, softmax(logits)):
+    top = np.argsort(-row)[:FLAGS.top_k]
+    print("%s: %s" % (path, ", ".join("%s %.4f" % (_label(names, i), row[i]) for i in top)))
+  if FLAGS.out:
+    write_results(FLAGS.out, done, logits, names, FLAGS.top_k)
+  sys.stderr.write(
+      "classified %d images with %s%s%s\n" %
+      (len(done), runner.name, ", skipped %d" %
+       (len(skipped) + len(problems)) if skipped or problems else "", "; wrote %s" % FLAGS.out if FLAGS.out else ""))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  command.run_command(run)
