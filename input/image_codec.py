@@ -9,6 +9,11 @@ import os
 import cv2
 import numpy as np
 
+# Parallelism is one process per worker; OpenCV's own thread pool would oversubscribe the cores, and a pool started
+# in the parent (by a decode in the trainer's thread, workers=0) does not survive fork(): a forked worker that then
+# touches OpenCV's thread settings waits forever on the dead pool's lock. One thread, set before any fork.
+cv2.setNumThreads(1)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 # EXIF orientation is ignored on purpose: the crop is planned on the stored (SOF) size before decoding, and

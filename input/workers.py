@@ -62,8 +62,6 @@ def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, tasks
   _die_with_parent(parent_pid)
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
-  import cv2
-  cv2.setNumThreads(1)  # one core per worker process; OpenCV's own pool would oversubscribe
   ring = np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
   while True:
     try:

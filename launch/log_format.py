@@ -55,54 +55,29 @@ def summary_line(record):
   return SUMMARY.format(**record)
 
 
+# The fields each kind of line carries, in the order of its regex groups (absent optional groups are left out).
+_FIELDS = (
+    ("train", TRAIN_RE, (("epoch", float), ("step", int), ("total", int), ("loss", float), ("lr", float),
+                         ("img_per_sec", float), ("step_ms", float), ("eta", str), ("loss_scale", float), ("skipped",
+                                                                                                           int))),
+    ("eval", EVAL_RE, (("epoch", float), ("step", int), ("top1", float), ("top5", float), ("examples", int))),
+    ("summary", SUMMARY_RE, (("final_top1", float), ("best_top1", float), ("final_top5", float), ("final_loss", float),
+                             ("img_per_sec", float), ("wall_s", float), ("steps", int))),
+    ("resumed", RESUMED_RE, (("step", int),)),
+)
+
+
 def parse_line(line):
   """Returns (kind, dict of fields) for a trainer line ("run", "resumed", "train", "eval", "summary"), or None.
 
   A train record gets the fields of a metrics record that the line carries; `steps`, `seconds` and `images` need
   the previous line of the same run and are filled in by tools.parse_log.
   """
-  m = TRAIN_RE.search(line)
-  if m:
-    g = m.groups()
-    record = {
-        "epoch": float(g[0]),
-        "step": int(g[1]),
-        "total": int(g[2]),
-        "loss": float(g[3]),
-        "lr": float(g[4]),
-        "img_per_sec": float(g[5]),
-        "step_ms": float(g[6]),
-        "eta": g[7]
-    }
-    if g[8] is not None:
-      record["loss_scale"], record["skipped"] = float(g[8]), int(g[9])
-    return "train", record
-  m = EVAL_RE.search(line)
-  if m:
-    g = m.groups()
-    return "eval", {
-        "epoch": float(g[0]),
-        "step": int(g[1]),
-        "top1": float(g[2]),
-        "top5": float(g[3]),
-        "examples": int(g[4])
-    }
-  m = SUMMARY_RE.search(line)
-  if m:
-    g = m.groups()
-    return "summary", {
-        "final_top1": float(g[0]),
-        "best_top1": float(g[1]),
-        "final_top5": float(g[2]),
-        "final_loss": float(g[3]),
-        "img_per_sec": float(g[4]),
-        "wall_s": float(g[5]),
-        "steps": int(g[6])
-    }
+  for kind, regex, fields in _FIELDS:
+    m = regex.search(line)
+    if m:
+      return kind, {name: convert(value) for (name, convert), value in zip(fields, m.groups()) if value is not None}
   m = RUN_RE.search(line)
   if m:
     return "run", {"text": line[m.end():].rstrip("\n")}
-  m = RESUMED_RE.search(line)
-  if m:
-    return "resumed", {"step": int(m.group(1))}
   return None

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -37,13 +36,8 @@ def write_run(model_dir, params, step=2):
   from vit_raw import configs  # pylint: disable=g-import-not-at-top
   from vit_raw import model  # pylint: disable=g-import-not-at-top
   os.makedirs(model_dir)
-  fv = flags.FlagValues()
-  flags.DEFINE_string("model", "tiny", "", flag_values=fv)
-  flags.DEFINE_integer("image_size", IMAGE_SIZE, "", flag_values=fv)
-  for name, value in SHAPE.items():
-    flags.DEFINE_integer(name, value, "", flag_values=fv)
-  fv(["train"])
-  run_record.write_flags(model_dir, fv, ["model", "image_size"] + sorted(SHAPE))
+  lines = ["--model=tiny", "--image_size=%d" % IMAGE_SIZE] + ["--%s=%d" % item for item in sorted(SHAPE.items())]
+  run_record.write_flag_lines(model_dir, lines)
   run_record.write_class_names(model_dir, CLASS_NAMES)
   config = configs.get_config("tiny", **SHAPE)
   ours, _ = vit_checkpoint.official_to_ours(params, config)
