@@ -26,10 +26,10 @@ batches = pipe.batches()
 next(batches)
 print(json.dumps(pipe.worker_pids), flush=True)
 if sys.argv[1] == "exit":
-sys.exit(0)  # no close(): the atexit hook must stop the workers
+  sys.exit(0)  # no close(): the atexit hook must stop the workers
 while True:
-next(batches)
-time.sleep(0.01)
+  next(batches)
+  time.sleep(0.01)
 """
 
 
