@@ -19,6 +19,7 @@ to the whole process group; the parent decides), and are daemons. A worker that 
 RuntimeError naming it and its exit code. close() is idempotent and runs at interpreter exit.
 """
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import mmap
@@ -45,6 +46,26 @@ def _close_live_pools():
 
 
 atexit.register(_close_live_pools)
+
+
+@contextlib.contextmanager
+def _opencv_threads_stopped(start_method):
+  """OpenCV's thread pool is stopped while workers are forked, and restored after.
+
+  A forked child inherits the state of the parent's OpenCV pool but none of its threads; its first
+  cv2.setNumThreads() then waits forever on a condition variable that only those threads could release (seen with
+  opencv-python 4.10 whenever the parent had run a multi-threaded cv2 call before creating a pipeline).
+  """
+  if start_method != "fork":
+    yield
+    return
+  import cv2  # pylint: disable=g-import-not-at-top
+  previous = cv2.getNumThreads()
+  cv2.setNumThreads(1)
+  try:
+    yield
+  finally:
+    cv2.setNumThreads(previous)
 
 
 def _die_with_parent(parent_pid):
@@ -126,13 +147,15 @@ class WorkerPool(object):
     self._procs = []
     _live_pools.add(self)
     parent = os.getpid()
-    for wid in range(num_workers):
-      proc = ctx.Process(
-          target=_worker_main, name="input-worker-%d" % wid, args=(wid, parent, dataset, transform, self._buffer, shape,
-                                                                   self._tasks, self._results, self._generation, seed))
-      proc.daemon = True
-      proc.start()
-      self._procs.append(proc)
+    with _opencv_threads_stopped(start_method):
+      for wid in range(num_workers):
+        proc = ctx.Process(
+            target=_worker_main, name="input-worker-%d" % wid,
+            args=(wid, parent, dataset, transform, self._buffer, shape, self._tasks, self._results, self._generation,
+                  seed))
+        proc.daemon = True
+        proc.start()
+        self._procs.append(proc)
 
   @property
   def pids(self):
