@@ -26,7 +26,11 @@ def build_eval(pipeline, logits_fn):
 
 
 def evaluate(sess, graph):
-  """Runs one full pass; returns dict(top1, top5, examples). Every real example counts exactly once."""
+  """Runs one full pass; returns dict(top1, top5, examples). Every real example counts exactly once.
+
+  With no example to evaluate (every file of the split was skipped) top1 and top5 are NaN, not 0: there is no
+  accuracy to report.
+  """
   sess.run(graph.iterator.initializer)
   total = [0.0, 0.0, 0.0]
   while True:
@@ -36,5 +40,6 @@ def evaluate(sess, graph):
       break
     total = [a + b for a, b in zip(total, counts)]
   examples = int(round(total[2]))
-  denom = max(total[2], 1.0)
-  return {"top1": total[0] / denom, "top5": total[1] / denom, "examples": examples}
+  if not examples:
+    return {"top1": float("nan"), "top5": float("nan"), "examples": 0}
+  return {"top1": total[0] / total[2], "top5": total[1] / total[2], "examples": examples}
