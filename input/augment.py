@@ -6,7 +6,8 @@ is clamped to that range; resize to the output size; horizontal flip with probab
 Train with augment="none": the eval resize, for data whose meaning a crop or a mirror destroys (8x8 digits).
 Eval: resize the whole image to the output size, or (center_crop=True) resize so the output is the central
 CENTER_CROP_FRACTION of the resized image (the usual 224-of-256 crop) and cut that centre.
-The crop is planned on the JPEG's header size before decoding, so a crop at least 2x (4x, 8x) larger than the output
+Files are checked from their header first (image_codec.check_header: format, pixel budget, truncation). The crop is
+planned on the JPEG's header size before decoding, so a crop at least 2x (4x, 8x) larger than the output
 on both axes is decoded by libjpeg at 1/2 (1/4, 1/8) scale, which is much cheaper than decoding every pixel.
 """
 import math
@@ -72,15 +73,18 @@ class Transform(object):
       training: random crop and flip when True (and augment is "inception"), deterministic resize otherwise.
       center_crop: resize-then-center-crop instead of a plain resize, wherever the resize applies.
       augment: "inception" (random resized crop + flip in training) or "none" (training resizes like eval).
+      max_pixels: images whose header declares more pixels are refused before decoding (None: no budget).
     """
 
-  def __init__(self, out_size, training, center_crop=False, augment="inception"):
+  def __init__(self, out_size, training, center_crop=False, augment="inception",
+               max_pixels=image_codec.DEFAULT_MAX_PIXELS):
     if augment not in AUGMENTATIONS:
       raise ValueError("augment must be one of %s, got %r" % (", ".join(AUGMENTATIONS), augment))
     self.out_size = tuple(int(s) for s in out_size)
     self.training = bool(training)
     self.center_crop = bool(center_crop)
     self.augment = augment
+    self.max_pixels = max_pixels
 
   def _region(self, height, width, rng):
     """(y, x, h, w, flip) to cut from a height x width source image."""
@@ -104,15 +108,15 @@ class Transform(object):
     else:
       data = read_encoded(index)
       where = dataset.describe(index)
-      size = image_codec.jpeg_size(data)
-      if size is None:  # not a JPEG (or an odd one): decode fully, plan on the real size
-        image = image_codec.decode_bgr(data, where)
+      header = image_codec.check_header(data, where, self.max_pixels)
+      if header.format != "jpeg":  # only libjpeg can decode at a reduced scale: decode fully
+        image = image_codec.decode_bgr(data, where, header=header)
         y, x, h, w, flip = self._region(image.shape[0], image.shape[1], rng)
       else:
-        y, x, h, w, flip = self._region(size[0], size[1], rng)
-        image = image_codec.decode_bgr(data, where, _reduction(h, w, *self.out_size))
-        if image.shape[:2] != tuple(size):  # reduced decode: map the crop to the smaller image
-          sy, sx = float(image.shape[0]) / size[0], float(image.shape[1]) / size[1]
+        y, x, h, w, flip = self._region(header.height, header.width, rng)
+        image = image_codec.decode_bgr(data, where, _reduction(h, w, *self.out_size), header=header)
+        if image.shape[:2] != (header.height, header.width):  # reduced decode: map the crop to the smaller image
+          sy, sx = float(image.shape[0]) / header.height, float(image.shape[1]) / header.width
           y0, x0 = int(y * sy), int(x * sx)
           y1 = min(image.shape[0], max(y0 + 1, int(round((y + h) * sy))))
           x1 = min(image.shape[1], max(x0 + 1, int(round((x + w) * sx))))

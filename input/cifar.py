@@ -2,7 +2,10 @@
 
 Split -> file: CIFAR-10 "train" reads data_batch_1..5, any other split ("test", "val", "eval") reads test_batch;
 CIFAR-100 "train" reads train, any other split reads test (fine labels, 100 classes). Class names come from
-batches.meta / meta. Every file goes through safe_pickle, so a dataset can never run code.
+batches.meta / meta. Every file goes through safe_pickle, so a dataset can never run code. Keys may be bytes (the
+Python 2 release) or str (files re-pickled by Python 3). Checked when the dataset opens, each a ValueError naming
+the file: data of shape [N, 3072] with values 0..255, exactly one integer label per row, every label in
+0..num_classes-1.
 """
 import os
 
@@ -26,24 +29,57 @@ def is_cifar100_dir(data_dir):
 
 
 def _field(batch, key, path):
-  if not isinstance(batch, dict) or key not in batch:
-    raise ValueError("%s: expected a CIFAR batch dict with key %r" % (path, key.decode()))
-  return batch[key]
+  """batch[key] for a bytes key, or its str spelling."""
+  if isinstance(batch, dict):
+    for spelling in (key, key.decode()):
+      if spelling in batch:
+        return batch[spelling]
+  raise ValueError("%s: expected a CIFAR batch dict with key %r" % (path, key.decode()))
 
 
 def _images(data, path):
-  data = np.asarray(data, dtype=np.uint8)
+  data = np.asarray(data)
   if data.ndim != 2 or data.shape[1] != 3072:
     raise ValueError("%s: expected CIFAR data of shape [N, 3072], got %s" % (path, data.shape))
+  if data.dtype != np.uint8:
+    if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
+      raise ValueError("%s: expected CIFAR pixel values 0..255 (uint8), got %s data%s" %
+                       (path, data.dtype, " from %d to %d" % (data.min(), data.max()) if data.size else ""))
+    data = data.astype(np.uint8)
   # Stored as planes: 1024 red, 1024 green, 1024 blue values per row.
   return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def _labels(values, count, num_classes, path, key):
+  """The int32 labels of one file, checked against its image count and the class count."""
+  labels = np.asarray(values)
+  if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+    raise ValueError("%s: expected %r to be a list of integer labels, got %s of shape %s" %
+                     (path, key.decode(), labels.dtype, labels.shape))
+  if len(labels) != count:
+    raise ValueError("%s: %d labels for %d images: expected one label per image" % (path, len(labels), count))
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if len(bad):
+    raise ValueError("%s: label %d of image %d is outside 0..%d (%d classes)%s" %
+                     (path, labels[bad[0]], bad[0], num_classes - 1, num_classes, ", and %d more labels are" %
+                      (len(bad) - 1) if len(bad) > 1 else ""))
+  return labels.astype(np.int32)
+
+
+def _read_batch(path, label_key, num_classes):
+  batch = safe_pickle.load(path)
+  images = _images(_field(batch, b"data", path), path)
+  labels = _labels(_field(batch, label_key, path), len(images), num_classes, path, label_key)
+  return images, labels
 
 
 def _names(meta_path, key, count):
   if not os.path.isfile(meta_path):
     return [str(i) for i in range(count)]
   names = _field(safe_pickle.load(meta_path), key, meta_path)
-  return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+  if not isinstance(names, (list, tuple)) or not names:
+    raise ValueError("%s: expected %r to be a non-empty list of class names" % (meta_path, key.decode()))
+  return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
 
 
 def _require(path):
@@ -54,20 +90,17 @@ def _require(path):
 
 def load_cifar10(data_dir, split="train"):
   files = CIFAR10_TRAIN_FILES if split == "train" else ["test_batch"]
+  names = _names(os.path.join(data_dir, "batches.meta"), b"label_names", 10)
   images, labels = [], []
   for name in files:
-    path = _require(os.path.join(data_dir, name))
-    batch = safe_pickle.load(path)
-    images.append(_images(_field(batch, b"data", path), path))
-    labels.append(np.asarray(_field(batch, b"labels", path), dtype=np.int32))
-  names = _names(os.path.join(data_dir, "batches.meta"), b"label_names", 10)
-  return ArrayDataset("cifar10", split, names, np.concatenate(images), np.concatenate(labels))
+    batch_images, batch_labels = _read_batch(_require(os.path.join(data_dir, name)), b"labels", len(names))
+    images.append(batch_images)
+    labels.append(batch_labels)
+  return ArrayDataset("cifar10", split, names, np.concatenate(images), np.concatenate(labels), source=data_dir)
 
 
 def load_cifar100(data_dir, split="train"):
   path = _require(os.path.join(data_dir, "train" if split == "train" else "test"))
-  batch = safe_pickle.load(path)
-  images = _images(_field(batch, b"data", path), path)
-  labels = np.asarray(_field(batch, b"fine_labels", path), dtype=np.int32)
   names = _names(os.path.join(data_dir, "meta"), b"fine_label_names", 100)
-  return ArrayDataset("cifar100", split, names, images, labels)
+  images, labels = _read_batch(path, b"fine_labels", len(names))
+  return ArrayDataset("cifar100", split, names, images, labels, source=data_dir)

@@ -11,14 +11,24 @@
                 data_dir is itself a .txt list file           test.txt; a .txt data_dir is used as-is
   auto          any of the above, recognised from its files;  data_dir=None -> digits
 
-Every path problem is a ValueError with one line that names the path and what was expected.
+Every path problem is a ValueError with one line that names the path and what was expected (an OSError while
+opening, such as an unreadable folder, too). A dataset of image files whose sampled files are all unreadable (Git LFS
+pointers, say) is an UnreadableDatasetError (a ValueError) here already, before any training. Warnings go to the
+logger input.datasets: a training split with a single class, or with classes that have no example.
 """
+import logging
 import os
 
-from input import cifar, digits, image_files
+import numpy as np
+
+from input import cifar, digits, image_codec, image_folder, image_headers, list_file
+from input.dataset_base import FileDataset, unreadable
+from input.messages import quote
 
 DATASET_NAMES = ("digits", "auto", "cifar10", "cifar100", "imagefolder", "list")
 EVAL_SPLIT_NAMES = ("val", "validation", "test")
+PROBE_FILES = 16
+_log = logging.getLogger(__name__)
 _EXPECTED = ("a CIFAR-10/100 python-pickle folder, an ImageFolder tree (class sub-folders, or train/ and val/ "
              "holding them) or a list file (train.txt / val.txt of 'path label' lines)")
 
@@ -33,34 +43,36 @@ def _split_candidates(split):
 def _check_dir(data_dir):
   if data_dir is None:
     raise ValueError("no data_dir given: expected %s" % _EXPECTED)
-  if not os.path.exists(data_dir):
+  try:
+    os.stat(data_dir)
+  except FileNotFoundError:
     raise ValueError("%s does not exist: expected %s" % (data_dir, _EXPECTED))
   if os.path.isdir(data_dir) and not os.listdir(data_dir):
     raise ValueError("%s is empty: expected %s" % (data_dir, _EXPECTED))
 
 
 def _image_folder(data_dir, split):
-  sub = [s for s in _split_candidates(split) if image_files.class_folders(os.path.join(data_dir, s))]
+  sub = [s for s in _split_candidates(split) if image_folder.class_folders(os.path.join(data_dir, s))]
   has_split_dirs = any(os.path.isdir(os.path.join(data_dir, s)) for s in ["train"] + list(EVAL_SPLIT_NAMES))
   if not sub:
     if has_split_dirs:
       raise ValueError("%s has no %s folder with class sub-folders for split %r" %
                        (data_dir, "/ or ".join(_split_candidates(split)) + "/", split))
-    return image_files.load_image_folder(data_dir, split)
+    return image_folder.load_image_folder(data_dir, split)
   class_names = None
   train_root = os.path.join(data_dir, "train")
-  if split != "train" and image_files.class_folders(train_root):
-    class_names = image_files.class_folders(train_root)  # eval labels must use the training label ids
-  return image_files.load_image_folder(os.path.join(data_dir, sub[0]), split, class_names)
+  if split != "train" and image_folder.class_folders(train_root):
+    class_names = image_folder.class_folders(train_root)  # eval labels must use the training label ids
+  return image_folder.load_image_folder(os.path.join(data_dir, sub[0]), split, class_names)
 
 
 def _list_file(data_dir, split):
   if os.path.isfile(data_dir):
-    return image_files.load_list_file(data_dir, split)
+    return list_file.load_list_file(data_dir, split)
   for s in _split_candidates(split):
     path = os.path.join(data_dir, s + ".txt")
     if os.path.isfile(path):
-      return image_files.load_list_file(path, split)
+      return list_file.load_list_file(path, split)
   raise ValueError("%s has no %s for split %r: expected a list file of 'relative/path label' lines" %
                    (data_dir, " or ".join(s + ".txt" for s in _split_candidates(split)), split))
 
@@ -79,21 +91,45 @@ def detect(data_dir):
   if any(os.path.isfile(os.path.join(data_dir, s + ".txt")) for s in ["train"] + list(EVAL_SPLIT_NAMES)):
     return "list"
   roots = [data_dir] + [os.path.join(data_dir, s) for s in ["train"] + list(EVAL_SPLIT_NAMES)]
-  if any(image_files.class_folders(r) for r in roots):
+  if any(image_folder.class_folders(r) for r in roots):
     return "imagefolder"
   raise ValueError("%s holds neither CIFAR pickles, list files nor class folders: expected %s" % (data_dir, _EXPECTED))
 
 
-def open_dataset(name="auto", data_dir=None, split="train"):
-  """Opens a dataset (see the module table) and returns a dataset_base.Dataset.
+def probe_files(dataset, count=PROBE_FILES):
+  """Raises UnreadableDatasetError when none of up to `count` files spread evenly over a FileDataset starts like a
+  JPEG, PNG, BMP or WebP regular file (only the first bytes of each are read)."""
+  picks = sorted(set(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)))
+  failures = []
+  for i in picks:
+    path = dataset.paths[i]
+    try:
+      head = image_codec.read_bytes(path, limit=64)
+    except image_codec.DecodeError as e:
+      failures.append((path, e.reason))
+      continue
+    if image_headers.sniff(head) is not None:
+      return
+    failures.append((path, image_headers.describe_unknown(head)))
+  raise unreadable(dataset, "none of the %d files checked (spread over all %d)" % (len(picks), len(dataset)), failures)
 
-    Raises ValueError with one line naming the path (or name) and what was expected.
-    """
-  name = (name or "auto").lower()
-  if name not in DATASET_NAMES:
-    raise ValueError("unknown dataset %r: expected one of %s" % (name, ", ".join(DATASET_NAMES)))
-  if name == "digits" or (name == "auto" and data_dir is None):
-    return digits.load_digits(split)
+
+def _check_classes(dataset):
+  """Warns about a training split that cannot teach a classifier much: one class, or classes without examples."""
+  names = dataset.class_names
+  if dataset.num_classes < 2:
+    _log.warning(
+        "input: %s has %d class (%s): a classifier learns nothing from it (its loss goes to 0); expected "
+        "2 or more classes", dataset.title(), dataset.num_classes, ", ".join(quote(n) for n in names))
+    return
+  counts = np.bincount(dataset.labels, minlength=dataset.num_classes)
+  empty = [names[i] for i in np.flatnonzero(counts == 0)]
+  if empty:
+    _log.warning("input: %s: %d of its %d classes have no example (%s%s)", dataset.title(), len(empty),
+                 dataset.num_classes, ", ".join(quote(n) for n in empty[:5]), ", ..." if len(empty) > 5 else "")
+
+
+def _open(name, data_dir, split):
   if name == "auto":
     name = detect(data_dir)
   else:
@@ -105,3 +141,26 @@ def open_dataset(name="auto", data_dir=None, split="train"):
   if name == "list":
     return _list_file(data_dir, split)
   return _image_folder(data_dir, split)
+
+
+def open_dataset(name="auto", data_dir=None, split="train"):
+  """Opens a dataset (see the module table) and returns a dataset_base.Dataset.
+
+  Raises ValueError with one line naming the path (or name) and what was expected; its subclass
+  UnreadableDatasetError when a dataset of image files has nothing that looks like an image.
+  """
+  name = (name or "auto").lower()
+  if name not in DATASET_NAMES:
+    raise ValueError("unknown dataset %r: expected one of %s" % (name, ", ".join(DATASET_NAMES)))
+  if name == "digits" or (name == "auto" and data_dir is None):
+    return digits.load_digits(split)
+  try:
+    dataset = _open(name, data_dir, split)
+    if isinstance(dataset, FileDataset):
+      probe_files(dataset)
+  except OSError as e:  # e.g. a folder or list without read permission
+    raise ValueError("%s: cannot read it (%s): expected a readable dataset folder or list file" %
+                     (quote(e.filename or data_dir), e.strerror or e))
+  if split == "train":
+    _check_classes(dataset)
+  return dataset

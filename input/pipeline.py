@@ -3,17 +3,21 @@
 One batch's journey: sampling.BatchPlan says which examples form global batch k; a worker (workers.py) decodes and
 augments them (augment.py, batch.py) into a shared-memory slot; the consumer here takes batches in order, copies the
 slot into the array handed to tf.data and frees the slot; the graph scales to [-1, 1] (preprocess.py).
+Bad files are logged here (logger input.pipeline), once per file per pipeline: `input: skipped <path>: <reason>`,
+and counted per file; every epoch end (train) or eval pass end logs the count so far. TensorFlow is imported only by
+tf_dataset(), so the pipeline and its workers also run in a process without it.
 """
 import inspect
 import logging
 import os
 
 import numpy as np
-import tensorflow.compat.v1 as tf
 
 from input import batch as batch_lib
+from input import image_codec
 from input import sampling
 from input.augment import Transform
+from input.messages import quote
 from input.workers import WorkerPool
 
 _log = logging.getLogger(__name__)
@@ -38,16 +42,19 @@ class InputPipeline(object):
   Attributes:
     steps_per_epoch: train: floor(shard / batch); eval: ceil(longest shard / batch).
     num_examples: examples in this rank's shard.
-    skipped: bad files skipped (train: replaced, eval: masked out) in the batches handed out so far.
+    skipped: distinct bad files met so far (train: replaced, eval: masked out) in the batches handed out.
+    bad_files: {path: reason} of those files.
     image_size: (height, width).
   """
 
   def __init__(self, dataset, image_size, batch_size, training, workers=None, seed=0, rank=0, num_ranks=1,
-               center_crop=False, start_batch=0, augment="inception", start_method="fork", num_slots=None):
+               center_crop=False, start_batch=0, augment="inception", max_pixels=image_codec.DEFAULT_MAX_PIXELS,
+               start_method="fork", num_slots=None):
     """workers=None uses every core; workers=0 builds batches in the calling thread (debugging).
 
     augment="none" trains on the eval resize (still reshuffled every epoch): for data that a crop or a
-    mirror destroys, such as the 8x8 digits.
+    mirror destroys, such as the 8x8 digits. max_pixels: an image whose header declares more pixels is skipped
+    as a bad file before it is decoded (None: no budget).
     """
     self.dataset = dataset
     self.image_size = _image_hw(image_size)
@@ -59,8 +66,11 @@ class InputPipeline(object):
     self.steps_per_epoch = self.plan.steps_per_epoch
     self.num_examples = self.plan.num_examples
     self.skipped = 0
-    self._warned = set()
-    self._transform = Transform(self.image_size, training, center_crop, augment)
+    self.bad_files = {}
+    self._passes = 0  # eval passes started
+    self._pass_examples = 0  # examples kept in the current eval pass
+    self._error = None
+    self._transform = Transform(self.image_size, training, center_crop, augment, max_pixels)
     self.num_workers = _available_cores() if workers is None else int(workers)
     self._pool = None
     self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
@@ -80,14 +90,19 @@ class InputPipeline(object):
     labels[:len(final)][kept] = self.dataset.labels[final[kept]]
     mask[:len(final)][kept] = 1.0
     for where, reason in skips:
-      self.skipped += 1
-      if where not in self._warned:
-        self._warned.add(where)
-        _log.warning("input: skipped %s: %s", where, reason)
+      if where not in self.bad_files:
+        self.bad_files[where] = reason
+        _log.warning("input: skipped %s: %s", quote(where), reason)
+    self.skipped = len(self.bad_files)
+    self._pass_examples += int(kept.sum())
     if (batch_id + 1) % self.steps_per_epoch == 0:
+      when = ("epoch %d" % (batch_id // self.steps_per_epoch) if self.training else "eval pass %d" % self._passes)
       report = _log.warning if self.skipped else _log.info
-      report("input: %d bad files skipped so far (epoch %d of %s %s)", self.skipped, batch_id // self.steps_per_epoch,
-             self.dataset.name, self.dataset.split)
+      report("input: %d bad files skipped so far (%s of %s %s)", self.skipped, when, self.dataset.name,
+             self.dataset.split)
+      if not self.training and self.num_examples and not self._pass_examples:
+        _log.warning("input: %s of %s %s had no usable example: all %d were skipped", when, self.dataset.name,
+                     self.dataset.split, self.num_examples)
     return images, labels, mask
 
   def _local_batches(self, first, stop):
@@ -96,7 +111,11 @@ class InputPipeline(object):
     while stop is None or k < stop:
       epoch, indices = self.plan.batch(k)
       images = np.empty([self.batch_size, h, w, 3], np.uint8)
-      final, skips = batch_lib.fill_batch(self.dataset, self._transform, images, epoch, indices, self.seed)
+      try:
+        final, skips = batch_lib.fill_batch(self.dataset, self._transform, images, epoch, indices, self.seed)
+      except Exception as e:
+        self._error = e
+        raise
       yield self._finish(k, final, skips, images)
       k += 1
 
@@ -143,6 +162,9 @@ class InputPipeline(object):
     """
     first = self.start_batch if first is None else int(first)
     stop = None if self.training else self.steps_per_epoch
+    if not self.training:
+      self._passes += 1
+      self._pass_examples = 0
     if self._pool is None:
       return self._local_batches(first, stop)
     return self._pool_batches(first, stop)
@@ -152,6 +174,7 @@ class InputPipeline(object):
 
     Every new iterator over it restarts at start_batch (train) or at the first batch (eval).
     """
+    import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
     h, w = self.image_size
     b = self.batch_size
     types = (tf.uint8, tf.int32, tf.float32)
@@ -163,6 +186,15 @@ class InputPipeline(object):
     else:
       dataset = tf.data.Dataset.from_generator(lambda: self.batches(), types, shapes)
     return dataset.prefetch(prefetch)
+
+  @property
+  def error(self):
+    """The exception that stopped this pipeline (workers.WorkerDiedError, dataset_base.UnreadableDatasetError, or
+    a RuntimeError from a worker), or None. tf.data wraps an exception raised inside the generator into a TF error
+    with a long traceback; a trainer that catches that error can print this one instead."""
+    if self._error is None and self._pool is not None:
+      return self._pool.error
+    return self._error
 
   @property
   def worker_pids(self):

@@ -15,10 +15,14 @@ multiprocessing RawArray, whose backing file is unlinked as soon as it is create
 no shared-memory segment.
 
 Lifetime: workers set PR_SET_PDEATHSIG(SIGKILL) (Linux) and also poll their parent pid, ignore SIGINT (Ctrl-C goes
-to the whole process group; the parent decides), and are daemons. A worker that dies is reported by the parent as a
-RuntimeError naming it and its exit code. close() is idempotent and runs at interpreter exit.
+to the whole process group; the parent decides), and are daemons. Before each example a worker writes what it is
+reading (the file path) into its row of a small shared array, so a worker that dies (killed, out of memory) is
+reported by the parent as one WorkerDiedError line naming the worker, its pid, the signal and the file it was
+decoding. An UnreadableDatasetError in a worker is re-raised as such in the parent; any other exception as a
+RuntimeError with the worker's traceback. close() is idempotent and runs at interpreter exit.
 """
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import mmap
@@ -34,8 +38,11 @@ import weakref
 import numpy as np
 
 from input import batch as batch_lib
+from input.dataset_base import UnreadableDatasetError
+from input.messages import quote
 
 _POLL_SECONDS = 0.25
+_CURRENT_BYTES = 1024  # per worker: the path it is reading, NUL-terminated (the tail of a longer one)
 _live_pools = weakref.WeakSet()
 
 
@@ -45,6 +52,26 @@ def _close_live_pools():
 
 
 atexit.register(_close_live_pools)
+
+
+@contextlib.contextmanager
+def _opencv_threads_stopped(start_method):
+  """OpenCV's thread pool is stopped while workers are forked, and restored after.
+
+  A forked child inherits the state of the parent's OpenCV pool but none of its threads; its first
+  cv2.setNumThreads() then waits forever on a condition variable that only those threads could release (seen with
+  opencv-python 4.10 whenever the parent had run a multi-threaded cv2 call before creating a pipeline).
+  """
+  if start_method != "fork":
+    yield
+    return
+  import cv2  # pylint: disable=g-import-not-at-top
+  previous = cv2.getNumThreads()
+  cv2.setNumThreads(1)
+  try:
+    yield
+  finally:
+    cv2.setNumThreads(previous)
 
 
 def _die_with_parent(parent_pid):
@@ -58,11 +85,41 @@ def _die_with_parent(parent_pid):
     os._exit(1)
 
 
-def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, tasks, results, generation, seed):
+class WorkerDiedError(RuntimeError):
+  """An input worker process died (killed by a signal, e.g. the kernel's out-of-memory killer): the message is one
+  line naming the worker, its pid, how it died and the file(s) it was decoding."""
+
+
+def _shared_bytes(size, ctx, start_method):
+  # fork: an anonymous shared mapping has no name, so nothing can leak into /dev/shm whatever kills us.
+  if start_method == "fork":
+    return mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+  return ctx.RawArray(ctypes.c_uint8, size)
+
+
+def _current_writer(row):
+  """A function that records `where` (a str) in the uint8 array `row`."""
+
+  def write(where):
+    data = where.encode("utf-8", "surrogateescape")[-(len(row) - 1):]
+    row[:len(data)] = np.frombuffer(data, dtype=np.uint8)
+    row[len(data)] = 0
+
+  return write
+
+
+def _read_current(row):
+  data = row.tobytes().split(b"\0", 1)[0]
+  return data.decode("utf-8", "surrogateescape") if data else None
+
+
+def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, current, tasks, results, generation, seed):
   _die_with_parent(parent_pid)
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
   ring = np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
+  my_row = np.frombuffer(current, dtype=np.uint8).reshape(-1, _CURRENT_BYTES)[worker_id]
+  record = _current_writer(my_row)
   while True:
     try:
       task = tasks.get(timeout=1.0)
@@ -77,8 +134,11 @@ def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, tasks
       results.put(("stale", gen, batch_id, slot, None, None))
       continue
     try:
-      final, skips = batch_lib.fill_batch(dataset, transform, ring[slot], epoch, indices, seed)
+      final, skips = batch_lib.fill_batch(dataset, transform, ring[slot], epoch, indices, seed, record)
+      my_row[0] = 0
       results.put(("ok", gen, batch_id, slot, final, skips))
+    except UnreadableDatasetError as e:
+      results.put(("unreadable", gen, batch_id, slot, worker_id, str(e)))
     except Exception:
       results.put(("error", gen, batch_id, slot, worker_id, traceback.format_exc()))
 
@@ -113,24 +173,25 @@ class WorkerPool(object):
     self.num_slots = num_slots
     self._closed = False
     self._error = None
-    if start_method == "fork":
-      self._buffer = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
-    else:
-      self._buffer = ctx.RawArray(ctypes.c_uint8, size)
+    self._buffer = _shared_bytes(size, ctx, start_method)
     self.ring = np.frombuffer(self._buffer, dtype=np.uint8).reshape(shape)
+    self._current_buffer = _shared_bytes(num_workers * _CURRENT_BYTES, ctx, start_method)
+    self._current = np.frombuffer(self._current_buffer, dtype=np.uint8).reshape(num_workers, _CURRENT_BYTES)
     self._tasks = ctx.Queue()
     self._results = ctx.Queue()
     self._generation = ctx.RawValue(ctypes.c_long, 0)
     self._procs = []
     _live_pools.add(self)
     parent = os.getpid()
-    for wid in range(num_workers):
-      proc = ctx.Process(
-          target=_worker_main, name="input-worker-%d" % wid, args=(wid, parent, dataset, transform, self._buffer, shape,
-                                                                   self._tasks, self._results, self._generation, seed))
-      proc.daemon = True
-      proc.start()
-      self._procs.append(proc)
+    with _opencv_threads_stopped(start_method):
+      for wid in range(num_workers):
+        proc = ctx.Process(
+            target=_worker_main, name="input-worker-%d" % wid,
+            args=(wid, parent, dataset, transform, self._buffer, shape, self._current_buffer, self._tasks,
+                  self._results, self._generation, seed))
+        proc.daemon = True
+        proc.start()
+        self._procs.append(proc)
 
   @property
   def pids(self):
@@ -141,6 +202,11 @@ class WorkerPool(object):
       raise self._error
     if self._closed:
       raise RuntimeError("the input pipeline was closed; create a new InputPipeline")
+
+  @property
+  def error(self):
+    """The exception that stopped this pool, or None."""
+    return self._error
 
   @property
   def generation(self):
@@ -156,15 +222,27 @@ class WorkerPool(object):
     self._check_usable()
     self._tasks.put((gen, batch_id, slot, epoch, np.asarray(indices, dtype=np.int64)))
 
+  def current_files(self):
+    """What each worker is reading right now (a path, or None when it is between batches)."""
+    return [_read_current(row) for row in self._current]
+
   def _check_workers(self):
+    dead = []
     for wid, proc in enumerate(self._procs):
       if proc.exitcode is not None:
-        self._error = RuntimeError("input worker %d (pid %d) died with %s; the input pipeline cannot continue" %
-                                   (wid, proc.pid, _describe_exit(proc.exitcode)))
-        raise self._error
+        where = _read_current(self._current[wid])
+        dead.append("input worker %d (pid %d) died with %s %s" % (wid, proc.pid, _describe_exit(
+            proc.exitcode), "while decoding %s" % quote(where) if where else "between batches"))
+    if dead:
+      self._error = WorkerDiedError("%s; the input pipeline cannot continue" % "; ".join(dead))
+      raise self._error
 
   def get_result(self):
-    """The next result tuple (kind, gen, batch_id, slot, final, skips); raises RuntimeError if a worker died."""
+    """The next result tuple (kind, gen, batch_id, slot, final, skips).
+
+    Raises WorkerDiedError if a worker died, UnreadableDatasetError if a worker met only bad files, RuntimeError
+    (with the worker's traceback) for any other exception in a worker.
+    """
     self._check_usable()
     # Checked on every call, not only when the queue runs dry: the other workers may keep the queue busy
     # while the batch a dead worker held never arrives.
@@ -175,6 +253,9 @@ class WorkerPool(object):
       except queue.Empty:
         self._check_workers()
         continue
+      if result[0] == "unreadable":
+        self._error = UnreadableDatasetError(result[5])
+        raise self._error
       if result[0] == "error":
         self._error = RuntimeError("input worker %d failed on batch %d:\n%s" % (result[4], result[2], result[5]))
         raise self._error
@@ -186,7 +267,9 @@ class WorkerPool(object):
       return
     self._closed = True
     self._generation.value += 1
-    for _ in self._procs:
+    # One stop sentinel per live worker only: a sentinel nobody reads would still be in the queue's feeder thread
+    # when close() shuts the pipe below, and that thread prints a BrokenPipeError traceback.
+    for _ in [p for p in self._procs if p.is_alive()]:
       try:
         self._tasks.put_nowait(None)
       except Exception:

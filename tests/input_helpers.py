@@ -1,6 +1,8 @@
 """Small files in the real formats, written by the input tests themselves."""
 import os
 import pickle
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -81,3 +83,46 @@ def write_bad_files(folder):
   with open(paths["text"], "w") as f:
     f.write("this is not an image\n")
   return paths
+
+
+def write_bytes(path, data):
+  folder = os.path.dirname(path)
+  if not os.path.isdir(folder):
+    os.makedirs(folder)
+  with open(path, "wb") as f:
+    f.write(data)
+  return path
+
+
+def encode(ext, image_rgb, params=()):
+  """The bytes of `image_rgb` encoded as `ext` by OpenCV."""
+  ok, data = cv2.imencode(ext, np.ascontiguousarray(image_rgb[..., ::-1]), list(params))
+  assert ok
+  return data.tobytes()
+
+
+def _png_chunk(kind, body):
+  return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def png_bomb(side, with_pixels=True):
+  """A 1-bit gray PNG of side x side black pixels: all of its rows (real, highly compressible data; tens of KB for
+  side=20000), or only its header when with_pixels is False. Nothing of the decoded size is ever allocated here."""
+  header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+  idat = b""
+  if with_pixels:
+    rows = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    packer = zlib.compressobj(9)
+    parts = [packer.compress(rows * min(1024, side - done)) for done in range(0, side, 1024)]
+    idat = _png_chunk(b"IDAT", b"".join(parts) + packer.flush())
+  return b"\x89PNG\r\n\x1a\n" + header + idat + _png_chunk(b"IEND", b"")
+
+
+def jpeg_claiming(height, width):
+  """A real 8x8 JPEG (about 600 bytes) whose frame header claims height x width: a big header with little data."""
+  data = bytearray(encode(".jpg", np.full((8, 8, 3), 128, np.uint8)))
+  pos = 2
+  while data[pos + 1] not in (0xC0, 0xC2):
+    pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+  data[pos + 5:pos + 9] = struct.pack(">HH", height, width)
+  return bytes(data)

@@ -1,5 +1,6 @@
-"""Worker lifetime: a killed worker is a clear error (not a hang); SIGTERM, Ctrl-C or a plain exit of the main
-process leaves no worker process and no shared-memory segment behind; close() is idempotent."""
+"""Worker lifetime: a killed worker is a clear one-line error naming the file it was decoding (not a hang); SIGTERM,
+Ctrl-C or a plain exit of the main process leaves no worker process and no shared-memory segment behind; close() is
+idempotent."""
 import json
 import os
 import signal
@@ -9,8 +10,11 @@ import time
 
 import pytest
 
+from input.dataset_base import FileDataset
 from input.datasets import open_dataset
 from input.pipeline import InputPipeline
+from input.workers import WorkerDiedError
+from tests.input_helpers import noisy, write_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,10 +32,10 @@ batches = pipe.batches()
 next(batches)
 print(json.dumps(pipe.worker_pids), flush=True)
 if sys.argv[1] == "exit":
-    sys.exit(0)  # no close(): the atexit hook must stop the workers
+  sys.exit(0)  # no close(): the atexit hook must stop the workers
 while True:
-    next(batches)
-    time.sleep(0.01)
+  next(batches)
+  time.sleep(0.01)
 """
 
 
@@ -133,3 +137,35 @@ def test_close_is_idempotent_and_stops_workers():
   assert _wait_gone(pids, 5) == []
   with pytest.raises(RuntimeError, match="closed"):
     next(pipe.batches())
+
+
+class _SlowFile(FileDataset):
+  """Reading slow.png takes a minute: long enough to kill the worker in the middle of it."""
+
+  def read_encoded(self, i):
+    if self.paths[i].endswith("slow.png"):
+      time.sleep(60)
+    return super(_SlowFile, self).read_encoded(i)
+
+
+def test_worker_killed_while_decoding_is_one_line_naming_the_file(tmp_path):
+  paths = [write_image(str(tmp_path / "c" / name), noisy(i)) for i, name in enumerate(["a.png", "b.png", "slow.png"])]
+  pipe = InputPipeline(_SlowFile("imagefolder", "val", ["c"], paths, [0, 0, 0]), 8, 2, False, workers=1)
+  try:
+    batches = pipe.batches()
+    next(batches)  # batch 0 (a, b) comes back; batch 1 (slow) is already with the worker
+    deadline = time.time() + 30
+    while pipe._pool.current_files() != [paths[2]] and time.time() < deadline:
+      time.sleep(0.05)
+    victim = pipe.worker_pids[0]
+    os.kill(victim, signal.SIGKILL)
+    _alarm(30)
+    with pytest.raises(WorkerDiedError) as info:
+      list(batches)
+    signal.alarm(0)
+  finally:
+    signal.alarm(0)
+    pipe.close()
+  assert str(info.value) == ("input worker 0 (pid %d) died with exit code -9, killed by SIGKILL (out of memory?) while "
+                             "decoding %s; the input pipeline cannot continue" % (victim, paths[2]))
+  assert pipe.error is info.value

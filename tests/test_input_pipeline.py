@@ -1,17 +1,21 @@
-"""InputPipeline: determinism across worker counts, reshuffling, shards, resume, exact-once eval, bad files,
-and the tf.data hand-off."""
+"""InputPipeline: determinism across worker counts, reshuffling, shards, resume, exact-once eval, bad files (counted
+per file, said through the input logger only), unreadable datasets, and the tf.data hand-off."""
 import logging
+import os
+import signal
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from input.dataset_base import ArrayDataset
+from input.dataset_base import ArrayDataset, FileDataset, UnreadableDatasetError
 from input.datasets import open_dataset
 from input.pipeline import InputPipeline
 from input.preprocess import to_model_input
 from input.sampling import BatchPlan
-from tests.input_helpers import noisy, write_bad_files, write_image
+from launch import evaluation
+from tests.input_helpers import encode, noisy, write_bad_files, write_bytes, write_image
 
 
 def _indexed_dataset(n, split="val"):
@@ -101,7 +105,7 @@ def test_bad_files_are_skipped_counted_and_replaced_deterministically(tmp_path, 
   for workers in (1, 2):
     with InputPipeline(ds, 16, 7, True, workers=workers, seed=0) as pipe:
       batches = _take(pipe, 2 * pipe.steps_per_epoch)  # two full epochs: every bad file met twice
-      assert pipe.skipped >= 8
+      assert pipe.skipped == 4 and set(pipe.bad_files) == set(bad.values())  # counted per file, not per meeting
       runs.append((batches, pipe.skipped))
   assert runs[0][1] == runs[1][1]
   for (a_img, a_lab, _), (b_img, b_lab, _) in zip(runs[0][0], runs[1][0]):
@@ -159,3 +163,79 @@ def test_a_new_iterator_restarts_eval_and_supersedes_the_old_one():
       assert labels == list(range(40))
     with pytest.raises(RuntimeError, match="superseded"):
       next(first)
+
+
+def test_eval_passes_are_numbered_and_a_pass_without_examples_is_said(tmp_path, caplog):
+  bad = write_bad_files(str(tmp_path / "c"))
+  ds = FileDataset("imagefolder", "val", ["c"], sorted(bad.values()), [0] * len(bad))
+  caplog.set_level(logging.INFO, logger="input")
+  with InputPipeline(ds, 8, 3, False, workers=1) as pipe:
+    graph = evaluation.build_eval(pipe, lambda images: tf.zeros([3, 4]) + tf.cast(images[:, 0, 0, :1], tf.float32))
+    with tf.Session() as sess:
+      results = [evaluation.evaluate(sess, graph) for _ in range(2)]
+  assert all(r["examples"] == 0 and np.isnan(r["top1"]) and np.isnan(r["top5"]) for r in results)  # not 0.0
+  counts = [r.getMessage() for r in caplog.records if "bad files skipped so far" in r.getMessage()]
+  assert counts == ["input: 4 bad files skipped so far (eval pass %d of imagefolder val)" % p for p in (1, 2)]
+  assert sum("eval pass 2 of imagefolder val had no usable example: all 4 were skipped" in r.getMessage()
+             for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_all_unreadable_dataset_stops_training_with_one_line(tmp_path, workers):
+  paths = [
+      write_bytes(str(tmp_path / ("%d.jpg" % i)), b"version https://git-lfs.github.com/spec/v1\n") for i in range(5)
+  ]
+  ds = FileDataset("imagefolder", "train", ["a", "b"], paths, [0, 1, 0, 1, 0], source=str(tmp_path))
+  with InputPipeline(ds, 8, 2, True, workers=workers) as pipe:
+    with pytest.raises(UnreadableDatasetError) as info:
+      next(pipe.batches())
+    assert pipe.error is info.value
+  message = str(info.value)
+  assert "\n" not in message and message.startswith(
+      "imagefolder train (%s): 21 files in a row, none could be read" % tmp_path)
+  assert message.count("a Git LFS pointer file") == 3 and "(and 2 more)" in message
+
+
+def test_every_input_message_goes_through_the_input_logger_and_nothing_is_printed(tmp_path, capfd):
+  bad = _folder_with_bad_files(tmp_path)
+  damaged = bytearray(encode(".png", noisy(4, (32, 32))))
+  start = damaged.find(b"IDAT") + 4
+  damaged[start + 10:start + 30] = b"\x00" * 20  # libpng prints an error for it
+  bad["libpng"] = write_bytes(str(tmp_path / "c0" / "damaged.png"), bytes(damaged))
+  os.symlink("..", str(tmp_path / "c0" / "loop"))
+  os.mkfifo(str(tmp_path / "c1" / "fifo.jpg"))
+  listed = [str(tmp_path / "c0" / "loop"), str(tmp_path / "c1" / "fifo.jpg")]
+  seen = []
+  handler = logging.Handler(logging.INFO)
+  handler.emit = lambda record: seen.append(record.getMessage())
+  logger = logging.getLogger("input")
+  old_level, old_propagate = logger.level, logger.propagate
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False  # only the handler a trainer would add: no pytest capture, no last-resort printing
+  try:
+    ds = open_dataset("imagefolder", str(tmp_path), "train")
+    with InputPipeline(ds, 16, 5, True, workers=2, seed=1) as pipe:
+      _take(pipe, 3 * pipe.steps_per_epoch)
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+    logger.propagate = old_propagate
+  for path in list(bad.values()) + listed:
+    assert sum(line.startswith("input: skipped %s: " % path) for line in seen) == 1, path
+  assert sum("bad files skipped so far (epoch" in line for line in seen) == 3
+  assert capfd.readouterr() == ("", "")  # workers' libpng noise included
+
+
+def test_workers_start_after_the_parent_used_opencv_threads(digits):
+  # The parent's OpenCV thread pool must not be inherited half-alive: cv2.setNumThreads in the forked worker
+  # used to wait forever on it.
+  cv2.GaussianBlur(np.zeros((1500, 1500, 3), np.float32), (31, 31), 5)
+  signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the workers hung at start-up"))
+  signal.alarm(60)
+  try:
+    with InputPipeline(digits, 8, 16, True, workers=2, seed=0) as pipe:
+      images, _, _ = _take(pipe, 4)[-1]
+  finally:
+    signal.alarm(0)
+  assert images.shape == (16, 8, 8, 3)
