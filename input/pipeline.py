@@ -9,7 +9,6 @@ tf_dataset(), so the pipeline and its workers also run in a process without it.
 """
 import inspect
 import logging
-import os
 
 import numpy as np
 
@@ -19,21 +18,10 @@ from input import sampling
 from input.augment import Transform
 from input.messages import quote
 from input.workers import WorkerPool
+from vit_raw.cpu_config import usable_cores
+from vit_raw.configs import image_hw
 
 _log = logging.getLogger(__name__)
-
-
-def _image_hw(image_size):
-  if isinstance(image_size, (list, tuple)):
-    return int(image_size[0]), int(image_size[1])
-  return int(image_size), int(image_size)
-
-
-def _available_cores():
-  """Cores this process may run on (a container's CPU set, not the host's core count)."""
-  if hasattr(os, "sched_getaffinity"):
-    return max(1, len(os.sched_getaffinity(0)))
-  return os.cpu_count() or 1
 
 
 class InputPipeline(object):
@@ -57,7 +45,7 @@ class InputPipeline(object):
     as a bad file before it is decoded (None: no budget).
     """
     self.dataset = dataset
-    self.image_size = _image_hw(image_size)
+    self.image_size = image_hw(image_size)
     self.batch_size = int(batch_size)
     self.training = bool(training)
     self.seed = int(seed)
@@ -71,7 +59,7 @@ class InputPipeline(object):
     self._pass_examples = 0  # examples kept in the current eval pass
     self._error = None
     self._transform = Transform(self.image_size, training, center_crop, augment, max_pixels)
-    self.num_workers = _available_cores() if workers is None else int(workers)
+    self.num_workers = usable_cores() if workers is None else int(workers)
     self._pool = None
     self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
     if self.num_workers > 0:
@@ -97,9 +85,9 @@ class InputPipeline(object):
     self._pass_examples += int(kept.sum())
     if (batch_id + 1) % self.steps_per_epoch == 0:
       when = ("epoch %d" % (batch_id // self.steps_per_epoch) if self.training else "eval pass %d" % self._passes)
-      report = _log.warning if self.skipped else _log.info
-      report("input: %d bad files skipped so far (%s of %s %s)", self.skipped, when, self.dataset.name,
-             self.dataset.split)
+      if self.skipped:  # nothing to say about a clean epoch
+        _log.warning("input: %d bad files skipped so far (%s of %s %s)", self.skipped, when, self.dataset.name,
+                     self.dataset.split)
       if not self.training and self.num_examples and not self._pass_examples:
         _log.warning("input: %s of %s %s had no usable example: all %d were skipped", when, self.dataset.name,
                      self.dataset.split, self.num_examples)

@@ -4,6 +4,7 @@ Every record (launch/metrics.py) is put once to `Monitors`, which hands it to ea
 JSON file that tools read and TensorBoard always show the same numbers (tensorpack's monitors).
 """
 import logging as py_logging
+import logging.handlers  # pylint: disable=unused-import
 import math
 import os
 
@@ -36,17 +37,19 @@ def use_compact_console():
 
 class RunLog(object):
   """For the life of a run: absl's and the input pipeline's records go to <model_dir>/train.log (absl's full
-  prefix) as well as to the console."""
+  prefix) as well as to the console.
+
+  Records are held in memory until `start_file()`, so that what happens before the run decides to write (opening
+  the datasets, finding a finished run) reaches train.log when it does, and nothing is written when it does not.
+  """
 
   def __init__(self, model_dir):
-    if not os.path.isdir(model_dir):
-      os.makedirs(model_dir)
     self.path = os.path.join(model_dir, LOG_FILE)
-    self._file = py_logging.FileHandler(self.path)
-    self._file.setFormatter(logging.PythonFormatter())
+    self._file = None
+    self._buffer = py_logging.handlers.MemoryHandler(capacity=10**6, flushLevel=py_logging.CRITICAL + 1)
     self._loggers = [logging.get_absl_logger()] + [py_logging.getLogger(name) for name in EXTRA_LOGGERS]
     for logger in self._loggers:
-      logger.addHandler(self._file)
+      logger.addHandler(self._buffer)
     self._console = None
     absl_handler = logging.get_absl_handler()
     for name in EXTRA_LOGGERS:
@@ -59,14 +62,30 @@ class RunLog(object):
         logger.propagate = False
     logging.set_verbosity(logging.INFO)
 
+  def start_file(self):
+    """Opens train.log (appending), writes the records held so far, and sends every later record there."""
+    directory = os.path.dirname(self.path)
+    if directory and not os.path.isdir(directory):
+      os.makedirs(directory)
+    self._file = py_logging.FileHandler(self.path)
+    self._file.setFormatter(logging.PythonFormatter())
+    self._buffer.setTarget(self._file)
+    self._buffer.flush()
+    for logger in self._loggers:
+      logger.removeHandler(self._buffer)
+      logger.addHandler(self._file)
+
   def close(self):
     for logger in self._loggers:
-      logger.removeHandler(self._file)
-      if self._console is not None:
-        logger.removeHandler(self._console)
+      for handler in (self._buffer, self._file, self._console):
+        if handler is not None:
+          logger.removeHandler(handler)
     for name in EXTRA_LOGGERS:
       py_logging.getLogger(name).propagate = True
-    self._file.close()
+    self._buffer.setTarget(None)
+    self._buffer.close()
+    if self._file is not None:
+      self._file.close()
 
 
 def _stderr_handler():

@@ -22,6 +22,7 @@ from absl import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from input.dataset_base import UnreadableDatasetError
 from input.pipeline import InputPipeline
 from input.preprocess import to_model_input
 from launch import callbacks as callbacks_lib
@@ -36,6 +37,7 @@ from launch import metrics
 from launch import monitors as monitors_lib
 from launch import npu
 from launch import optimizers
+from launch import run_lock
 from launch import run_record
 from launch import schedules
 from launch import train_graph
@@ -138,7 +140,7 @@ def build_graph(f, plan, start_step, restoring):
   eval_pipe = eval_graph = None
   if plan.eval_ds is not None:
     eval_pipe = InputPipeline(plan.eval_ds, size, plan.eval_batch_size, False, workers=f.workers, seed=f.seed,
-                              rank=plan.rank, num_ranks=plan.num_ranks)
+                              rank=plan.rank, num_ranks=plan.num_ranks, max_pixels=f.max_image_pixels)
     eval_graph = evaluation.build_eval(eval_pipe, lambda images: model_fn(images, False))
   return TrainGraph(init_fn, best_top1, best_input, set_best, train_pipe, train_iterator, loop, probe, eval_pipe,
                     eval_graph, Checkpoints(plan.model_dir, f.keep_checkpoints))
@@ -151,30 +153,55 @@ def train(f, plan):
   graph = build_graph(f, plan, start_step, restoring=latest is not None)
   monitors = monitors_lib.make_monitors(plan.model_dir, tf.get_default_graph(), plan.rank)
   try:
-    with tf.Session(config=device_lib.session_config(plan, f)) as sess:
-      sess.run(tf.global_variables_initializer())
-      if latest:
-        graph.checkpoints.restore(sess, latest)
-        logging.info(log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.steps_per_epoch))
-      elif graph.init_fn is not None:
-        graph.init_fn(sess)
-        for line in graph.init_fn.report:
-          logging.info("init_checkpoint: %s", line)
-      run = callbacks_lib.RunState(sess, graph, plan, f, monitors, start_step, float(sess.run(graph.best_top1)))
-      warmup = callbacks_lib.timing_warmup_steps(f, plan)
-      run.put(run_start_record(f, plan, start_step, warmup))
-      if f.mode == "eval":
-        callbacks_lib.Evaluator(trigger=None).evaluate(run)
-      else:
-        run_loop(run, callbacks_lib.make_callbacks(f, plan, graph, warmup))
-      summary = summary_record(run, warmup)
-      run.put(summary)
-      return summary
+    return _train_in_session(f, plan, graph, monitors, latest, start_step)
+  except tf.errors.OpError:
+    raise_input_failure(graph)
+    raise
   finally:
     monitors.close()
     for pipe in (graph.train_pipe, graph.eval_pipe):
       if pipe is not None:
         pipe.close()
+
+
+def raise_input_failure(graph):
+  """When a TF error came from an input pipeline, raises the pipeline's own one-line error instead (the worker,
+  the signal and the file for a dead worker; the first bad files of an unreadable dataset); TF's traceback goes
+  to debug level only."""
+  for pipe in (graph.train_pipe, graph.eval_pipe):
+    error = pipe.error if pipe is not None else None
+    if error is not None:
+      logging.debug("input pipeline failure", exc_info=True)
+      if isinstance(error, UnreadableDatasetError):
+        raise FlagError(str(error))
+      lines = str(error).strip().splitlines()
+      if len(lines) > 1:  # a worker's exception: its traceback at debug level (--verbosity=1), its last line here
+        logging.debug(str(error))
+        raise callbacks_lib.TrainingStopped("%s %s" % (lines[0], lines[-1]))
+      raise callbacks_lib.TrainingStopped(lines[0])
+
+
+def _train_in_session(f, plan, graph, monitors, latest, start_step):
+  """The session part of `train`: initialise or restore, then the loop or one evaluation; the summary record."""
+  with tf.Session(config=device_lib.session_config(plan, f)) as sess:
+    sess.run(tf.global_variables_initializer())
+    if latest:
+      graph.checkpoints.restore(sess, latest)
+      logging.info(log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.steps_per_epoch))
+    elif graph.init_fn is not None:
+      graph.init_fn(sess)
+      for line in graph.init_fn.report:
+        logging.info("init_checkpoint: %s", line)
+    run = callbacks_lib.RunState(sess, graph, plan, f, monitors, start_step, float(sess.run(graph.best_top1)))
+    warmup = callbacks_lib.timing_warmup_steps(f, plan)
+    run.put(run_start_record(f, plan, start_step, warmup))
+    if f.mode == "eval":
+      callbacks_lib.Evaluator(trigger=None).evaluate(run)
+    else:
+      run_loop(run, callbacks_lib.make_callbacks(f, plan, graph, warmup))
+    summary = summary_record(run, warmup)
+    run.put(summary)
+    return summary
 
 
 def run_loop(run, callbacks):
@@ -302,21 +329,27 @@ def finished_run(model_dir, total_steps):
 
 def run(f):
   """Checks the flags, then trains and/or evaluates; returns the summary record. Raises FlagError before any work
-  for a bad command line."""
+  for a bad command line (or a run folder another trainer holds)."""
   flags_lib.check_flags(f)
-  plan = make_plan(f)
-  if f.mode != "eval":
-    done = finished_run(plan.model_dir, plan.total_steps)
-    if done is not None:
-      logging.info(
-          "%s: already finished at step %d of %d; nothing to do (remove the folder, pass another "
-          "--model_dir, or raise --train_steps/--num_epochs to train on)", plan.model_dir, done["step"],
-          plan.total_steps)
-      if "final_top1" in done:
-        logging.info(log_format.summary_line(done))
-      return done
-  log = monitors_lib.RunLog(plan.model_dir)
   try:
+    lock = run_lock.RunLock(f.model_dir).acquire()
+  except ValueError as e:  # RunLockedError included: one writer per run folder
+    raise FlagError(str(e))
+  # Records from opening the datasets (listing and label warnings) are kept until the run starts writing its log.
+  log = monitors_lib.RunLog(f.model_dir)
+  try:
+    plan = make_plan(f)
+    if f.mode != "eval":
+      done = finished_run(plan.model_dir, plan.total_steps)
+      if done is not None:
+        logging.info(
+            "%s: already finished at step %d of %d; nothing to do (remove the folder, pass another "
+            "--model_dir, or raise --train_steps/--num_epochs to train on)", plan.model_dir, done["step"],
+            plan.total_steps)
+        if "final_top1" in done:
+          logging.info(log_format.summary_line(done))
+        return done
+    log.start_file()
     lines = recorded_flags(f, plan)
     if plan.rank == 0:
       if tf.train.latest_checkpoint(plan.model_dir):
@@ -328,6 +361,7 @@ def run(f):
     return train(f, plan)
   finally:
     log.close()
+    lock.release()
 
 
 def main(argv):

@@ -10,8 +10,6 @@ import numpy as np
 
 from input import image_codec
 
-# A decoded image larger than this is refused before decoding (a small file can declare a huge JPEG frame).
-MAX_PIXELS = 1 << 28
 LIST_EXTENSIONS = (".txt",)
 
 
@@ -19,19 +17,13 @@ class ImageError(ValueError):
   """One image that cannot be used (missing, not a regular file, undecodable); the tools skip it with a line."""
 
 
-def load_rgb(path):
-  """uint8 RGB [H, W, 3] of the image file `path`; raises ImageError with the path and the reason."""
+def load_rgb(path, max_pixels=image_codec.DEFAULT_MAX_PIXELS):
+  """uint8 RGB [H, W, 3] of the image file `path`, through the training pipeline's decoder and its checks
+  (regular file, not truncated, not a decompression bomb); raises ImageError with the path and the reason."""
   if not os.path.exists(path):
     raise ImageError("%s does not exist" % path)
-  if not os.path.isfile(path):
-    raise ImageError("%s is not a regular file (expected an image file)" % path)
   try:
-    data = image_codec.read_bytes(path)
-    size = image_codec.jpeg_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-      raise image_codec.DecodeError(
-          path, "JPEG header declares %dx%d pixels, more than the %d allowed" % (size[1], size[0], MAX_PIXELS))
-    return image_codec.decode_rgb(data, path)
+    return image_codec.decode_image(path, max_pixels)
   except image_codec.DecodeError as e:
     raise ImageError("%s: %s" % (path, e.reason))
 

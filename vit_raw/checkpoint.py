@@ -323,7 +323,7 @@ def fit_to_model(values, target_shapes, config, image_size, keep_pre_logits=Fals
       continue
     shape = tuple(target_shapes[name])
     if name == "pos_embedding" and value.shape != shape and value.ndim == 3 and value.shape[2] == shape[2]:
-      h, w = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+      h, w = configs.image_hw(image_size)
       value = resize_pos_embedding(value, (h // config.patch_size, w // config.patch_size))
     if tuple(value.shape) != shape:
       raise ValueError("checkpoint key %s has shape %s, model expects %s: %s" %
@@ -380,7 +380,7 @@ def init_from_checkpoint(path, config, num_classes, image_size, keep_pre_logits=
     for name in ("head/kernel", "head/bias"):
       if name in missing and name in variables:
         ops.append(tf.assign(variables[name], tf.zeros_like(variables[name])))
-  h, w = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+  h, w = configs.image_hw(image_size)
   new_grid = "%dx%d" % (h // config.patch_size, w // config.patch_size)
   report = _load_report(path, values, shapes, assign_values, missing, unused, new_grid)
   message = "; ".join(report)

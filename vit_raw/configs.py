@@ -78,3 +78,10 @@ def family_of_hidden(hidden_size):
     if shape[0] == hidden_size:
       return "ViT-" + family
   return None
+
+
+def image_hw(size):
+  """(height, width) of an image size given as one int (square) or a (height, width) pair."""
+  if isinstance(size, (tuple, list)):
+    return int(size[0]), int(size[1])
+  return int(size), int(size)

@@ -1,7 +1,12 @@
 """Session options that make the ViT graph fast on CPU; the trainer and the tools build their sessions from here."""
 import os
 
-import tensorflow.compat.v1 as tf
+
+def usable_cores():
+  """Cores this process may run on (a container's CPU set, not the host's core count)."""
+  if hasattr(os, "sched_getaffinity"):
+    return max(1, len(os.sched_getaffinity(0)))
+  return os.cpu_count() or 1
 
 
 def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, allow_soft_placement=True):
@@ -14,7 +19,8 @@ def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, all
     does not use oneDNN/AMX for the matmuls), so off by default. Takes effect only if this is called before the
     process's first session (TF reads TF_XLA_FLAGS once), or if TF_XLA_FLAGS=--tf_xla_cpu_global_jit is exported.
   """
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top  (usable_cores needs no TensorFlow)
+  cores = usable_cores()
   config = tf.ConfigProto(intra_op_parallelism_threads=intra_op_threads or cores,
                           inter_op_parallelism_threads=inter_op_threads or 1, allow_soft_placement=allow_soft_placement)
   if xla:

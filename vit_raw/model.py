@@ -17,19 +17,15 @@ import math
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from vit_raw.configs import image_hw
+
 LAYER_NORM_EPSILON = 1e-6  # flax.linen.LayerNorm default, which the official checkpoints were trained with.
 
 
 def num_tokens(config, image_size):
   """Tokens per image (patches + class token) for an int or (height, width) image size."""
-  h, w = _pair(image_size)
+  h, w = image_hw(image_size)
   return (h // config.patch_size) * (w // config.patch_size) + 1
-
-
-def _pair(size):
-  if isinstance(size, (tuple, list)):
-    return int(size[0]), int(size[1])
-  return int(size), int(size)
 
 
 def _xavier_uniform(fan_in, fan_out):
@@ -237,7 +233,7 @@ def variable_shapes(config, num_classes, image_size, representation_size=None):
 
 def forward_flops(config, image_size, num_classes=1000, representation_size=None):
   """Matmul FLOPs (2 per multiply-add) of one image's forward pass; training is about 3x this."""
-  h, w = _pair(image_size)
+  h, w = image_hw(image_size)
   p, d, m = config.patch_size, config.hidden_size, config.mlp_dim
   n = (h // p) * (w // p)
   t = n + 1
