@@ -70,6 +70,13 @@ def read_jsonl(path):
   return records
 
 
+def _plain(value):
+  """A NumPy scalar (e.g. float32 from sess.run) as the Python number JSON can write."""
+  if hasattr(value, "item"):
+    return value.item()
+  raise TypeError("%r is not JSON serializable" % (value,))
+
+
 class JsonlWriter(object):
   """Appends records to a metrics.jsonl file, one flushed line each (a killed run loses at most one line)."""
 
@@ -81,7 +88,7 @@ class JsonlWriter(object):
     self._file = open(path, "a")
 
   def write(self, record):
-    self._file.write(json.dumps(record, sort_keys=True, allow_nan=True) + "\n")
+    self._file.write(json.dumps(record, sort_keys=True, allow_nan=True, default=_plain) + "\n")
     self._file.flush()
 
   def close(self):
