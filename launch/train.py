@@ -226,6 +226,8 @@ def run_loop(run, callbacks):
     start = time.time()
     out = run.sess.run(fetches, feed_dict=feed, **options)
     first_step, run.step = run.step, int(out["global_step"])
+    if run.step <= first_step:  # a loop that never ends is worse than a clear stop
+      raise callbacks_lib.TrainingStopped("the training op ran no step (global step stays at %d)" % run.step)
     loop = callbacks_lib.LoopResult(index, first_step, run.step, run.step - first_step, time.time() - start, out)
     for callback in callbacks:
       callback.after_loop(run, loop)
