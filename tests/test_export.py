@@ -206,14 +206,6 @@ def test_command_prints_what_it_wrote(work):
   assert os.path.isfile(out)
 
 
-def _assert_usage_error(done, *needles):
-  lines = tool_helpers.error_lines(done.stderr)
-  assert done.returncode == 2, done.stderr[-3000:]
-  assert len(lines) == 1 and lines[0].startswith("error: "), lines
-  for needle in needles:
-    assert needle in lines[0], (needle, lines[0])
-
-
 def test_bad_input_is_one_line_and_leaves_nothing(work):
   from vit_raw import configs  # pylint: disable=g-import-not-at-top
   directory = tempfile.mkdtemp()
@@ -236,13 +228,13 @@ def test_bad_input_is_one_line_and_leaves_nothing(work):
   assert configs.get_config("tiny", **tool_helpers.SHAPE).hidden_size == 16
   for args, needles in cases:
     done = tool_helpers.run_tool("tools.export", *args)
-    _assert_usage_error(done, *needles)
+    tool_helpers.assert_usage_error(done, *needles)
     assert os.listdir(directory) == ["wide.npz"], (args, os.listdir(directory))
   # An existing output is not replaced without --overwrite.
   with open(out, "w") as f:
     f.write("keep me")
   done = tool_helpers.run_tool("tools.export", *(base + ["--format", "pb", "--out", out]))
-  _assert_usage_error(done, out, "--overwrite")
+  tool_helpers.assert_usage_error(done, out, "--overwrite")
   with open(out) as f:
     assert f.read() == "keep me"
 

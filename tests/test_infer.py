@@ -165,14 +165,6 @@ def test_undecodable_images_are_skipped_with_a_line(workdir):
   assert np.load(out).shape == (1, 3)
 
 
-def _assert_usage_error(result, *needles):
-  lines = tool_helpers.error_lines(result.stderr)
-  assert result.returncode == 2, result.stderr[-3000:]
-  assert len(lines) == 1 and lines[0].startswith("error: "), lines
-  for needle in needles:
-    assert needle in lines[0], (needle, lines[0])
-
-
 def test_usage_errors_are_one_line_exit_2_and_write_nothing(workdir):
   directory = tempfile.mkdtemp()
   image = workdir["images"][0]
@@ -195,11 +187,11 @@ def test_usage_errors_are_one_line_exit_2_and_write_nothing(workdir):
       (["--checkpoint", image, image], ["unknown model file extension", "'.png'"]),
   ]
   for args, needles in cases:
-    _assert_usage_error(_infer(*args), *needles)
+    tool_helpers.assert_usage_error(_infer(*args), *needles)
     assert os.listdir(directory) == [], (args, os.listdir(directory))
   with open(out, "w") as f:
     f.write("keep")
-  _assert_usage_error(_infer("--model_dir", workdir["run"], "--out", out, image), out, "--overwrite")
+  tool_helpers.assert_usage_error(_infer("--model_dir", workdir["run"], "--out", out, image), out, "--overwrite")
   with open(out) as f:
     assert f.read() == "keep"
 

@@ -96,3 +96,12 @@ def other_stack_python():
     if os.path.isfile(python):
       return python, None
   return None, "the other stack's environment %s is absent (looked in %s)" % (want, ", ".join(roots))
+
+
+def assert_usage_error(done, *needles):
+  """A tool's usage error: exit code 2 and exactly one `error: ...` line on stderr, holding every needle."""
+  lines = error_lines(done.stderr)
+  assert done.returncode == 2, done.stderr[-3000:]
+  assert len(lines) == 1 and lines[0].startswith("error: "), lines
+  for needle in needles:
+    assert needle in lines[0], (needle, lines[0])
