@@ -36,17 +36,19 @@ def use_compact_console():
 
 class RunLog(object):
   """For the life of a run: absl's and the input pipeline's records go to <model_dir>/train.log (absl's full
-  prefix) as well as to the console."""
+  prefix; rank 0 only, to_file=False elsewhere) as well as to the console."""
 
-  def __init__(self, model_dir):
+  def __init__(self, model_dir, to_file=True):
     if not os.path.isdir(model_dir):
-      os.makedirs(model_dir)
+      os.makedirs(model_dir, exist_ok=True)
     self.path = os.path.join(model_dir, LOG_FILE)
-    self._file = py_logging.FileHandler(self.path)
-    self._file.setFormatter(logging.PythonFormatter())
+    self._file = None
     self._loggers = [logging.get_absl_logger()] + [py_logging.getLogger(name) for name in EXTRA_LOGGERS]
-    for logger in self._loggers:
-      logger.addHandler(self._file)
+    if to_file:
+      self._file = py_logging.FileHandler(self.path)
+      self._file.setFormatter(logging.PythonFormatter())
+      for logger in self._loggers:
+        logger.addHandler(self._file)
     self._console = None
     absl_handler = logging.get_absl_handler()
     for name in EXTRA_LOGGERS:
@@ -61,12 +63,14 @@ class RunLog(object):
 
   def close(self):
     for logger in self._loggers:
-      logger.removeHandler(self._file)
+      if self._file is not None:
+        logger.removeHandler(self._file)
       if self._console is not None:
         logger.removeHandler(self._console)
     for name in EXTRA_LOGGERS:
       py_logging.getLogger(name).propagate = True
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
 
 
 def _stderr_handler():
