@@ -35,6 +35,10 @@ class RankMismatch(RuntimeError):
   """Ranks that would not run the same collectives (different plans, steps or data); the message is one line."""
 
 
+class RankLost(RuntimeError):
+  """A collective failed because a rank went away; the message is one line naming it."""
+
+
 def _env_int(environ, name):
   value = environ.get(name, "")
   if not value.strip():

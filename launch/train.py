@@ -182,18 +182,25 @@ def train(f, plan):
         graph.init_fn(sess)
         for line in graph.init_fn.report:
           logging.info("init_checkpoint: %s", line)
-      sess.run(graph.broadcast)
-      parallel.check_agreement(sess, agreement_values(f, plan, start_step))
-      run = callbacks_lib.RunState(sess, graph, plan, f, monitors, start_step, float(sess.run(graph.best_top1)))
-      warmup = callbacks_lib.timing_warmup_steps(f, plan)
-      run.put(run_start_record(f, plan, start_step, warmup))
-      if f.mode == "eval":
-        callbacks_lib.Evaluator(trigger=None).evaluate(run)
-      else:
-        run_loop(run, callbacks_lib.make_callbacks(f, plan, graph, warmup))
-      if parallel.active:
-        logging.info("ranks in sync: max |w - w(rank 0)| = %g over %d ranks", sess.run(graph.weights_spread),
-                     parallel.size)
+      try:
+        sess.run(graph.broadcast)
+        guard.connected()
+        parallel.check_agreement(sess, agreement_values(f, plan, start_step))
+        run = callbacks_lib.RunState(sess, graph, plan, f, monitors, start_step, float(sess.run(graph.best_top1)))
+        warmup = callbacks_lib.timing_warmup_steps(f, plan)
+        run.put(run_start_record(f, plan, start_step, warmup))
+        if f.mode == "eval":
+          callbacks_lib.Evaluator(trigger=None).evaluate(run)
+        else:
+          run_loop(run, callbacks_lib.make_callbacks(f, plan, graph, warmup))
+        if parallel.active:
+          logging.info("ranks in sync: max |w - w(rank 0)| = %g over %d ranks", sess.run(graph.weights_spread),
+                       parallel.size)
+      except tf.errors.OpError as e:
+        if not parallel.active or isinstance(e, tf.errors.OutOfRangeError):
+          raise
+        # TF 2.x's collectives (and Horovod's) fail when a peer goes away, where TF 1.15's wait for the watchdog.
+        raise distributed.RankLost(guard.explain(e))
       guard.finish()
       summary = summary_record(run, warmup)
       run.put(summary)
@@ -389,7 +396,7 @@ def main(argv):
     run(FLAGS)
   except FlagError as e:
     fail(str(e))
-  except (callbacks_lib.TrainingStopped, distributed.RankMismatch) as e:
+  except (callbacks_lib.TrainingStopped, distributed.RankMismatch, distributed.RankLost) as e:
     fail(str(e), code=1)
 
 

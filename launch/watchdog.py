@@ -7,6 +7,7 @@ process's port refuses at once; a lost machine times out) and ends this process 
 Horovod (horovodrun ends the job) and HCCL (its own timeouts) do not need it.
 """
 import os
+import re
 import socket
 import sys
 import threading
@@ -26,6 +27,7 @@ class PeerWatchdog(object):
     self.interval, self.misses, self.startup_seconds = interval, misses, startup_seconds
     self.connect_timeout = connect_timeout
     self._stop = threading.Event()
+    self._all_up = threading.Event()
     self._thread = None
 
   def start(self):
@@ -37,6 +39,10 @@ class PeerWatchdog(object):
   def stop(self):
     """Stops polling (call after the last collective: peers then exit at their own pace)."""
     self._stop.set()
+
+  def all_up(self):
+    """Every peer took part in a collective: from now on an unanswered poll means it is gone."""
+    self._all_up.set()
 
   def _answers(self, address):
     try:
@@ -53,6 +59,8 @@ class PeerWatchdog(object):
         ok, reason = self._answers(address)
         if self._stop.is_set():
           return
+        if self._all_up.is_set():
+          seen.add(rank)
         if ok:
           seen.add(rank)
           failures[rank] = 0
@@ -83,6 +91,10 @@ class RankGuard(object):
     self._watchdog.start()
     return self
 
+  def connected(self):
+    """Call after the first collective that every rank ran (the variable broadcast)."""
+    self._watchdog.all_up()
+
   def finish(self):
     self._watchdog.stop()
     self._finished = True
@@ -91,6 +103,27 @@ class RankGuard(object):
     self._watchdog.stop()
     if self._finished and self.engine.peers():
       time.sleep(self.linger_seconds)
+
+  def explain(self, error):
+    """The one line for a collective that failed with `error` (a tf.errors.OpError): the peers that do not answer
+    now (or the task the error names), and where a rerun resumes."""
+    lost = []
+    for rank, address in sorted(self.engine.peers().items()):
+      ok, _ = self._watchdog._answers(address)  # pylint: disable=protected-access
+      if not ok:
+        lost.append(rank)
+    if not lost:
+      lost = sorted(
+          set(int(t) for t in re.findall(r"/job:worker/replica:0/task:(\d+)", str(error.message))) - {self.engine.rank})
+    text = str(error.message)
+    cause = re.search(r"aborted by: ([^\n]+)", text)
+    lines = [l for l in text.strip().splitlines() if l.strip() and not l.rstrip().endswith(":")]
+    first = cause.group(1) if cause else (lines[0].strip() if lines else "no message")
+    import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+    latest = tf.train.latest_checkpoint(self.model_dir)
+    who = "lost rank %s" % ", ".join(str(r) for r in lost) if lost else "a collective failed"
+    return ("%s (%s: %s); rank %d stops too. Rerun the same command to resume from %s" %
+            (who, type(error).__name__, first, self.engine.rank, latest or "the start (no checkpoint yet)"))
 
   def _lost(self, rank, address, reason):
     import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
