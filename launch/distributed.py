@@ -26,7 +26,9 @@ import tensorflow.compat.v1 as tf
 from launch import engines
 
 DISTRIBUTE_CHOICES = ("auto", "none", "horovod", "collective", "hccl")
-DEFAULT_BUCKET_MB = 64.0
+# Measured (docs/benchmarks.md): TF's collectives over gRPC move 4 MB buffers 2.5x faster than 64 MB ones; Horovod
+# fuses and splits by itself and is indifferent; HCCL is best fed few large buffers.
+DEFAULT_BUCKET_MB = {"collective": 4.0, "horovod": 64.0, "hccl": 64.0, "single": 64.0}
 _LAUNCHERS = ("start the ranks with `python -m launch.spawn --num_ranks N -- <launch.train flags>`, horovodrun, or "
               "one TF_CONFIG per process (docs/training.md, Data parallelism)")
 
@@ -185,10 +187,10 @@ class DataParallel(object):
     bucket_bytes: the largest packed buffer of one all-reduce (0: one collective per tensor).
   """
 
-  def __init__(self, engine, bucket_mb=DEFAULT_BUCKET_MB):
+  def __init__(self, engine, bucket_mb=None):
     self.engine = engine
     self.rank, self.size = engine.rank, engine.size
-    self.bucket_bytes = int(bucket_mb * 2**20)
+    self.bucket_bytes = int((DEFAULT_BUCKET_MB[engine.name] if bucket_mb is None else bucket_mb) * 2**20)
     self._agreement = None
 
   @property

@@ -67,8 +67,9 @@ def define_flags():
       "scale_lr_by_ranks", False, "Multiply --lr by the number of ranks (Horovod's habit). Off: --lr is "
       "the peak lr of the global batch whatever the rank count.")
   flags.DEFINE_float(
-      "allreduce_bucket_mb", 64.0, "Gradients are all-reduced packed into buffers of at most this many "
-      "MB (0: one collective per tensor).")
+      "allreduce_bucket_mb", None, "Gradients are all-reduced packed into buffers of at most this many "
+      "MB (0: one collective per tensor). Default: 4 for the collective engine, 64 for horovod and hccl "
+      "(docs/benchmarks.md).")
   # Model.
   flags.DEFINE_string(
       "model", "tiny", "Model: an official name (ViT-B/16, B_16, ViT-Ti/16, ...) or 'tiny' (patch 4, "

@@ -6,7 +6,8 @@ collective: one `python -m launch.train` per rank, each with a TF_CONFIG naming 
 RANK_ID/RANK_SIZE to match). horovod: `horovodrun -np N -H localhost:N --gloo python -m launch.train ...`.
 auto: horovod where it is installed for this TensorFlow, else collective (BUILD_NOTES.md says why).
 
-Each rank's output goes to <model_dir>/rank_<r>.log; rank 0's is also shown here, and so is every error line of
+With the collective engine each rank gets its own share of the cores (CPU affinity), so its TensorFlow threads and
+input workers size themselves to it. Each rank's output goes to <model_dir>/rank_<r>.log; rank 0's is also shown here, and so is every error line of
 the others. When a rank fails the others get `--grace` seconds to notice and stop by themselves (their last line
 names the lost rank), then they are terminated; Ctrl-C terminates all of them. No rank outlives the launcher, even a
 launcher killed with SIGKILL (the kernel signals its children). The exit code is the first failing rank's (1 for
@@ -88,6 +89,28 @@ def _die_with_parent():
       pass
 
 
+def core_shares(num_ranks):
+  """Disjoint sets of this process's cores, one per rank (None when there are fewer cores than ranks): a rank's
+  TensorFlow threads and input workers then size themselves to its share instead of all fighting for every core."""
+  if not hasattr(os, "sched_getaffinity"):
+    return None
+  cores = sorted(os.sched_getaffinity(0))
+  each = len(cores) // num_ranks
+  if each < 1:
+    return None
+  return [set(cores[r * each:(r + 1) * each]) for r in range(num_ranks)]
+
+
+def _child_setup(cores):
+
+  def setup():
+    _die_with_parent()
+    if cores:
+      os.sched_setaffinity(0, cores)
+
+  return setup
+
+
 def describe_exit(code):
   if code is None:
     return "is running"
@@ -107,13 +130,13 @@ class Rank(object):
     proc: the subprocess.Popen.
   """
 
-  def __init__(self, command, env, ranks, log_paths, console, demux=False):
+  def __init__(self, command, env, ranks, log_paths, console, demux=False, cores=None):
     self.ranks = ranks
     self._files = {r: open(log_paths[r], "a") for r in ranks}
     self._console = console
     self._demux = demux
     self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_child_setup(cores))
     self._reader = threading.Thread(target=self._read, daemon=True)
     self._reader.start()
 
@@ -185,9 +208,12 @@ class Launcher(object):
       self.children.append(Rank(command, env, list(range(self.num_ranks)), logs, self._console, demux=True))
     else:
       ports = free_ports(self.num_ranks)
+      shares = core_shares(self.num_ranks)
       for r in range(self.num_ranks):
         rank_env = dict(env, TF_CONFIG=tf_config(ports, r), RANK_ID=str(r), RANK_SIZE=str(self.num_ranks))
-        self.children.append(Rank(train + ["--distribute=collective"], rank_env, [r], logs, self._console))
+        self.children.append(
+            Rank(train + ["--distribute=collective"], rank_env, [r], logs, self._console,
+                 cores=shares[r] if shares else None))
     self.say("launch.spawn: %d ranks (%s), logs in %s" %
              (self.num_ranks, self.engine, os.path.join(self.model_dir, "rank_<r>.log")))
     return self

@@ -2,7 +2,8 @@
 
 Following one batch: `next_batch()` pulls (images uint8, labels, mask) from the iterator, `forward` scales the
 images to [-1, 1] and runs the model, the loss is softmax cross-entropy (+ an optional L2 term), its gradients are
-taken with respect to the weight *reads* of this step, unscaled, checked for inf/NaN, clipped to the global norm and
+taken with respect to the weight *reads* of this step (summed over accumulated micro-batches), averaged over the
+data-parallel ranks (launch.distributed, the seam), unscaled, checked for inf/NaN, clipped to the global norm and
 applied; the global step counts the batch.
 
 Why the reads: on CPU/GPU, `iterations_per_loop` steps run inside one tf.while_loop. A weight read created outside
