@@ -115,9 +115,10 @@ def _run_ranks(args, engine, ranks, timeout):
       str(args.batch_now), "--image_size",
       str(args.image_size), "--iterations",
       str(args.iterations), "--repeats",
-      str(args.repeats), "--bucket_mb",
-      str(args.bucket_mb), "--allreduce_buckets", ",".join(str(b) for b in args.allreduce_buckets)
+      str(args.repeats), "--allreduce_buckets", ",".join(str(b) for b in args.allreduce_buckets)
   ]
+  if args.bucket_mb is not None:
+    command += ["--bucket_mb", str(args.bucket_mb)]
   env = dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="2")
   for name in ("TF_CONFIG", "RANK_ID", "RANK_SIZE"):
     env.pop(name, None)
@@ -233,7 +234,8 @@ def main(argv=None):
   names = " / ".join(
       "per tensor" if b == 0 else "one buffer" if b >= 1e4 else "%g MB" % b for b in args.allreduce_buckets)
   print("| model | params | stack / engine | batch per rank | step 1 rank (s) | step 2 ranks (s) | efficiency | "
-        "all-reduce in loop (s) | GB/s | all-reduce per sess.run (s) | in loop by bucket: %s (s) |" % names)
+        "all-reduce in loop, default bucket (s) | GB/s | the same per sess.run (s) | in loop by bucket: %s (s) |" %
+        names)
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   for model, batch in zip(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")]):
     args.model_now, args.batch_now = model, batch
@@ -241,8 +243,9 @@ def main(argv=None):
     for engine in engines:
       two = _run_ranks(args, engine, 2, args.timeout)
       gbytes = two["params"] * 4 / 1e9
-      main_bucket = two["allreduce"][str(args.bucket_mb if args.bucket_mb in
-                                         args.allreduce_buckets else args.allreduce_buckets[0])]
+      from launch.distributed import DEFAULT_BUCKET_MB  # pylint: disable=g-import-not-at-top
+      bucket = str(float(args.bucket_mb if args.bucket_mb is not None else DEFAULT_BUCKET_MB[engine]))
+      main_bucket = two["allreduce"].get(bucket, two["allreduce"][str(args.allreduce_buckets[0])])
       buckets = " / ".join("%.3f" % two["allreduce"][str(b)]["in_loop_s"] for b in args.allreduce_buckets)
       print("| %s | %.1f M | %s %s | %d | %.3f | %.3f | %.0f %% | %.3f | %.2f | %.3f | %s |" %
             (model, two["params"] / 1e6, stack, engine, batch, one["step_s"], two["step_s"],
