@@ -116,3 +116,21 @@ def test_the_global_batch_is_described_term_by_term():
   layout = distributed.Layout(per_rank=32, accum_steps=2, num_ranks=8)
   assert distributed.describe_global_batch(layout) == "512 = 32 per rank x 2 micro-batches x 8 ranks"
   assert distributed.describe_global_batch(distributed.Layout(64, 1, 1)) == "64"
+
+
+def test_lr_is_the_global_batch_s_unless_scaled_by_ranks(monkeypatch):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from launch import plan as plan_lib  # pylint: disable=g-import-not-at-top
+  from tests.train_helpers import TINY_ARGS  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(distributed, "resolve_engine",
+                      lambda *args, **kwargs: engines.Collective(["localhost:1", "localhost:2"], 1))
+  fv = flags.FLAGS
+  try:
+    for extra, lr in (([], 0.05), (["--scale_lr_by_ranks"], 0.1)):
+      fv.unparse_flags()
+      fv(["launch.train", "--model_dir=/tmp/unused"] + TINY_ARGS + ["--train_steps=4"] + extra)
+      plan = plan_lib.make_plan(fv)
+      assert (plan.num_ranks, plan.rank, plan.lr) == (2, 1, lr)
+      assert any("--scale_lr_by_ranks with 2 ranks" in n for n in plan.notes) == bool(extra)
+  finally:
+    fv.unparse_flags()
