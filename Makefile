@@ -7,7 +7,7 @@ PY37 ?= $(PYENV_ROOT)/versions/3.7.16/bin/python3.7
 PY311 ?= $(shell test -x $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 && echo $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 || command -v python3.11)
 PYTEST_ARGS ?= -q
 
-.PHONY: setup setup-tf1 setup-tf2 train test test-tf1 test-tf2 format clean-venvs
+.PHONY: setup setup-tf1 setup-tf2 setup-horovod train test test-tf1 test-tf2 format clean-venvs
 
 setup: setup-tf1 setup-tf2
 setup-tf1: .venv/.installed
@@ -19,6 +19,17 @@ setup-tf2: .venv-tf2/.installed
 	rm -rf .venv && $(PY37) -m venv .venv
 	.venv/bin/pip install -q --upgrade pip==24.0
 	.venv/bin/pip install -q -r requirements-tf1.txt
+	touch $@
+
+# Horovod, compiled against .venv's TensorFlow (about 2-4 minutes on 2 cores; cmake and g++ from the system). Its
+# own stamp, so `make train` never waits for it and a changed pin or a rebuilt .venv builds it again.
+setup-horovod: .venv/.horovod
+.venv/.horovod: .venv/.installed requirements-horovod.txt
+	command -v cmake >/dev/null && command -v g++ >/dev/null || { echo "Horovod needs cmake and g++" >&2; exit 1; }
+	MAKEFLAGS=-j2 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_GLOO=1 \
+	  HOROVOD_WITHOUT_MPI=1 HOROVOD_CPU_OPERATIONS=GLOO \
+	  .venv/bin/pip install -q --no-cache-dir --no-build-isolation -r requirements-horovod.txt
+	.venv/bin/python -c "import horovod.tensorflow as hvd; hvd.init(); assert hvd.size() == 1"
 	touch $@
 
 .venv-tf2/.installed: requirements-tf2.txt
@@ -33,7 +44,7 @@ train: setup-tf1
 
 test: test-tf1 test-tf2
 
-test-tf1: setup-tf1
+test-tf1: setup-tf1 setup-horovod
 	.venv/bin/python -m pytest $(PYTEST_ARGS) tests
 
 test-tf2: setup-tf2

@@ -2,7 +2,8 @@
 
 The loop (launch/train.py) asks every callback where the next sess.run must stop (`stop_at`), which options the
 run needs (`run_options`), then hands each the finished loop (`after_loop`); `before_train` and `after_train` frame
-the run. Callbacks marked `rank0_only` (checkpoints) exist on rank 0 alone.
+the run. Callbacks marked `rank0_only` (checkpoints) act on rank 0 alone, but every rank asks them where loops stop:
+with several ranks every rank must run loops of the same lengths, or their collectives would not pair up.
 """
 import collections
 import math
@@ -268,19 +269,29 @@ def make_callbacks(f, plan, graph, timing_warmup_steps):
   """The callbacks of a training run, in the order they see each loop (logging and dumps before the NaN guard,
   which comes before evaluation and checkpoints so that a diverged loop is never saved)."""
   loss_scaling = plan.loss_scale_mode != "off"
-  callbacks = [TrainLogger(f.log_every_loops, plan.train_batch_size, loss_scaling)]
+  # Throughput counts every rank's images: the global batch of a step.
+  global_batch = plan.train_batch_size * plan.accum_steps * plan.num_ranks
+  callbacks = [TrainLogger(f.log_every_loops, global_batch, loss_scaling)]
+  # Each rank's traces and dumps in a folder of its own.
+  per_rank = (lambda path: os.path.join(path, "rank_%d" % plan.rank)) if plan.num_ranks > 1 else (lambda path: path)
   if f.profiling and plan.device != "npu":
-    callbacks.append(Profiler(os.path.join(plan.model_dir, "profile"), timing_warmup_steps, f.profiling_steps))
+    callbacks.append(Profiler(per_rank(os.path.join(plan.model_dir, "profile")), timing_warmup_steps,
+                              f.profiling_steps))
   if graph.probe is not None:
     callbacks.append(
-        DebugDumps(graph.probe, f.over_dump and (f.over_dump_path or os.path.join(plan.model_dir, "overflow")),
-                   f.data_dump_flag and (f.data_dump_path or os.path.join(plan.model_dir, "data_dump")),
+        DebugDumps(graph.probe, f.over_dump and per_rank(f.over_dump_path or os.path.join(plan.model_dir, "overflow")),
+                   f.data_dump_flag and per_rank(f.data_dump_path or os.path.join(plan.model_dir, "data_dump")),
                    plan.dump_steps))
   callbacks.append(NanGuard(loss_scaling))
   if f.mode == "train_and_eval":
     callbacks.append(Evaluator(Trigger(f.eval_every_loops, plan.steps_per_epoch)))
   callbacks.append(CheckpointSaver(Trigger(f.save_every_loops, plan.steps_per_epoch)))
-  return [c for c in callbacks if plan.rank == 0 or not c.rank0_only]
+  return callbacks
+
+
+def acting(callbacks, rank):
+  """The callbacks that act on `rank` (rank0_only ones only on rank 0)."""
+  return [c for c in callbacks if rank == 0 or not c.rank0_only]
 
 
 def timing_warmup_steps(f, plan):

@@ -155,4 +155,4 @@ def session_config(plan, f):
                              over_dump_path=dump_path, data_dump=f.data_dump_flag, data_dump_path=dump_path,
                              data_dump_steps=plan.dump_steps, profiling=f.profiling,
                              profiling_options=f.profiling_options or npu.default_profiling_options(profile_dir),
-                             fusion_switch_file=f.fusion_switch_file)
+                             fusion_switch_file=f.fusion_switch_file, distributed=plan.num_ranks > 1)

@@ -33,7 +33,8 @@ def define_flags():
       "cifar-100-python/), an ImageFolder tree (train/ and val/ of class folders), or train.txt / "
       "val.txt list files (or one .txt list). Not given: the embedded digits.")
   flags.DEFINE_integer("image_size", 16, "Side of the square model input in pixels; must be divisible by the patch.")
-  flags.DEFINE_integer("train_batch_size", 64, "Training batch size per device (per rank).")
+  flags.DEFINE_integer("train_batch_size", 64, "Training (micro-)batch size per device (per rank); see "
+                       "--accum_steps.")
   flags.DEFINE_integer(
       "eval_batch_size", 128, "Evaluation batch size. Left at its default it shrinks to a smaller "
       "test split; given explicitly it must fit.")
@@ -48,8 +49,27 @@ def define_flags():
       "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Images whose header declares more pixels "
       "are skipped before decoding (decompression-bomb guard; PIL's limit by default).")
   flags.DEFINE_integer("seed", 0, "Seed (>= 0) of the weight initialisation, dropout and the data order.")
-  flags.DEFINE_integer("rank", None, "This process's rank for data sharding (default: $RANK_ID or 0).")
-  flags.DEFINE_integer("num_ranks", None, "Number of data-parallel ranks (default: $RANK_SIZE or 1).")
+  flags.DEFINE_integer(
+      "rank", None, "This process's data-parallel rank; default: what the engine says (horovodrun, "
+      "TF_CONFIG, $RANK_ID). Given, it must agree with it.")
+  flags.DEFINE_integer(
+      "num_ranks", None, "Number of data-parallel ranks; default: what the engine says (horovodrun, "
+      "TF_CONFIG, $RANK_SIZE), else 1. Given, it must agree with it.")
+  flags.DEFINE_enum(
+      "distribute", "auto", ["auto", "none", "horovod", "collective", "hccl"], "Data-parallel engine: horovod "
+      "(under horovodrun; TF 1.15 stack) | collective (TensorFlow collective ops, cluster from TF_CONFIG) | hccl "
+      "(NPU; RANK_ID/RANK_SIZE/RANK_TABLE_FILE) | none. auto: hccl on the NPU with RANK_SIZE > 1, horovod under "
+      "horovodrun, collective with TF_CONFIG, else none. `python -m launch.spawn` starts local ranks.")
+  flags.DEFINE_integer(
+      "accum_steps", 1, "Micro-batches of --train_batch_size accumulated into one optimizer step (one "
+      "all-reduce, one update): global batch = train_batch_size x accum_steps x ranks.")
+  flags.DEFINE_bool(
+      "scale_lr_by_ranks", False, "Multiply --lr by the number of ranks (Horovod's habit). Off: --lr is "
+      "the peak lr of the global batch whatever the rank count.")
+  flags.DEFINE_float(
+      "allreduce_bucket_mb", None, "Gradients are all-reduced packed into buffers of at most this many "
+      "MB (0: one collective per tensor). Default: 4 for the collective engine, 64 for horovod and hccl "
+      "(docs/benchmarks.md).")
   # Model.
   flags.DEFINE_string(
       "model", "tiny", "Model: an official name (ViT-B/16, B_16, ViT-Ti/16, ...) or 'tiny' (patch 4, "
@@ -165,10 +185,11 @@ def check_flags(f):
     value = getattr(f, name)
     if isinstance(value, float) and not math.isfinite(value):
       raise FlagError("--%s=%s is not a finite number" % (name, value))
-  _check_at_least(f, 1, "train_batch_size", "eval_batch_size", "image_size", "iterations_per_loop", "log_every_loops",
-                  "keep_checkpoints", "max_image_pixels", "profiling_steps", "loss_scale_growth_steps")
+  _check_at_least(f, 1, "train_batch_size", "accum_steps", "eval_batch_size", "image_size", "iterations_per_loop",
+                  "log_every_loops", "keep_checkpoints", "max_image_pixels", "profiling_steps",
+                  "loss_scale_growth_steps")
   _check_at_least(f, 0, "seed", "workers", "eval_every_loops", "save_every_loops", "warmup_loops", "lr_warmup_steps",
-                  "weight_decay", "grad_clip_norm", "lr_warmup_epochs", "momentum")
+                  "weight_decay", "grad_clip_norm", "lr_warmup_epochs", "momentum", "allreduce_bucket_mb")
   for name in ("num_epochs", "train_steps", "lr", "lr_decay_epochs", "loss_scale_init"):
     if getattr(f, name) is not None and not getattr(f, name) > 0:
       raise FlagError("--%s must be positive, got %s" % (name, getattr(f, name)))

@@ -5,8 +5,12 @@ What the trainer asks of it, in the order it asks:
   add_npu_options(config, ...)     adds the NpuOptimizer custom graph optimizer with our options, and turns
                                    grappler's remapping and memory optimisation off (as the ModelZoo TF scripts do)
   loss_scale_optimizer(opt, ...)   NPULossScaleOptimizer with ExponentialUpdate- or FixedLossScaleManager
-  distributed_optimizer(opt)       NPUDistributedOptimizer (allreduce of gradients over HCCL) for RANK_SIZE > 1
+  hccl_allreduce_sum(tensor)       hccl_ops.allreduce(tensor, "sum"): the data-parallel seam's engine on the NPU
+  hccl_broadcast(tensor)           hccl_ops.broadcast([tensor], root_rank=0)[0] (assigned to the variable after
+                                   the initializer, as the ModelZoo scripts do)
   set_iterations_per_loop(...)     util.set_iteration_per_loop: the device repeats the step N times per sess.run
+The gradient all-reduce is the seam's (launch/distributed.py), not NPUDistributedOptimizer's: that wrapper reads
+RANK_SIZE itself and passes gradients through unreduced when it is unset, which the trainer cannot see.
 The tests run this against a stand-in package (tests/fake_npu_bridge), never against Ascend's code.
 """
 import json
@@ -54,14 +58,15 @@ def _modules():
 
 def add_npu_options(config, precision_mode, iterations_per_loop, over_dump=False, over_dump_path=None, data_dump=False,
                     data_dump_path=None, data_dump_steps=(), profiling=False, profiling_options=None,
-                    fusion_switch_file=None):
+                    fusion_switch_file=None, distributed=False):
   """Returns `config` (a tf.ConfigProto) set up for the NPU.
 
   The NpuOptimizer options: use_off_line (run on the Ascend device), precision_mode as given, iterations_per_loop
   equal to the value passed to set_iterations_per_loop, enable_data_pre_proc (the tf.data pipeline's GetNext is
   offloaded so the device loop can pull batches), mix_compile_mode False (the whole graph sinks to the device), and
   the debugging options: enable_dump_debug/dump_debug_mode (overflow dump), enable_dump/dump_path/dump_step/dump_mode
-  (data dump), profiling_mode/profiling_options, fusion_switch_file.
+  (data dump), profiling_mode/profiling_options, fusion_switch_file; with several ranks hcom_parallel (the
+  gradient all-reduces run in parallel with the rest of the step).
   """
   _modules()
   custom_op = config.graph_options.rewrite_options.custom_optimizers.add()
@@ -86,6 +91,8 @@ def add_npu_options(config, precision_mode, iterations_per_loop, over_dump=False
     params["profiling_options"].s = tf.compat.as_bytes(profiling_options)
   if fusion_switch_file:
     params["fusion_switch_file"].s = tf.compat.as_bytes(fusion_switch_file)
+  if distributed:
+    params["hcom_parallel"].b = True
   # The adapter does its own fusions and memory planning; grappler's versions conflict with them.
   config.graph_options.rewrite_options.remapping = RewriterConfig.OFF
   config.graph_options.rewrite_options.memory_optimization = RewriterConfig.OFF
@@ -127,9 +134,20 @@ def loss_scale_of(optimizer):
   return manager.get_loss_scale()
 
 
-def distributed_optimizer(optimizer):
-  """NPUDistributedOptimizer(optimizer): gradients are all-reduced over the ranks before apply_gradients."""
-  return _modules()[3].NPUDistributedOptimizer(optimizer)
+def _hccl_ops():
+  _modules()
+  from npu_bridge.hccl import hccl_ops  # pylint: disable=g-import-not-at-top
+  return hccl_ops
+
+
+def hccl_allreduce_sum(tensor):
+  """The sum of `tensor` over every rank (HCCL). fusion=0: the seam already packs gradients into buckets."""
+  return _hccl_ops().allreduce(tensor, "sum", fusion=0)
+
+
+def hccl_broadcast(tensor, root_rank=0):
+  """`tensor` as rank `root_rank` has it (HCCL broadcast takes and returns a list of tensors)."""
+  return _hccl_ops().broadcast([tensor], root_rank=root_rank)[0]
 
 
 def set_iterations_per_loop(sess, train_op, iterations_per_loop):

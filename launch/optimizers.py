@@ -1,8 +1,8 @@
 """The optimizer factory: one call that returns a plain tf.train.Optimizer.
 
-Because the result is an ordinary tf.train.Optimizer (compute_gradients / apply_gradients), a distributed wrapper
-(npu_bridge's NPUDistributedOptimizer, Horovod's DistributedOptimizer) or the NPU loss-scale optimizer can wrap it
-without any change to the training loop: see `launch.train_graph` and `launch.npu`.
+Because the result is an ordinary tf.train.Optimizer (compute_gradients / apply_gradients), the NPU loss-scale
+optimizer can wrap it without any change to the training loop: see `launch.train_graph` and `launch.npu`. The
+gradient all-reduce of several ranks is not a wrapper but the data-parallel seam (`launch.distributed`).
 """
 import tensorflow.compat.v1 as tf
 

@@ -21,7 +21,7 @@ RunPlan = collections.namedtuple("RunPlan", [
     "device", "precision_mode", "compute_dtype", "loss_scale_mode", "loss_scale_init", "config", "image_size",
     "train_ds", "eval_ds", "num_classes", "class_names", "rank", "num_ranks", "steps_per_epoch", "total_steps",
     "lr_warmup_steps", "decay_steps", "iterations", "in_graph_loop", "model_dir", "dump_steps", "augment",
-    "train_batch_size", "eval_batch_size", "notes"
+    "train_batch_size", "eval_batch_size", "notes", "engine", "accum_steps", "lr"
 ])
 RunPlan.__doc__ = """A checked run.
 
@@ -34,10 +34,14 @@ Attributes:
   image_size: side of the model input.
   train_ds, eval_ds: input Datasets (eval_ds None in --mode=train).
   num_classes, class_names: from the training split.
-  rank, num_ranks: this process's data shard.
-  steps_per_epoch, total_steps: step counts of the whole run (not only what is left of it).
+  rank, num_ranks: this process's data shard and rank (from `engine`).
+  engine: the data-parallel engine (launch.engines): single, horovod, collective or hccl.
+  accum_steps: micro-batches per optimizer step; a step consumes train_batch_size x accum_steps x num_ranks images.
+  lr: the peak learning rate (--lr, times num_ranks with --scale_lr_by_ranks).
+  steps_per_epoch, total_steps: optimizer step counts of the whole run (not only what is left of it); on the NPU
+    total_steps is a multiple of iterations.
   lr_warmup_steps, decay_steps: the schedule's warm-up length and the exponential schedule's period, in steps.
-  iterations: steps per sess.run; in_graph_loop: run them in a tf.while_loop (CPU/GPU, one rank).
+  iterations: steps per sess.run; in_graph_loop: run them in a tf.while_loop (CPU/GPU; the NPU repeats the graph).
   model_dir: where everything is written.
   dump_steps: steps whose tensors --data_dump_flag saves.
   augment: "inception" or "none": the input pipeline's training transform.
@@ -91,13 +95,14 @@ def make_plan(f):
   """
   config = _model_config(f)
   try:
-    rank, num_ranks = distributed.rank_and_size(f.rank, f.num_ranks)
-  except ValueError as e:
-    raise FlagError(str(e))
-  try:
     device = device_lib.resolve_device(f.device)
   except ValueError as e:
     raise FlagError(str(e))
+  try:
+    engine = distributed.resolve_engine(f.distribute, device, f.rank, f.num_ranks)
+  except ValueError as e:
+    raise FlagError(str(e))
+  rank, num_ranks = engine.rank, engine.size
   precision_mode = device_lib.resolve_precision(device, f.precision_mode)
   notes = []
 
@@ -108,10 +113,11 @@ def make_plan(f):
                     (f.data_dir, eval_ds.num_classes, train_ds.num_classes))
 
   shard = len(train_ds) // num_ranks
-  if f.mode != "eval" and f.train_batch_size > shard:
-    raise FlagError("--train_batch_size=%d is larger than this rank's %d training examples" %
-                    (f.train_batch_size, shard))
-  steps_per_epoch = max(1, shard // f.train_batch_size)
+  step_batch = f.train_batch_size * f.accum_steps
+  if f.mode != "eval" and step_batch > shard:
+    raise FlagError("--train_batch_size=%d%s is larger than this rank's %d training examples" %
+                    (f.train_batch_size, " x --accum_steps=%d" % f.accum_steps if f.accum_steps > 1 else "", shard))
+  steps_per_epoch = max(1, shard // step_batch)
   eval_batch_size = f.eval_batch_size
   if eval_ds is not None:
     eval_shard = sampling.BatchPlan(len(eval_ds), eval_batch_size, False, f.seed, rank, num_ranks).num_examples
@@ -131,10 +137,13 @@ def make_plan(f):
   if iterations > steps_per_epoch:
     if f["iterations_per_loop"].present:
       raise FlagError("--iterations_per_loop=%d is larger than an epoch (%d steps of batch %d); use at most %d" %
-                      (iterations, steps_per_epoch, f.train_batch_size, steps_per_epoch))
+                      (iterations, steps_per_epoch, step_batch, steps_per_epoch))
     notes.append("iterations_per_loop %d -> %d: an epoch has %d steps of batch %d" %
-                 (iterations, steps_per_epoch, steps_per_epoch, f.train_batch_size))
+                 (iterations, steps_per_epoch, steps_per_epoch, step_batch))
     iterations = steps_per_epoch
+  in_graph_loop = device != "npu"
+  if not in_graph_loop:
+    total = _fit_device_loop(f, total, iterations, steps_per_epoch, notes)
   warmup = _lr_warmup_steps(f, steps_per_epoch, total, notes)
   decay_steps = max(1, int(round(f.lr_decay_epochs * steps_per_epoch)))
 
@@ -145,7 +154,12 @@ def make_plan(f):
   if f.init_checkpoint and not _checkpoint_exists(f.init_checkpoint):
     raise FlagError("--init_checkpoint=%s does not exist; give an official .npz or a checkpoint prefix/folder" %
                     f.init_checkpoint)
-  in_graph_loop = device != "npu" and num_ranks == 1
+  lr = f.lr * num_ranks if f.scale_lr_by_ranks else f.lr
+  if lr != f.lr:
+    notes.append("lr %g -> %g: --scale_lr_by_ranks with %d ranks" % (f.lr, lr, num_ranks))
+  if device == "npu" and f.accum_steps > 1 and ls_mode != "off":
+    notes.append("loss scale: the trainer's own (an inf/NaN check on the accumulated gradients) instead of "
+                 "NPULossScaleOptimizer, which cannot see across micro-batches")
   augment = f.augment if f.augment != "auto" else ("none" if train_ds.name == "digits" else "inception")
   return RunPlan(device=device, precision_mode=precision_mode, compute_dtype=compute_dtype, loss_scale_mode=ls_mode,
                  loss_scale_init=ls_init, config=config, image_size=f.image_size, train_ds=train_ds, eval_ds=eval_ds,
@@ -153,7 +167,27 @@ def make_plan(f):
                  num_ranks=num_ranks, steps_per_epoch=steps_per_epoch, total_steps=total, lr_warmup_steps=warmup,
                  decay_steps=decay_steps, iterations=iterations, in_graph_loop=in_graph_loop, model_dir=f.model_dir,
                  dump_steps=parse_dump_steps(f.data_dump_step) if f.data_dump_flag else [], augment=augment,
-                 train_batch_size=f.train_batch_size, eval_batch_size=eval_batch_size, notes=notes)
+                 train_batch_size=f.train_batch_size, eval_batch_size=eval_batch_size, notes=notes, engine=engine,
+                 accum_steps=f.accum_steps, lr=lr)
+
+
+def _fit_device_loop(f, total, iterations, steps_per_epoch, notes):
+  """On the NPU every sess.run runs exactly `iterations` steps (Ascend's device loop cannot stop early): the total
+  becomes a multiple of it, and evaluation/checkpoints come at the loop ends. Returns the total; notes say so."""
+  if total % iterations:
+    rounded = -(-total // iterations) * iterations
+    notes.append("training steps %d -> %d: on the NPU every sess.run runs --iterations_per_loop=%d steps" %
+                 (total, rounded, iterations))
+    total = rounded
+  per_epoch = [
+      what for what, every in (("evaluation", f.eval_every_loops if f.mode == "train_and_eval" else 1),
+                               ("checkpoints", f.save_every_loops)) if every == 0
+  ]
+  if per_epoch and steps_per_epoch % iterations:
+    notes.append("%s every epoch: on the NPU at the end of the sess.run that crosses each epoch end (an epoch is %d "
+                 "steps, not a multiple of --iterations_per_loop=%d)" %
+                 (" and ".join(per_epoch), steps_per_epoch, iterations))
+  return total
 
 
 def _lr_warmup_steps(f, steps_per_epoch, total, notes):

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# One-device ViT training in the Ascend ModelZoo test-script convention; train_full_1p.sh and
-# train_performance_1p.sh call this with "full" or "performance" first. See README.md (Launch scripts).
+# One process of ViT training in the Ascend ModelZoo test-script convention; train_full_1p.sh and
+# train_performance_1p.sh call this with "full" or "performance" first, and run_8p.sh once per device with RANK_ID,
+# RANK_SIZE and RANK_TABLE_FILE set. See docs/launch_scripts.md.
 #
 #   --data_path=DIR       dataset folder (CIFAR-100 python folder, ImageFolder, list); empty: the embedded digits
 #   --output_path=DIR     where output/${ASCEND_DEVICE_ID}/ goes (default ./output)
 #   --ckpt_path=FILE      official .npz (or a checkpoint of ours) to fine-tune from
 #   --precision_mode=M    allow_mix_precision (default) | force_fp16 | allow_fp32_to_fp16 | must_keep_origin_dtype | force_fp32
 #   --over_dump[=True]  --data_dump_flag[=True]  --data_dump_step=N  --profiling[=True]
-#   --batch_size=N  --train_epochs=N | --train_steps=N
+#   --batch_size=N        images per device per optimizer step (default 512 on one device)
+#   --micro_batch_size=N  images per device per forward/backward (default 32, what ViT-B/16 at 384 px leaves room
+#                         for on a 32 GB device); batch_size/micro_batch_size micro-batches are accumulated
+#   --train_epochs=N | --train_steps=N
 #   any other --flag=value goes to python -m launch.train unchanged (later flags win), e.g. --model=ViT-S/16
-# ASCEND_DEVICE_ID (default 0) picks the device and names the output folder.
+# ASCEND_DEVICE_ID (default 0) picks the device and names the output folder. With RANK_SIZE > 1 every rank shares
+# one run folder, output/ckpt_${RANK_SIZE}p, and rank 0 alone prints the summary.
 set -euo pipefail
 
 mode="$1"; shift
@@ -35,6 +40,7 @@ data_dump_flag=False
 data_dump_step=10
 profiling=False
 batch_size=512
+micro_batch_size=32
 train_epochs=""
 train_steps=10000
 if [[ "$mode" == performance ]]; then train_steps=200; fi
@@ -54,6 +60,7 @@ for para in "$@"; do
     --profiling) profiling=True;;
     --profiling=*) profiling="${para#*=}";;
     --batch_size=*) batch_size="${para#*=}";;
+    --micro_batch_size=*) micro_batch_size="${para#*=}";;
     --train_epochs=*) train_epochs="${para#*=}"; train_steps="";;
     --train_steps=*) train_steps="${para#*=}"; train_epochs="";;
     --model=*) model="${para#*=}"; Network="$(echo "$model" | sed 's#/#_#g')"; extra+=("$para");;
@@ -62,16 +69,30 @@ for para in "$@"; do
   esac
 done
 
-if [[ -x "$repo/.venv/bin/python" ]]; then python="$repo/.venv/bin/python"; else python="python3"; fi
+# $PYTHON, else the project's .venv, else python3.
+if [[ -n "${PYTHON:-}" ]]; then python="$PYTHON"; elif [[ -x "$repo/.venv/bin/python" ]]; then
+  python="$repo/.venv/bin/python"; else python="python3"; fi
 is_true() { [[ "$1" == True || "$1" == true || "$1" == 1 ]]; }
 
-out_dir="$output_path/$ASCEND_DEVICE_ID"
-mkdir -p "$out_dir"
-out_dir="$(cd "$out_dir" && pwd)"
-log="$out_dir/train_${ASCEND_DEVICE_ID}.log"
-model_dir="$out_dir/ckpt"
+# Micro-batches: the per-device batch of one optimizer step is accumulated from batch_size/micro_batch_size
+# forward/backward passes that fit in device memory (launch.train --accum_steps).
+if (( batch_size > micro_batch_size )); then
+  if (( batch_size % micro_batch_size )); then
+    echo "run_1p.sh: --batch_size=$batch_size is not a multiple of --micro_batch_size=$micro_batch_size" >&2; exit 2
+  fi
+  accum_steps=$((batch_size / micro_batch_size)); micro=$micro_batch_size
+else
+  accum_steps=1; micro=$batch_size
+fi
 
-args=(--model="$model" --image_size="$image_size" --train_batch_size="$batch_size" --eval_batch_size="$batch_size"
+mkdir -p "$output_path/$ASCEND_DEVICE_ID"
+output_path="$(cd "$output_path" && pwd)"
+out_dir="$output_path/$ASCEND_DEVICE_ID"
+log="$out_dir/train_${ASCEND_DEVICE_ID}.log"
+if (( RANK_SIZE > 1 )); then model_dir="$output_path/ckpt_${RANK_SIZE}p"; else model_dir="$out_dir/ckpt"; fi
+
+args=(--model="$model" --image_size="$image_size" --train_batch_size="$micro" --accum_steps="$accum_steps"
+      --eval_batch_size="$micro"
       --optimizer=momentum --momentum=0.9 --lr=0.03 --lr_schedule=cosine --lr_warmup_steps=500
       --grad_clip_norm=1 --weight_decay=0 --label_smoothing=0 --dropout=0 --augment=inception
       --precision_mode="$precision_mode" --model_dir="$model_dir"
@@ -99,6 +120,7 @@ if [[ $status -ne 0 ]]; then
   echo "run_1p.sh: training failed (exit $status), log: $log" >&2
   exit $status
 fi
+if (( RANK_ID != 0 )); then exit 0; fi  # the run's numbers are rank 0's (img/s counts every rank's images)
 
 # The numbers come from the run's metrics.jsonl (tools/parse_log.py), not from grepping the log.
 get() { "$python" -m tools.parse_log --get "$1" "$model_dir"; }

@@ -41,6 +41,7 @@ from launch import run_lock
 from launch import run_record
 from launch import schedules
 from launch import train_graph
+from launch import watchdog
 from launch.checkpoints import Checkpoints, step_of_checkpoint
 from launch.flags import FlagError
 from launch.plan import make_plan
@@ -55,12 +56,14 @@ _COSMETIC_FLAGS = frozenset([
     "model_dir", "workers", "eval_batch_size", "log_every_loops", "warmup_loops", "keep_checkpoints",
     "save_every_loops", "eval_every_loops", "mode", "device", "profiling", "profiling_options", "profiling_steps",
     "over_dump", "over_dump_path", "data_dump_flag", "data_dump_step", "data_dump_path", "fusion_switch_file",
-    "init_checkpoint", "max_image_pixels"
+    "init_checkpoint", "max_image_pixels", "distribute", "allreduce_bucket_mb", "rank"
 ])
+# Flags that may differ between the ranks of one run (paths as each machine sees them); the rest must agree.
+_PER_RANK_FLAGS = _COSMETIC_FLAGS | {"data_dir"}
 
 TrainGraph = collections.namedtuple("TrainGraph", [
     "init_fn", "best_top1", "best_input", "set_best", "train_pipe", "train_iterator", "loop", "probe", "eval_pipe",
-    "eval", "checkpoints"
+    "eval", "checkpoints", "parallel", "broadcast", "weights_spread"
 ])
 TrainGraph.__doc__ = """Every op of a run.
 
@@ -72,6 +75,9 @@ Attributes:
   probe: the CPU/GPU debug probe for --over_dump / --data_dump_flag (or None).
   eval_pipe, eval: the evaluation pipeline and graph (None in --mode=train).
   checkpoints: the run's Checkpoints.
+  parallel: the data-parallel seam (launch.distributed.DataParallel; inactive with one rank).
+  broadcast: the op that sets every variable to rank 0's value (run after initialising and restoring).
+  weights_spread: largest |w - w on rank 0| over the ranks (0 when they hold the same weights).
 """
 
 
@@ -85,8 +91,9 @@ def make_model_fn(plan, dropout):
   return model_fn
 
 
-def build_graph(f, plan, start_step, restoring):
-  """Builds every op of the run in the default graph; returns a TrainGraph."""
+def build_graph(f, plan, start_step, restoring, parallel):
+  """Builds every op of the run in the default graph; returns a TrainGraph. Every rank builds the same graph in the
+  same order, so their collectives pair up."""
   tf.set_random_seed(f.seed)
   model_fn = make_model_fn(plan, f.dropout)
   size = plan.image_size
@@ -107,22 +114,24 @@ def build_graph(f, plan, start_step, restoring):
 
   train_pipe = train_iterator = loop = probe = None
   if f.mode != "eval":
-    npu_scaling = plan.device == "npu" and plan.loss_scale_mode != "off"
+    npu_scaling = plan.device == "npu" and plan.loss_scale_mode != "off" and plan.accum_steps == 1
     loss_scale = loss_scale_lib.LossScale("off" if npu_scaling else plan.loss_scale_mode, plan.loss_scale_init,
                                           f.loss_scale_growth_steps)
     lr_holder = train_graph.learning_rate_holder()
     optimizer = optimizers.make_optimizer(f.optimizer, lr_holder, f.momentum, f.weight_decay)
-    optimizer = distributed.wrap_optimizer(optimizer, plan.device, plan.num_ranks)
     if npu_scaling:
       optimizer = npu.loss_scale_optimizer(optimizer, plan.loss_scale_mode, plan.loss_scale_init,
                                            f.loss_scale_growth_steps, is_distributed=plan.num_ranks > 1)
 
     def lr_fn(step):
-      return schedules.learning_rate(step, f.lr, plan.total_steps, f.lr_schedule, plan.lr_warmup_steps,
+      return schedules.learning_rate(step, plan.lr, plan.total_steps, f.lr_schedule, plan.lr_warmup_steps,
                                      f.lr_decay_value, plan.decay_steps)
 
-    train_pipe = InputPipeline(plan.train_ds, size, plan.train_batch_size, True, workers=f.workers, seed=f.seed,
-                               rank=plan.rank, num_ranks=plan.num_ranks, start_batch=start_step, augment=plan.augment)
+    # A batch of the pipeline holds the step's accum_steps micro-batches: exactly the examples of one batch of
+    # train_batch_size x accum_steps, so accumulation changes memory, not what is learned.
+    train_pipe = InputPipeline(plan.train_ds, size, plan.train_batch_size * plan.accum_steps, True, workers=f.workers,
+                               seed=f.seed, rank=plan.rank, num_ranks=plan.num_ranks, start_batch=start_step,
+                               augment=plan.augment)
     train_iterator = tf.data.make_initializable_iterator(train_pipe.tf_dataset())
     source = train_graph.BatchSource(train_iterator)
     spec = train_graph.StepSpec(model_fn=model_fn, num_classes=plan.num_classes, optimizer=optimizer,
@@ -130,7 +139,8 @@ def build_graph(f, plan, start_step, restoring):
                                 loss_scale=loss_scale, grad_clip_norm=f.grad_clip_norm,
                                 label_smoothing=f.label_smoothing,
                                 l2_fn=lambda variables: optimizers.l2_penalty(variables, f.weight_decay, f.optimizer),
-                                optimizer_gradients=not plan.in_graph_loop)
+                                optimizer_gradients=not plan.in_graph_loop and plan.accum_steps == 1,
+                                parallel=parallel if parallel.active else None, accum_steps=plan.accum_steps)
     debug_probe = plan.device != "npu" and (f.over_dump or f.data_dump_flag)
     loop = train_graph.build_train_loop(spec, source, plan.iterations, plan.in_graph_loop, keep_last_batch=debug_probe)
     if npu_scaling and npu.loss_scale_of(optimizer) is not None:
@@ -141,27 +151,83 @@ def build_graph(f, plan, start_step, restoring):
   if plan.eval_ds is not None:
     eval_pipe = InputPipeline(plan.eval_ds, size, plan.eval_batch_size, False, workers=f.workers, seed=f.seed,
                               rank=plan.rank, num_ranks=plan.num_ranks, max_pixels=f.max_image_pixels)
-    eval_graph = evaluation.build_eval(eval_pipe, lambda images: model_fn(images, False))
+    eval_graph = evaluation.build_eval(eval_pipe, lambda images: model_fn(images, False), parallel.allreduce_sum)
+  broadcast = parallel.broadcast_variables(tf.global_variables())
+  parallel.build_agreement()
+  spread = parallel.weights_spread(tf.trainable_variables())
   return TrainGraph(init_fn, best_top1, best_input, set_best, train_pipe, train_iterator, loop, probe, eval_pipe,
-                    eval_graph, Checkpoints(plan.model_dir, f.keep_checkpoints))
+                    eval_graph, Checkpoints(plan.model_dir, f.keep_checkpoints), parallel, broadcast, spread)
 
 
 def train(f, plan):
-  """Builds the graph, restores or initialises, runs the loop (or one evaluation); returns the summary record."""
+  """Builds the graph, restores or initialises, runs the loop (or one evaluation); returns the summary record.
+
+  With several ranks every rank restores the same checkpoint (or initialises), then takes rank 0's variables, and
+  checks that all ranks run the same plan from the same step before the first training collective."""
   latest = tf.train.latest_checkpoint(plan.model_dir)
   start_step = step_of_checkpoint(latest)
-  graph = build_graph(f, plan, start_step, restoring=latest is not None)
+  parallel = distributed.DataParallel(plan.engine, f.allreduce_bucket_mb)
+  config = plan.engine.configure(device_lib.session_config(plan, f))
+  if hasattr(plan.engine, "start"):
+    plan.engine.start(config)
+  with tf.device(plan.engine.device):
+    graph = build_graph(f, plan, start_step, restoring=latest is not None, parallel=parallel)
   monitors = monitors_lib.make_monitors(plan.model_dir, tf.get_default_graph(), plan.rank)
+  guard = watchdog.RankGuard(plan.engine, plan.model_dir).start()
   try:
-    return _train_in_session(f, plan, graph, monitors, latest, start_step)
+    with tf.Session(plan.engine.target, config=config) as sess:
+      restore_or_initialise(sess, graph, plan, latest, start_step)
+      return train_in_session(sess, f, plan, graph, monitors, guard, start_step)
   except tf.errors.OpError:
     raise_input_failure(graph)
     raise
   finally:
+    guard.stop()
     monitors.close()
     for pipe in (graph.train_pipe, graph.eval_pipe):
       if pipe is not None:
         pipe.close()
+
+
+def restore_or_initialise(sess, graph, plan, latest, start_step):
+  """Initialises every variable, then restores the latest checkpoint of the run, or loads --init_checkpoint."""
+  sess.run(tf.global_variables_initializer())
+  if latest:
+    graph.checkpoints.restore(sess, latest)
+    logging.info(log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.steps_per_epoch))
+  elif graph.init_fn is not None:
+    graph.init_fn(sess)
+    for line in graph.init_fn.report:
+      logging.info("init_checkpoint: %s", line)
+
+
+def train_in_session(sess, f, plan, graph, monitors, guard, start_step):
+  """Takes rank 0's variables, checks the ranks agree, then runs the loop (or one evaluation); the summary."""
+  parallel = graph.parallel
+  try:
+    sess.run(graph.broadcast)
+    guard.connected()
+    parallel.check_agreement(sess, agreement_values(f, plan, start_step))
+    run = callbacks_lib.RunState(sess, graph, plan, f, monitors, start_step, float(sess.run(graph.best_top1)))
+    warmup = callbacks_lib.timing_warmup_steps(f, plan)
+    run.put(run_start_record(f, plan, start_step, warmup))
+    if f.mode == "eval":
+      callbacks_lib.Evaluator(trigger=None).evaluate(run)
+    else:
+      run_loop(run, callbacks_lib.make_callbacks(f, plan, graph, warmup))
+    if parallel.active:
+      logging.info("ranks in sync: max |w - w(rank 0)| = %g over %d ranks", sess.run(graph.weights_spread),
+                   parallel.size)
+  except tf.errors.OpError as e:
+    raise_input_failure(graph)
+    if not parallel.active or isinstance(e, tf.errors.OutOfRangeError):
+      raise
+    # TF 2.x's collectives (and Horovod's) fail when a peer goes away, where TF 1.15's wait for the watchdog.
+    raise distributed.RankLost(guard.explain(e))
+  guard.finish()
+  summary = summary_record(run, warmup)
+  run.put(summary)
+  return summary
 
 
 def raise_input_failure(graph):
@@ -181,27 +247,16 @@ def raise_input_failure(graph):
       raise callbacks_lib.TrainingStopped(lines[0])
 
 
-def _train_in_session(f, plan, graph, monitors, latest, start_step):
-  """The session part of `train`: initialise or restore, then the loop or one evaluation; the summary record."""
-  with tf.Session(config=device_lib.session_config(plan, f)) as sess:
-    sess.run(tf.global_variables_initializer())
-    if latest:
-      graph.checkpoints.restore(sess, latest)
-      logging.info(log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.steps_per_epoch))
-    elif graph.init_fn is not None:
-      graph.init_fn(sess)
-      for line in graph.init_fn.report:
-        logging.info("init_checkpoint: %s", line)
-    run = callbacks_lib.RunState(sess, graph, plan, f, monitors, start_step, float(sess.run(graph.best_top1)))
-    warmup = callbacks_lib.timing_warmup_steps(f, plan)
-    run.put(run_start_record(f, plan, start_step, warmup))
-    if f.mode == "eval":
-      callbacks_lib.Evaluator(trigger=None).evaluate(run)
-    else:
-      run_loop(run, callbacks_lib.make_callbacks(f, plan, graph, warmup))
-    summary = summary_record(run, warmup)
-    run.put(summary)
-    return summary
+def agreement_values(f, plan, start_step):
+  """What every rank must agree on before training (launch.distributed.AGREEMENT_FIELDS, in that order)."""
+  params = count_parameters(plan.config, plan.num_classes, plan.image_size)
+  lines = [l for l in recorded_flags(f, plan) if l.lstrip("-").split("=")[0] not in _PER_RANK_FLAGS]
+  return [
+      start_step, plan.total_steps, plan.iterations, plan.steps_per_epoch, plan.accum_steps, plan.train_batch_size,
+      len(plan.train_ds),
+      len(plan.eval_ds) if plan.eval_ds is not None else 0, plan.num_classes, params % 2**24,
+      distributed.flags_fingerprint(lines)
+  ]
 
 
 def run_loop(run, callbacks):
@@ -211,14 +266,18 @@ def run_loop(run, callbacks):
   fetches = dict(graph.loop.fetches)
   if plan.device == "npu":
     fetches["update"] = npu.set_iterations_per_loop(run.sess, fetches["update"], plan.iterations)
+  # Loop lengths come from the global step, the plan and the callbacks of every rank (rank-0-only ones included),
+  # never from rank-local data, so all ranks run the same steps per sess.run.
+  stoppers, callbacks = callbacks, callbacks_lib.acting(callbacks, plan.rank)
   for callback in callbacks:
     callback.before_train(run)
   logging.info("first loop: building, optimising and compiling the graph, starting the input workers ...")
   index = 0
   while run.step < plan.total_steps:
     index += 1
+    # The NPU's device loop always runs plan.iterations steps; the plan made the total a multiple of it.
     steps = min([plan.iterations, plan.total_steps - run.step] +
-                [s - run.step for s in (c.stop_at(run) for c in callbacks) if s is not None and s > run.step])
+                [s - run.step for s in (c.stop_at(run) for c in stoppers) if s is not None and s > run.step])
     feed = {graph.loop.iterations: steps} if plan.in_graph_loop else None
     options = {}
     for callback in callbacks:
@@ -256,15 +315,18 @@ def run_start_record(f, plan, start_step, warmup_steps):
   """The "run" record: one line saying what trains, how big it is and where it writes; the flags for TensorBoard."""
   params = count_parameters(plan.config, plan.num_classes, plan.image_size)
   gflop = forward_flops(plan.config, plan.image_size, plan.num_classes) / 1e9
-  text = ("%s (%s parameters, %.3g GFLOP per image forward) on %s, %s compute (%s, loss scale %s) | %s: %d "
-          "classes, %d train / %s test images of %d px, %s augmentation | batch %d x %d rank(s), %d steps (%d per "
-          "epoch), %d per sess.run%s | %s lr %g %s, warm-up %d steps | writes to %s" %
-          (plan.config.name, "%.2f M" % (params / 1e6) if params >= 1e6 else "{:,}".format(params), gflop, plan.device,
-           tf.as_dtype(plan.compute_dtype).name, plan.precision_mode, plan.loss_scale_mode, plan.train_ds.name,
-           plan.num_classes, len(plan.train_ds), len(plan.eval_ds) if plan.eval_ds is not None else "-",
-           plan.image_size, plan.augment, plan.train_batch_size, plan.num_ranks, plan.total_steps, plan.steps_per_epoch,
-           plan.iterations, " in the graph" if plan.in_graph_loop else "", f.optimizer, f.lr, f.lr_schedule,
-           plan.lr_warmup_steps, os.path.abspath(plan.model_dir)))
+  text = (
+      "%s (%s parameters, %.3g GFLOP per image forward) on %s, %s compute (%s, loss scale %s) | %s: %d "
+      "classes, %d train / %s test images of %d px, %s augmentation | global batch %s%s, %d steps (%d per "
+      "epoch), %d per sess.run%s | %s lr %g %s, warm-up %d steps | writes to %s" %
+      (plan.config.name, "%.2f M" %
+       (params / 1e6) if params >= 1e6 else "{:,}".format(params), gflop, plan.device, tf.as_dtype(
+           plan.compute_dtype).name, plan.precision_mode, plan.loss_scale_mode, plan.train_ds.name, plan.num_classes,
+       len(plan.train_ds), len(plan.eval_ds) if plan.eval_ds is not None else "-", plan.image_size, plan.augment,
+       distributed.describe_global_batch(distributed.Layout(plan.train_batch_size, plan.accum_steps, plan.num_ranks)),
+       " (%s, rank %d)" % (plan.engine.name, plan.rank) if plan.num_ranks > 1 else "", plan.total_steps,
+       plan.steps_per_epoch, plan.iterations, " in the graph" if plan.in_graph_loop else "", f.optimizer, plan.lr,
+       f.lr_schedule, plan.lr_warmup_steps, os.path.abspath(plan.model_dir)))
   return {
       "event": "run",
       "text": text,
@@ -276,7 +338,10 @@ def run_start_record(f, plan, start_step, warmup_steps):
       "gflop_per_image": gflop,
       "device": plan.device,
       "batch_size": plan.train_batch_size,
+      "accum_steps": plan.accum_steps,
+      "global_batch_size": plan.train_batch_size * plan.accum_steps * plan.num_ranks,
       "num_ranks": plan.num_ranks,
+      "engine": plan.engine.name,
       "rank": plan.rank,
       "timing_warmup_steps": warmup_steps,
       "time": time.time(),
@@ -333,14 +398,16 @@ def run(f):
   """Checks the flags, then trains and/or evaluates; returns the summary record. Raises FlagError before any work
   for a bad command line (or a run folder another trainer holds)."""
   flags_lib.check_flags(f)
-  try:
-    lock = run_lock.RunLock(f.model_dir).acquire()
-  except ValueError as e:  # RunLockedError included: one writer per run folder
-    raise FlagError(str(e))
-  # Records from opening the datasets (listing and label warnings) are kept until the run starts writing its log.
+  # Records from opening the datasets (listing and label warnings) are held until the run starts writing its log.
   log = monitors_lib.RunLog(f.model_dir)
+  lock = None
   try:
     plan = make_plan(f)
+    if plan.rank == 0:  # one writer per run folder: rank 0 of one run (the other ranks write nothing there)
+      try:
+        lock = run_lock.RunLock(plan.model_dir).acquire()
+      except ValueError as e:  # RunLockedError included
+        raise FlagError(str(e))
     if f.mode != "eval":
       done = finished_run(plan.model_dir, plan.total_steps)
       if done is not None:
@@ -351,9 +418,10 @@ def run(f):
         if "final_top1" in done:
           logging.info(log_format.summary_line(done))
         return done
-    log.start_file()
     lines = recorded_flags(f, plan)
     if plan.rank == 0:
+      # train.log is rank 0's; the other ranks' lines go to their console (launch.spawn files them as rank_<r>.log).
+      log.start_file()
       if tf.train.latest_checkpoint(plan.model_dir):
         warn_about_changed_flags(plan.model_dir, lines)
       run_record.write_class_names(plan.model_dir, plan.class_names)
@@ -363,7 +431,8 @@ def run(f):
     return train(f, plan)
   finally:
     log.close()
-    lock.release()
+    if lock is not None:
+      lock.release()
 
 
 def main(argv):
@@ -373,7 +442,7 @@ def main(argv):
     run(FLAGS)
   except FlagError as e:
     fail(str(e))
-  except callbacks_lib.TrainingStopped as e:
+  except (callbacks_lib.TrainingStopped, distributed.RankMismatch, distributed.RankLost) as e:
     fail(str(e), code=1)
 
 

@@ -2,7 +2,8 @@
 
 Following one batch: `next_batch()` pulls (images uint8, labels, mask) from the iterator, `forward` scales the
 images to [-1, 1] and runs the model, the loss is softmax cross-entropy (+ an optional L2 term), its gradients are
-taken with respect to the weight *reads* of this step, unscaled, checked for inf/NaN, clipped to the global norm and
+taken with respect to the weight *reads* of this step (summed over accumulated micro-batches), averaged over the
+data-parallel ranks (launch.distributed, the seam), unscaled, checked for inf/NaN, clipped to the global norm and
 applied; the global step counts the batch.
 
 Why the reads: on CPU/GPU, `iterations_per_loop` steps run inside one tf.while_loop. A weight read created outside
@@ -63,7 +64,7 @@ def cross_entropy(logits, labels, num_classes, label_smoothing=0.0, mask=None):
 
 StepSpec = collections.namedtuple("StepSpec", [
     "model_fn", "num_classes", "optimizer", "lr_holder", "learning_rate_fn", "global_step", "loss_scale",
-    "grad_clip_norm", "label_smoothing", "l2_fn", "optimizer_gradients"
+    "grad_clip_norm", "label_smoothing", "l2_fn", "optimizer_gradients", "parallel", "accum_steps"
 ])
 StepSpec.__doc__ = """What one training step needs.
 
@@ -79,8 +80,11 @@ Attributes:
   grad_clip_norm: global-norm clip (0 or None: off).
   label_smoothing: label smoothing of the loss.
   l2_fn: fn(list of variables) -> L2 term or None.
-  optimizer_gradients: True to take gradients with optimizer.compute_gradients (NPU, distributed wrappers; one
-    step per graph), False to differentiate the weight reads (needed inside the CPU/GPU in-graph loop).
+  optimizer_gradients: True to take gradients with optimizer.compute_gradients (the NPU, where
+    NPULossScaleOptimizer scales the loss; one step per graph), False to differentiate the weight reads (needed
+    inside the CPU/GPU in-graph loop).
+  parallel: the data-parallel seam (launch.distributed.DataParallel), or None for one process.
+  accum_steps: micro-batches per optimizer step; each batch of the source holds accum_steps micro-batches.
 """
 
 
@@ -100,29 +104,26 @@ def learning_rate_holder():
 
 
 def train_step(spec, images, labels, mask):
-  """Builds one training step on a batch; returns (loss, lr, loss_scale_used, update_op)."""
+  """Builds one training step on a batch; returns (loss, lr, loss_scale_used, update_op).
+
+  With several ranks the gradients (and the loss, so every rank logs the global-batch loss) are averaged over the
+  ranks right after they are computed, before unscaling, the finite check and clipping; with accum_steps K the
+  batch is K micro-batches whose gradients are averaged first, so there is one all-reduce, one loss-scale decision
+  and one update per K micro-batches.
+  """
   step = spec.global_step.read_value()
   lr = spec.learning_rate_fn(step)
   spec.lr_holder.current = lr
-  logits, reads = forward_with_reads(spec.model_fn, images, True)
-  loss = cross_entropy(logits, labels, spec.num_classes, spec.label_smoothing, mask)
-  variables = [v for v, _ in reads.pairs]
-  total = loss
-  l2 = spec.l2_fn(variables) if spec.l2_fn else None
-  if l2 is not None:
-    total = loss + l2
-
   ls = spec.loss_scale
   scale = ls.scale.read_value()
-  scaled = ls.scale_loss(total, scale)
-  unique_vars = _unique(variables)
-  if spec.optimizer_gradients:
-    # The optimizer's own compute_gradients, so a wrapper (NPULossScaleOptimizer scaling the loss, an all-reduce)
-    # does its part; used where the step is not inside an in-graph loop (NPU, several ranks).
-    grads = [g for g, _ in spec.optimizer.compute_gradients(scaled, var_list=unique_vars)]
+  if spec.accum_steps > 1:
+    if spec.optimizer_gradients:
+      raise ValueError("accumulating micro-batches differentiates the weight reads, not optimizer.compute_gradients")
+    grads, loss, unique_vars = _accumulated_gradients(spec, images, labels, mask, scale, step)
   else:
-    read_grads = tf.gradients(scaled, [r for _, r in reads.pairs])
-    grads = _sum_per_variable(variables, read_grads)
+    grads, loss, unique_vars = _gradients(spec, images, labels, mask, scale)
+  if spec.parallel is not None:
+    grads, (loss,) = spec.parallel.allreduce_gradients(grads, [loss])
   grads = ls.unscale(grads, scale)
   finite = loss_scale_lib.all_finite(grads)
   if spec.grad_clip_norm:
@@ -144,6 +145,58 @@ def train_step(spec, images, labels, mask):
     with tf.control_dependencies([apply]):
       update = tf.group(apply, spec.global_step.assign_add(1, read_value=False))
   return loss, lr, scale, update
+
+
+def _gradients(spec, images, labels, mask, scale):
+  """(gradients of the scaled loss, loss, variables) of one batch; one gradient per variable the model read."""
+  logits, reads = forward_with_reads(spec.model_fn, images, True)
+  loss = cross_entropy(logits, labels, spec.num_classes, spec.label_smoothing, mask)
+  variables = [v for v, _ in reads.pairs]
+  total = loss
+  l2 = spec.l2_fn(variables) if spec.l2_fn else None
+  if l2 is not None:
+    total = loss + l2
+  scaled = spec.loss_scale.scale_loss(total, scale)
+  unique_vars = _unique(variables)
+  if spec.optimizer_gradients:
+    # The optimizer's own compute_gradients, so NPULossScaleOptimizer scales the loss and unscales the gradients
+    # its way; used where the step is not inside an in-graph loop (the NPU).
+    grads = [g for g, _ in spec.optimizer.compute_gradients(scaled, var_list=unique_vars)]
+  else:
+    grads = _sum_per_variable(variables, tf.gradients(scaled, [r for _, r in reads.pairs]))
+  return grads, loss, unique_vars
+
+
+def _accumulated_gradients(spec, images, labels, mask, scale, after):
+  """(mean gradients, mean loss, variables) over the accum_steps micro-batches of a batch, in a tf.while_loop that
+  slices micro-batch j and adds its gradients to accumulators (one model copy in the graph, one micro-batch of
+  activations in memory). `after` is a tensor the first weight read must wait for (the previous step's update)."""
+  k = spec.accum_steps
+  micro = int(images.shape[0]) // k
+  candidates = tf.trainable_variables()
+  index = {id(v): n for n, v in enumerate(candidates)}
+  read = {}
+
+  def cut(tensor, j):
+    begin = [j * micro] + [0] * (tensor.shape.ndims - 1)
+    return tf.slice(tensor, begin, [micro] + tensor.shape.as_list()[1:])
+
+  def body(j, token, loss_sum, *acc):
+    with tf.control_dependencies([j, token]):
+      grads, loss, variables = _gradients(spec, cut(images, j), cut(labels, j), cut(mask, j), scale)
+    read["variables"] = variables
+    out = list(acc)
+    for v, g in zip(variables, grads):
+      out[index[id(v)]] = acc[index[id(v)]] + g
+    return [j + 1, token, loss_sum + loss] + out
+
+  init = [tf.constant(0), after, tf.constant(0.0)] + [tf.zeros(v.shape, v.dtype.base_dtype) for v in candidates]
+  results = tf.while_loop(lambda j, *unused: j < k, body, init, parallel_iterations=1, back_prop=False,
+                          name="accumulate")
+  inverse = 1.0 / k
+  variables = read["variables"]
+  grads = [results[3 + index[id(v)]] * inverse for v in variables]
+  return grads, results[2] * inverse, variables
 
 
 def _unique(variables):
@@ -258,7 +311,8 @@ class BatchSource(object):
 
 def standalone_loop(model_fn, num_classes, next_batch, image_shape, iterations=1, in_graph_loop=True,
                     optimizer="momentum", lr=0.01, total_steps=10**6, schedule="cosine", warmup_steps=0,
-                    decay_steps=None, loss_scale=None, weight_decay=0.0, grad_clip_norm=1.0, label_smoothing=0.0):
+                    decay_steps=None, loss_scale=None, weight_decay=0.0, grad_clip_norm=1.0, label_smoothing=0.0,
+                    parallel=None, accum_steps=1):
   """The trainer's step and N-step loop with fixed hyper-parameters and no flags, for benchmarks and tests.
 
   Creates the model's variables first (on a dummy batch of `image_shape`), then a global step, the optimizer and
@@ -276,6 +330,7 @@ def standalone_loop(model_fn, num_classes, next_batch, image_shape, iterations=1
       model_fn=model_fn, num_classes=num_classes, optimizer=opt, lr_holder=holder,
       learning_rate_fn=lambda s: schedules.learning_rate(s, lr, total_steps, schedule, warmup_steps, None, decay_steps),
       global_step=global_step, loss_scale=ls, grad_clip_norm=grad_clip_norm, label_smoothing=label_smoothing,
-      l2_fn=lambda v: optimizers.l2_penalty(v, weight_decay, optimizer), optimizer_gradients=not in_graph_loop)
+      l2_fn=lambda v: optimizers.l2_penalty(v, weight_decay, optimizer), optimizer_gradients=not in_graph_loop,
+      parallel=parallel, accum_steps=accum_steps)
   loop = build_train_loop(spec, next_batch, iterations, in_graph_loop)
   return loop, {"global_step": global_step, "loss_scale": ls, "optimizer": opt}

@@ -1,6 +1,7 @@
 """launch/train_full_1p.sh and train_performance_1p.sh on a tiny run: summary lines, logs and the case file."""
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -14,8 +15,10 @@ TINY = [
 ]
 
 
-def _run(script, tmp_path, *args):
-  env = dict(os.environ, ASCEND_DEVICE_ID="3", TF_CPP_MIN_LOG_LEVEL="3", TF_DISABLE_MKL="1")
+def _run(script, tmp_path, *args, **env_vars):
+  # PYTHON: the scripts run this stack's interpreter (by default they use the project's .venv).
+  env = dict(os.environ, ASCEND_DEVICE_ID="3", TF_CPP_MIN_LOG_LEVEL="3", TF_DISABLE_MKL="1", PYTHON=sys.executable)
+  env.update(env_vars)
   return subprocess.run(
       [os.path.join(REPO, "launch", script),
        "--output_path=%s" % tmp_path, "--batch_size=32", "--train_steps=8"] + TINY + list(args), cwd=str(tmp_path),
@@ -63,3 +66,31 @@ def test_performance_script_skips_eval_and_names_the_case_perf(tmp_path):
 def test_failed_training_fails_the_script(tmp_path):
   result = _run("train_full_1p.sh", tmp_path, "--model=ViT-Q/7")
   assert result.returncode == 2 and "unknown model" in result.stderr
+
+
+@pytest.mark.parametrize("script, kind", [("train_full_8p.sh", "acc"), ("train_performance_8p.sh", "perf")])
+def test_8p_scripts_run_one_process_per_rank_and_print_the_summary(tmp_path, script, kind):
+  # On this CPU machine the 8p scripts run RANK_SIZE processes joined by TF collective ops; on an NPU, HCCL.
+  result = _run(script, tmp_path, RANK_SIZE="2")
+  assert result.returncode == 0, result.stdout + result.stderr
+  lines = dict(l.split(" : ", 1) for l in result.stdout.splitlines() if " : " in l)
+  case = _fields(str(tmp_path / "0" / ("tiny_bs32_2p_%s.log" % kind)))
+  assert case["RankSize"] == "2" and case["BatchSize"] == "32" and case["CaseName"] == "tiny_bs32_2p_%s" % kind
+  # One run: rank 0 wrote the checkpoints and metrics; FPS counts both ranks' images (global batch 64).
+  records = metrics.read_jsonl(str(tmp_path / "ckpt_2p" / metrics.METRICS_FILE))
+  (run,) = [r for r in records if r["event"] == "run"]
+  assert run["num_ranks"] == 2 and run["global_batch_size"] == 64 and run["engine"] == "collective"
+  (summary,) = [r for r in records if r["event"] == "summary"]
+  assert float(lines["Final Performance images/sec"]) == pytest.approx(summary["img_per_sec"], rel=1e-6)
+  for rank in (0, 1):
+    assert "train: epoch" in (tmp_path / str(rank) / ("train_%d.log" % rank)).read_text()
+  assert summary["steps"] == 8
+
+
+def test_the_1p_script_accumulates_a_batch_larger_than_the_micro_batch(tmp_path):
+  result = _run("train_performance_1p.sh", tmp_path, "--batch_size=64", "--micro_batch_size=16")
+  assert result.returncode == 0, result.stderr
+  records = metrics.read_jsonl(str(tmp_path / "3" / "ckpt" / metrics.METRICS_FILE))
+  (run,) = [r for r in records if r["event"] == "run"]
+  assert run["batch_size"] == 16 and run["accum_steps"] == 4 and run["global_batch_size"] == 64
+  assert (tmp_path / "3" / "tiny_bs64_1p_perf.log").exists()

@@ -1,0 +1,1 @@
+"""Stand-in (not Ascend's code) for npu_bridge.hccl."""
