@@ -7,6 +7,7 @@ What the trainer asks of it, in the order it asks:
   loss_scale_optimizer(opt, ...)   NPULossScaleOptimizer with ExponentialUpdate- or FixedLossScaleManager
   distributed_optimizer(opt)       NPUDistributedOptimizer (allreduce of gradients over HCCL) for RANK_SIZE > 1
   set_iterations_per_loop(...)     util.set_iteration_per_loop: the device repeats the step N times per sess.run
+  kernel_set()                     vit_raw.kernels' NPU set: npu_unary_ops.gelu for the GELU, npu_ops.dropout
 The tests run this against a stand-in package (tests/fake_npu_bridge), never against Ascend's code.
 """
 import json
@@ -130,6 +131,16 @@ def loss_scale_of(optimizer):
 def distributed_optimizer(optimizer):
   """NPUDistributedOptimizer(optimizer): gradients are all-reduced over the ranks before apply_gradients."""
   return _modules()[3].NPUDistributedOptimizer(optimizer)
+
+
+def kernel_set():
+  """The model's kernels on the NPU (vit_raw.kernels.for_backend("npu")) with Ascend's GELU and dropout ops, as the
+  Ascend TF migration guide replaces them: npu_unary_ops.gelu (tanh form) and npu_ops.dropout."""
+  _modules()
+  from npu_bridge.estimator import npu_ops  # pylint: disable=g-import-not-at-top
+  from npu_bridge.estimator.npu_unary_ops import npu_unary_ops  # pylint: disable=g-import-not-at-top
+  from vit_raw import kernels  # pylint: disable=g-import-not-at-top
+  return kernels.for_backend("npu", npu_gelu=npu_unary_ops.gelu, npu_dropout=npu_ops.dropout)
 
 
 def set_iterations_per_loop(sess, train_op, iterations_per_loop):

@@ -9,7 +9,8 @@ def usable_cores():
   return os.cpu_count() or 1
 
 
-def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, allow_soft_placement=True):
+def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, allow_soft_placement=True,
+                    xla_fusible_only=False):
   """tf.ConfigProto tuned for ViT on a few CPU cores.
 
   intra_op_threads: threads inside one op (oneDNN/Eigen matmuls); default: all cores of this process.
@@ -18,6 +19,8 @@ def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, all
   xla: turn on XLA JIT (global_jit_level ON_1) for the whole graph. Measured slower for ViT on both stacks (XLA:CPU
     does not use oneDNN/AMX for the matmuls), so off by default. Takes effect only if this is called before the
     process's first session (TF reads TF_XLA_FLAGS once), or if TF_XLA_FLAGS=--tf_xla_cpu_global_jit is exported.
+  xla_fusible_only: with xla, let the auto-clustering take only the fusible elementwise ops and reductions
+    (--tf_xla_ops_to_cluster=FUSIBLE), so MatMul stays with oneDNN; only TensorFlow >= 2 knows this flag.
   """
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top  (usable_cores needs no TensorFlow)
   cores = usable_cores()
@@ -29,5 +32,8 @@ def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, all
     # (checked with a trace: no xla_run ops without it, on both stacks).
     flags = os.environ.get("TF_XLA_FLAGS", "")
     if "--tf_xla_cpu_global_jit" not in flags:
-      os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
+      flags += " --tf_xla_cpu_global_jit"
+    if xla_fusible_only and "--tf_xla_ops_to_cluster" not in flags:
+      flags += " --tf_xla_ops_to_cluster=FUSIBLE"
+    os.environ["TF_XLA_FLAGS"] = flags.strip()
   return config
