@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from launch import device as device_lib
 from launch import npu
 from tests import numpy_vit
 from tests import test_model
 from vit_raw import kernels
+from vit_raw import model
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_npu_bridge")
 TINY = test_model.TINY
@@ -141,3 +143,24 @@ def test_model_float32_logits_with_each_backend_equal_the_numpy_reference(backen
   got = sess.run(y, {x: images})
   assert np.abs(expected).max() > 0.5
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_bfloat16_model_casts_each_weight_once_and_has_no_cast_round_trip():
+  images = tf.placeholder(tf.float32, [None, 8, 8, 3])
+  logits = model.vit(images, TINY, 5, is_training=True, compute_dtype=tf.bfloat16)
+  tf.gradients(tf.reduce_sum(logits), tf.trainable_variables())
+  casts = [op for op in tf.get_default_graph().get_operations() if op.type == "Cast"]
+  weight_reads = {v.value().name for v in tf.trainable_variables()}
+  cast_weights = [op.inputs[0].name for op in casts if op.inputs[0].name in weight_reads]
+  # The 8 dense weights of each block, embedding bias, class token and position embedding are each cast once (the
+  # patch kernel is cast after its reshape; layer norm parameters and the head stay float32), never twice.
+  assert len(cast_weights) == len(set(cast_weights)) == 8 * TINY.num_layers + 3
+  # No value goes float32 -> bfloat16 -> float32 (or back) through two Casts in a row, forward or backward.
+  assert not [op.name for op in casts if op.inputs[0].op.type == "Cast"]
+
+
+def test_trainer_picks_ascends_kernels_on_the_npu_and_the_flag_elsewhere(fake_bridge):
+  assert device_lib.kernel_set("npu").name == "npu"
+  assert device_lib.kernel_set("cpu", "xla").name == "xla"
+  assert device_lib.kernel_set("cpu", "plain").name == "plain"
+  assert device_lib.kernel_set("cpu").name == device_lib.AUTO_KERNELS[tf.__version__[0]]

@@ -33,7 +33,8 @@ def fast_cpu_config(intra_op_threads=None, inter_op_threads=None, xla=False, all
     flags = os.environ.get("TF_XLA_FLAGS", "")
     if "--tf_xla_cpu_global_jit" not in flags:
       flags += " --tf_xla_cpu_global_jit"
-    if xla_fusible_only and "--tf_xla_ops_to_cluster" not in flags:
+    # TF 1.15 aborts on a flag it does not know, so there the whole graph is clustered.
+    if xla_fusible_only and tf.__version__[0] != "1" and "--tf_xla_ops_to_cluster" not in flags:
       flags += " --tf_xla_ops_to_cluster=FUSIBLE"
     os.environ["TF_XLA_FLAGS"] = flags.strip()
   return config
