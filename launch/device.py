@@ -159,8 +159,10 @@ def session_config(plan, f):
                              fusion_switch_file=f.fusion_switch_file)
 
 
-# --kernels=auto on the CPU/GPU, per TensorFlow major version, from the side-by-side runs in docs/benchmarks.md.
-AUTO_KERNELS = {"1": "plain", "2": "plain"}
+# --kernels=auto on the CPU/GPU, per TensorFlow major version, from the side-by-side runs in docs/benchmarks.md:
+# on TF 2.21 each chain in its own XLA cluster (never slower, 4 pairs); on TF 1.15 the jit scopes pull the matmuls
+# into XLA too (Eigen instead of MKL, +0.8 GB peak memory), so the plain ops stay.
+AUTO_KERNELS = {"1": "plain", "2": "xla"}
 
 
 def kernel_set(device, choice="auto"):
