@@ -160,7 +160,7 @@ def session_config(plan, f):
 
 
 # --kernels=auto on the CPU/GPU, per TensorFlow major version, from the side-by-side runs in docs/benchmarks.md:
-# on TF 2.21 each chain in its own XLA cluster (never slower, 4 pairs); on TF 1.15 the jit scopes pull the matmuls
+# on TF 2.21 each chain in its own XLA cluster (never slower in 5 pairs); on TF 1.15 the jit scopes pull the matmuls
 # into XLA too (Eigen instead of MKL, +0.8 GB peak memory), so the plain ops stay.
 AUTO_KERNELS = {"1": "plain", "2": "xla"}
 
