@@ -11,6 +11,7 @@ import tensorflow.compat.v1 as tf
 
 from launch import npu
 from launch.flags import REDUCED_PRECISION_MODES
+from vit_raw import kernels
 from vit_raw.cpu_config import fast_cpu_config
 
 
@@ -156,3 +157,19 @@ def session_config(plan, f):
                              data_dump_steps=plan.dump_steps, profiling=f.profiling,
                              profiling_options=f.profiling_options or npu.default_profiling_options(profile_dir),
                              fusion_switch_file=f.fusion_switch_file, distributed=plan.num_ranks > 1)
+
+
+# --kernels=auto on the CPU/GPU, per TensorFlow major version, from the side-by-side runs in docs/benchmarks.md:
+# on TF 2.21 each chain in its own XLA cluster (never slower in 5 pairs); on TF 1.15 the jit scopes pull the matmuls
+# into XLA too (Eigen instead of MKL, +0.8 GB peak memory), so the plain ops stay.
+AUTO_KERNELS = {"1": "plain", "2": "xla"}
+
+
+def kernel_set(device, choice="auto"):
+  """The vit_raw.kernels.KernelSet for `device` and --kernels: on the NPU (auto) Ascend's GELU and dropout
+  (launch/npu.py), elsewhere plain or XLA-clustered chains, auto = AUTO_KERNELS of this TensorFlow."""
+  if choice == "auto" and device == "npu":
+    return npu.kernel_set()
+  if choice == "auto":
+    choice = AUTO_KERNELS.get(tf.__version__[0], "plain")
+  return kernels.for_backend(choice)

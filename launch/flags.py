@@ -147,6 +147,10 @@ def define_flags():
                       "output <model_dir>/profile).")
   flags.DEFINE_integer("profiling_steps", 3, "CPU/GPU: how many loops (sess.run calls) to trace after warm-up.")
   flags.DEFINE_string("fusion_switch_file", None, "NPU: fusion switch config file passed to the adapter.")
+  flags.DEFINE_enum(
+      "kernels", "auto", ["auto", "plain", "xla"], "Implementation of layer norm, GELU and softmax "
+      "(vit_raw/kernels.py): plain TF ops, or each chain in its own XLA cluster. auto = Ascend's ops on the NPU, "
+      "elsewhere the measured default of this TensorFlow (launch/device.py: kernel_set).")
   # Run.
   flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"],
                     "train | eval (the latest checkpoint, or --init_checkpoint) | train_and_eval.")

@@ -9,6 +9,7 @@ What the trainer asks of it, in the order it asks:
   hccl_broadcast(tensor)           hccl_ops.broadcast([tensor], root_rank=0)[0] (assigned to the variable after
                                    the initializer, as the ModelZoo scripts do)
   set_iterations_per_loop(...)     util.set_iteration_per_loop: the device repeats the step N times per sess.run
+  kernel_set()                     vit_raw.kernels' NPU set: npu_unary_ops.gelu for the GELU, npu_ops.dropout
 The gradient all-reduce is the seam's (launch/distributed.py), not NPUDistributedOptimizer's: that wrapper reads
 RANK_SIZE itself and passes gradients through unreduced when it is unset, which the trainer cannot see.
 The tests run this against a stand-in package (tests/fake_npu_bridge), never against Ascend's code.
@@ -148,6 +149,16 @@ def hccl_allreduce_sum(tensor):
 def hccl_broadcast(tensor, root_rank=0):
   """`tensor` as rank `root_rank` has it (HCCL broadcast takes and returns a list of tensors)."""
   return _hccl_ops().broadcast([tensor], root_rank=root_rank)[0]
+
+
+def kernel_set():
+  """The model's kernels on the NPU (vit_raw.kernels.for_backend("npu")) with Ascend's GELU and dropout ops, as the
+  Ascend TF migration guide replaces them: npu_unary_ops.gelu (tanh form) and npu_ops.dropout."""
+  _modules()
+  from npu_bridge.estimator import npu_ops  # pylint: disable=g-import-not-at-top
+  from npu_bridge.estimator.npu_unary_ops import npu_unary_ops  # pylint: disable=g-import-not-at-top
+  from vit_raw import kernels  # pylint: disable=g-import-not-at-top
+  return kernels.for_backend("npu", npu_gelu=npu_unary_ops.gelu, npu_dropout=npu_ops.dropout)
 
 
 def set_iterations_per_loop(sess, train_op, iterations_per_loop):

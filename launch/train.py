@@ -81,12 +81,13 @@ Attributes:
 """
 
 
-def make_model_fn(plan, dropout):
-  """fn(images uint8, is_training) -> float32 logits: [-1, 1] scaling in the compute dtype, then the ViT."""
+def make_model_fn(plan, dropout, kernels=None):
+  """fn(images uint8, is_training) -> float32 logits: [-1, 1] scaling in the compute dtype, then the ViT with the
+  given vit_raw.kernels.KernelSet (None: the plain ops)."""
 
   def model_fn(images, is_training):
     return vit(to_model_input(images, plan.compute_dtype), plan.config, plan.num_classes, is_training,
-               dropout_rate=dropout, compute_dtype=plan.compute_dtype)
+               dropout_rate=dropout, compute_dtype=plan.compute_dtype, kernels=kernels)
 
   return model_fn
 
@@ -95,7 +96,7 @@ def build_graph(f, plan, start_step, restoring, parallel):
   """Builds every op of the run in the default graph; returns a TrainGraph. Every rank builds the same graph in the
   same order, so their collectives pair up."""
   tf.set_random_seed(f.seed)
-  model_fn = make_model_fn(plan, f.dropout)
+  model_fn = make_model_fn(plan, f.dropout, device_lib.kernel_set(plan.device, f.kernels))
   size = plan.image_size
   # Variables first, from a dummy batch, so their initial values never depend on what is built after them.
   train_graph.forward_with_reads(model_fn, tf.zeros([1, size, size, 3], tf.uint8), False, record=False)

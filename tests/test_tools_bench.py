@@ -38,6 +38,12 @@ def test_bench_model_times_the_trainers_step_and_counts_its_flops():
   seconds = _number(r"([0-9.]+) s/step median", out)
   assert _number(r"([0-9.]+) img/s \(best", out) == pytest.approx(2 / seconds, rel=0.02)
   assert 0 < _number(r"ratio ([0-9.]+)", out)
+  assert _number(r"peak RSS ([0-9.]+) MB", out) > 50  # a TensorFlow process with a model is more than 50 MB
+  shares = re.findall(r"([a-z ]+) ([0-9.]+) %", out.split("op time by kind", 1)[1])
+  assert [k.strip(" ,:") for k, _ in shares
+         ] == ["matmul", "layer norm", "gelu", "softmax", "bias add", "casts", "optimizer", "xla cluster", "other"]
+  assert sum(float(v) for _, v in shares) == pytest.approx(100.0, abs=0.5)
+  assert float(dict((k.strip(" ,:"), v) for k, v in shares)["matmul"]) > 0
 
 
 def test_bench_loop_reports_each_n_and_their_ratio():

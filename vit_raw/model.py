@@ -17,9 +17,12 @@ import math
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from vit_raw import kernels as kernels_lib
 from vit_raw.configs import image_hw
 
-LAYER_NORM_EPSILON = 1e-6  # flax.linen.LayerNorm default, which the official checkpoints were trained with.
+LAYER_NORM_EPSILON = kernels_lib.LAYER_NORM_EPSILON
+gelu_tanh = kernels_lib.gelu_tanh
+gelu_exact = kernels_lib.gelu_exact
 
 
 def num_tokens(config, image_size):
@@ -42,56 +45,34 @@ def _variable(name, shape, initializer):
   return tf.get_variable(name, shape, dtype=tf.float32, initializer=initializer, trainable=True)
 
 
-def _dense(x, kernel_shape, kernel_init, bias_init, dtype):
-  """x @ kernel + bias on a 2-D operand; MatMul followed by BiasAdd is what grappler/oneDNN fuse into one kernel."""
+def _dense(x, kernel_shape, kernel_init, bias_init, dtype, bias_fn=tf.nn.bias_add):
+  """bias_fn(x @ kernel, bias) on a 2-D operand; MatMul followed by BiasAdd is what grappler/oneDNN fuse into one
+  kernel. Each weight is read (and cast to `dtype`) once per step: every dense layer has its own variables."""
   kernel = _variable("kernel", kernel_shape, kernel_init)
   bias = _variable("bias", kernel_shape[-1:], bias_init)
   y = tf.matmul(x, tf.cast(kernel, dtype))
-  return tf.nn.bias_add(y, tf.cast(bias, dtype))
+  return bias_fn(y, tf.cast(bias, dtype))
 
 
-def layer_norm(x, out_dtype):
-  """Layer norm over the last axis with float32 statistics; returns `out_dtype`.
-
-  Uses the variance as E[x^2] - E[x]^2 with a shared upstream read of x, which keeps the forward to few
-  elementwise ops; the inputs of a ViT block are O(1) so the cancellation is harmless in float32.
-  """
+def layer_norm(x, out_dtype, kernels=kernels_lib.PLAIN):
+  """Layer norm over the last axis (its scale and bias variables created here) with float32 statistics."""
   dim = x.shape[-1].value if hasattr(x.shape[-1], "value") else x.shape[-1]
   scale = _variable("scale", [dim], tf.ones_initializer())
   bias = _variable("bias", [dim], tf.zeros_initializer())
-  x32 = tf.cast(x, tf.float32)
-  mean, variance = tf.nn.moments(x32, axes=[-1], keep_dims=True)
-  inv = tf.math.rsqrt(variance + LAYER_NORM_EPSILON) * scale
-  y = x32 * inv + (bias - mean * inv)
-  return tf.cast(y, out_dtype)
+  return kernels.layer_norm(x, scale, bias, out_dtype)
 
 
-def gelu_tanh(x):
-  """flax.linen.gelu default (tanh approximation), as x * sigmoid(2z): identical maths with fewer ops than 0.5x(1+tanh z)."""
-  c = math.sqrt(2.0 / math.pi)
-  z = x * (2.0 * c + (2.0 * c * 0.044715) * tf.square(x))
-  return x * tf.sigmoid(z)
-
-
-def gelu_exact(x):
-  """GELU with the exact error function, x * Phi(x)."""
-  return 0.5 * x * (1.0 + tf.math.erf(x * (1.0 / math.sqrt(2.0))))
-
-
-_GELUS = {"tanh": gelu_tanh, "exact": gelu_exact}
-
-
-def _dropout(x, rate, is_training):
+def _dropout(x, rate, is_training, kernels=kernels_lib.PLAIN):
   """Dropout only when training and rate > 0; is_training may be a Python bool or a boolean tensor."""
   if not rate:
     return x
   if isinstance(is_training, bool):
-    return tf.nn.dropout(x, rate=rate) if is_training else x
-  return tf.cond(is_training, lambda: tf.nn.dropout(x, rate=rate), lambda: tf.identity(x))
+    return kernels.dropout(x, rate) if is_training else x
+  return tf.cond(is_training, lambda: kernels.dropout(x, rate), lambda: tf.identity(x))
 
 
-def _attention(x2d, batch, tokens, config, dtype, attention_dropout_rate, is_training):
-  """Multi-head self-attention on a [batch*tokens, D] operand; returns ([batch*tokens, D], probs [B,heads,T,T] f32).
+def _attention(x2d, batch, tokens, config, dtype, attention_dropout_rate, is_training, kernels):
+  """Multi-head self-attention on a [batch*tokens, D] operand; returns ([batch*tokens, D], probs [B,heads,T,T]).
 
   One fused QKV matmul on 2-D operands, one transpose to [3,B,heads,T,head_dim], batched matmuls for the scores
   and the context, one transpose back, one 2-D output matmul.
@@ -106,20 +87,20 @@ def _attention(x2d, batch, tokens, config, dtype, attention_dropout_rate, is_tra
   # Scaling q costs T*head_dim multiplies per head instead of T*T on the scores.
   q = q * tf.constant(1.0 / math.sqrt(head_dim), dtype)
   scores = tf.matmul(q, k, transpose_b=True)
-  probs = tf.nn.softmax(tf.cast(scores, tf.float32))
-  probs_c = _dropout(tf.cast(probs, dtype), attention_dropout_rate, is_training)
-  context = tf.matmul(probs_c, v)
+  probs = kernels.softmax(scores, dtype)
+  context = tf.matmul(_dropout(probs, attention_dropout_rate, is_training, kernels), v)
   context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * tokens, d])
   with tf.variable_scope("out"):
     out = _dense(context, [d, d], _xavier_uniform(d, d), tf.zeros_initializer(), dtype)
   return out, probs
 
 
-def _mlp(x2d, config, dtype, gelu_fn, dropout_rate, is_training):
+def _mlp(x2d, config, dtype, gelu, dropout_rate, is_training, kernels):
   d, m = config.hidden_size, config.mlp_dim
   with tf.variable_scope("dense_0"):
-    h = _dense(x2d, [d, m], _xavier_uniform(d, m), tf.random_normal_initializer(stddev=1e-6), dtype)
-  h = _dropout(gelu_fn(h), dropout_rate, is_training)
+    h = _dense(x2d, [d, m], _xavier_uniform(d, m), tf.random_normal_initializer(stddev=1e-6), dtype,
+               bias_fn=lambda y, b: kernels.bias_gelu(y, b, approximate=gelu == "tanh"))
+  h = _dropout(h, dropout_rate, is_training, kernels)
   with tf.variable_scope("dense_1"):
     return _dense(h, [m, d], _xavier_uniform(m, d), tf.random_normal_initializer(stddev=1e-6), dtype)
 
@@ -146,22 +127,24 @@ def _embed_patches(images, config, dtype):
 
 
 def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dropout_rate=0.0,
-        representation_size=None, compute_dtype=tf.float32, gelu="tanh", return_attention=False, scope="vit"):
+        representation_size=None, compute_dtype=tf.float32, gelu="tanh", return_attention=False, scope="vit",
+        kernels=None):
   """Builds ViT on `images` [B,H,W,3] (scaled to [-1,1], static H and W divisible by the patch).
 
   Returns float32 logits [B, num_classes]; with return_attention=True, (logits, list of per-layer attention
   probabilities [B, heads, T, T] in float32). Calling twice with the same scope shares the variables.
+  kernels: the vit_raw.kernels.KernelSet of the layer norms, GELU, softmax and dropout (default: the plain ops).
   """
   dtype = tf.as_dtype(compute_dtype)
   if dtype not in (tf.float32, tf.float16, tf.bfloat16):
     raise ValueError("compute_dtype must be float32, float16 or bfloat16, got %s" % dtype.name)
-  if gelu not in _GELUS:
-    raise ValueError("gelu must be one of %s, got %r" % (sorted(_GELUS), gelu))
+  if gelu not in kernels_lib.GELUS:
+    raise ValueError("gelu must be one of %s, got %r" % (sorted(kernels_lib.GELUS), gelu))
+  kernels = kernels or kernels_lib.PLAIN
   if config.hidden_size % config.num_heads:
     raise ValueError("hidden size %d is not divisible by %d heads" % (config.hidden_size, config.num_heads))
   if images.shape.ndims != 4 or images.shape[1:].is_fully_defined() is False:
     raise ValueError("images must be [B,H,W,C] with static H, W, C; got %s" % images.shape)
-  gelu_fn = _GELUS[gelu]
   d = config.hidden_size
   attentions = []
   with tf.variable_scope(scope, reuse=tf.AUTO_REUSE):
@@ -173,27 +156,27 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
     pos = _variable("pos_embedding", [1, seq, d], tf.random_normal_initializer(stddev=0.02))
     cls_tokens = tf.tile(tf.cast(cls, dtype), tf.stack([batch, 1, 1]))
     x = tf.concat([cls_tokens, tokens], axis=1) + tf.cast(pos, dtype)
-    x = _dropout(x, dropout_rate, is_training)
+    x = _dropout(x, dropout_rate, is_training, kernels)
     # The residual stream stays 2-D [B*T, D] so every dense layer is one plain MatMul without reshapes.
     x = tf.reshape(x, [batch * seq, d])
     for i in range(config.num_layers):
       with tf.variable_scope("encoderblock_%d" % i):
         with tf.variable_scope("ln_attn"):
-          y = layer_norm(x, dtype)
+          y = layer_norm(x, dtype, kernels)
         with tf.variable_scope("attention"):
-          y, probs = _attention(y, batch, seq, config, dtype, attention_dropout_rate, is_training)
+          y, probs = _attention(y, batch, seq, config, dtype, attention_dropout_rate, is_training, kernels)
         if return_attention:
-          attentions.append(probs)
-        x = x + _dropout(y, dropout_rate, is_training)
+          attentions.append(tf.cast(probs, tf.float32))
+        x = x + _dropout(y, dropout_rate, is_training, kernels)
         with tf.variable_scope("ln_mlp"):
-          y = layer_norm(x, dtype)
+          y = layer_norm(x, dtype, kernels)
         with tf.variable_scope("mlp"):
-          y = _mlp(y, config, dtype, gelu_fn, dropout_rate, is_training)
-        x = x + _dropout(y, dropout_rate, is_training)
+          y = _mlp(y, config, dtype, gelu, dropout_rate, is_training, kernels)
+        x = x + _dropout(y, dropout_rate, is_training, kernels)
     # Only the class token reaches the head, and layer norm is per token, so normalising that row alone is exact.
     pooled = tf.reshape(x, [batch, seq, d])[:, 0]
     with tf.variable_scope("encoder_norm"):
-      pooled = layer_norm(pooled, tf.float32)
+      pooled = layer_norm(pooled, tf.float32, kernels)
     if representation_size:
       with tf.variable_scope("pre_logits"):
         pooled = tf.tanh(_dense(pooled, [d, representation_size], _lecun_normal(d), tf.zeros_initializer(), tf.float32))
