@@ -42,7 +42,10 @@ setup-horovod: .venv/.horovod
 train: setup-tf1
 	.venv/bin/python -m launch.train $(TRAIN_ARGS)
 
-test: test-tf1 test-tf2
+# Both environments first, so the cross-stack tests (a SavedModel exported on one stack, loaded on the other) run
+# on both sides.
+test: setup setup-horovod
+	$(MAKE) test-tf1 test-tf2
 
 test-tf1: setup-tf1 setup-horovod
 	.venv/bin/python -m pytest $(PYTEST_ARGS) tests
