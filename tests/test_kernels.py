@@ -1,7 +1,5 @@
 """vit_raw.kernels: the plain chains equal NumPy, and every backend's chains equal the plain ones in forward and gradient."""
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -14,21 +12,7 @@ from tests import test_model
 from vit_raw import kernels
 from vit_raw import model
 
-FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_npu_bridge")
 TINY = test_model.TINY
-
-
-@pytest.fixture
-def fake_bridge(monkeypatch):
-  monkeypatch.syspath_prepend(FAKE)
-  monkeypatch.setattr(npu, "_STATE", {})
-  for name in [m for m in sys.modules if m.startswith("npu_bridge")]:
-    monkeypatch.delitem(sys.modules, name)
-  import npu_bridge  # pylint: disable=g-import-not-at-top
-  del npu_bridge.CALLS[:]
-  yield npu_bridge
-  for name in [m for m in sys.modules if m.startswith("npu_bridge")]:
-    del sys.modules[name]
 
 
 def _inputs():

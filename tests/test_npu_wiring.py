@@ -6,7 +6,6 @@ it cannot show that the Ascend adapter accepts them.
 """
 import json
 import os
-import sys
 
 import pytest
 import tensorflow.compat.v1 as tf
@@ -16,21 +15,6 @@ from launch import device as device_lib
 from launch import npu
 from launch.flags import FlagError
 from tests.train_helpers import read_log, run_trainer
-
-FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_npu_bridge")
-
-
-@pytest.fixture
-def fake_bridge(monkeypatch):
-  monkeypatch.syspath_prepend(FAKE)
-  monkeypatch.setattr(npu, "_STATE", {})
-  for name in [m for m in sys.modules if m.startswith("npu_bridge")]:
-    monkeypatch.delitem(sys.modules, name)
-  import npu_bridge  # pylint: disable=g-import-not-at-top
-  del npu_bridge.CALLS[:]
-  yield npu_bridge
-  for name in [m for m in sys.modules if m.startswith("npu_bridge")]:
-    del sys.modules[name]
 
 
 def _calls(bridge, name):
