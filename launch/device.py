@@ -165,11 +165,12 @@ def session_config(plan, f):
 AUTO_KERNELS = {"1": "plain", "2": "xla"}
 
 
-def kernel_set(device, choice="auto"):
+def kernel_set(device, choice="auto", lean_backward=True):
   """The vit_raw.kernels.KernelSet for `device` and --kernels: on the NPU (auto) Ascend's GELU and dropout
-  (launch/npu.py), elsewhere plain or XLA-clustered chains, auto = AUTO_KERNELS of this TensorFlow."""
+  (launch/npu.py), elsewhere plain or XLA-clustered chains, auto = AUTO_KERNELS of this TensorFlow;
+  lean_backward: --lean_backward (hand-written gradients of layer norm, GELU and attention)."""
   if choice == "auto" and device == "npu":
-    return npu.kernel_set()
+    return npu.kernel_set(lean_backward)
   if choice == "auto":
     choice = AUTO_KERNELS.get(tf.__version__[0], "plain")
-  return kernels.for_backend(choice)
+  return kernels.for_backend(choice, lean_backward=lean_backward)

@@ -151,14 +151,16 @@ def hccl_broadcast(tensor, root_rank=0):
   return _hccl_ops().broadcast([tensor], root_rank=root_rank)[0]
 
 
-def kernel_set():
+def kernel_set(lean_backward=True):
   """The model's kernels on the NPU (vit_raw.kernels.for_backend("npu")) with Ascend's GELU and dropout ops, as the
-  Ascend TF migration guide replaces them: npu_unary_ops.gelu (tanh form) and npu_ops.dropout."""
+  Ascend TF migration guide replaces them: npu_unary_ops.gelu (tanh form) and npu_ops.dropout; lean_backward: the
+  hand-written layer-norm and attention gradients (Ascend's GELU has its own)."""
   _modules()
   from npu_bridge.estimator import npu_ops  # pylint: disable=g-import-not-at-top
   from npu_bridge.estimator.npu_unary_ops import npu_unary_ops  # pylint: disable=g-import-not-at-top
   from vit_raw import kernels  # pylint: disable=g-import-not-at-top
-  return kernels.for_backend("npu", npu_gelu=npu_unary_ops.gelu, npu_dropout=npu_ops.dropout)
+  return kernels.for_backend("npu", npu_gelu=npu_unary_ops.gelu, npu_dropout=npu_ops.dropout,
+                             lean_backward=lean_backward)
 
 
 def set_iterations_per_loop(sess, train_op, iterations_per_loop):

@@ -9,6 +9,7 @@ from launch import device as device_lib
 from launch import npu
 from tests import numpy_vit
 from tests import test_model
+from vit_raw import configs
 from vit_raw import kernels
 from vit_raw import model
 
@@ -30,6 +31,7 @@ def _chains(kernel_set, approximate=True):
       "layer_norm": kernel_set.layer_norm(x, s, b, tf.float32),
       "gelu": kernel_set.bias_gelu(x, b, approximate),
       "softmax": kernel_set.softmax(x, tf.float32),
+      "attention": kernel_set.attention(x, x * s, x + b, 0.3, tf.float32),
   }
   zero = tf.UnconnectedGradients.ZERO
   return {
@@ -60,6 +62,9 @@ def test_plain_chains_equal_numpy(approximate):
   np.testing.assert_allclose(out["gelu"], _gelu_np(x + b, approximate), rtol=1e-5, atol=1e-6)
   e = np.exp(x - x.max(-1, keepdims=True))
   np.testing.assert_allclose(out["softmax"], e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+  scores = 0.3 * x.dot((x * s).T)
+  e = np.exp(scores - scores.max(-1, keepdims=True))
+  np.testing.assert_allclose(out["attention"], (e / e.sum(-1, keepdims=True)).dot(x + b), rtol=1e-5, atol=1e-5)
 
 
 def test_one_pass_layer_norm_equals_two_pass_in_forward_and_gradient():
@@ -78,12 +83,70 @@ def _assert_chains_equal(kernel_set, approximate=True):
   for name in reference:
     np.testing.assert_allclose(other[name][0], reference[name][0], rtol=1e-5, atol=1e-6, err_msg=name)
     for g_other, g_ref in zip(other[name][1], reference[name][1]):
-      np.testing.assert_allclose(g_other, g_ref, rtol=1e-4, atol=1e-5, err_msg=name + " gradient")
+      # The attention's gradient goes through p * (dp - sum(p dp)), which cancels: float32 rounding of the
+      # largest entries shows in the smallest ones, so the absolute tolerance follows the gradient's scale.
+      np.testing.assert_allclose(g_other, g_ref, rtol=1e-4, atol=max(1e-5, 5e-5 * np.abs(g_ref).max()),
+                                 err_msg=name + " gradient")
 
 
+@pytest.mark.parametrize("backend", ["plain", "xla"])
+@pytest.mark.parametrize("lean_backward", [True, False])
 @pytest.mark.parametrize("approximate", [True, False])
-def test_xla_chains_equal_plain_in_forward_and_gradient(approximate):
-  _assert_chains_equal(kernels.for_backend("xla"), approximate)
+def test_each_backend_equals_the_reference_in_forward_and_gradient(backend, lean_backward, approximate):
+  kernel_set = kernels.for_backend(backend, lean_backward=lean_backward)
+  assert kernel_set.lean_backward == lean_backward
+  _assert_chains_equal(kernel_set, approximate)
+
+
+def _kept_for_the_backward(lean_backward, dtype):
+  """The forward activations of a training step that gradient ops read (so they stay in memory until the backward
+  reaches them): tensors computed from the images, not weights or their casts, not shapes or constants."""
+  config = configs.get_config("tiny", hidden_size=32, num_heads=2, mlp_dim=128)
+  logits = model.vit(tf.placeholder(tf.float32, [2, 16, 16, 3]), config, 10, True, compute_dtype=dtype,
+                     kernels=kernels.for_backend("plain", lean_backward=lean_backward))
+  tf.gradients(tf.reduce_sum(logits), tf.trainable_variables())
+  weights = {v.value().name for v in tf.trainable_variables()}
+
+  def buffer(t):  # Identity/IdentityN outputs share their input's memory
+    return buffer(t.op.inputs[t.value_index if t.op.type == "IdentityN" else 0]) if t.op.type in ("Identity",
+                                                                                                  "IdentityN") else t
+
+  kept = set()
+  for op in tf.get_default_graph().get_operations():
+    if op.name.startswith("gradients"):
+      kept.update(buffer(t) for t in op.inputs if not t.op.name.startswith("gradients") and t.dtype.is_floating)
+  return [
+      t for t in kept
+      if t.dtype.is_floating and t.op.type not in ("Const", "ReadVariableOp", "VarHandleOp", "VariableV2") and
+      not (t.op.type in ("Cast", "Reshape") and t.op.inputs[0].name in weights)
+  ]
+
+
+def _nbytes(tensors):
+  """Bytes of `tensors` by their static shapes."""
+  return sum(t.dtype.size * int(np.prod(t.shape.as_list())) for t in tensors)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_lean_backward_keeps_only_the_chains_inputs_and_outputs(dtype):
+  """Per block the lean backward keeps the residual stream after each half, the layer norms' outputs, q/k/v, the
+  attention context, the GELU's input and output and per-row statistics: nothing of size heads x T x T, no
+  float32 copy of a bfloat16 activation. TensorFlow's own gradients keep the probabilities on top."""
+  with tf.Graph().as_default():
+    lean = _kept_for_the_backward(True, dtype)
+  with tf.Graph().as_default():
+    autodiff = _kept_for_the_backward(False, dtype)
+  rows, d, m, t, heads, layers = 2 * 17, 32, 128, 17, 2, 4
+  assert not [x.name for x in lean if x.shape.as_list()[-2:] == [t, t]]
+  # (The class token's final layer norm feeds the float32 head, by design.)
+  assert not [x.name for x in lean if x.dtype != dtype and x.shape.as_list()[-1] != 1 and "encoder_norm" not in x.name]
+  stats = 4 * 2 * (layers * 2 + 1) * rows  # mean and 1/std per row of each layer norm, float32
+  # The patches, the patch kernel's cast, the stream's start; the class-token rows going into the float32 head.
+  embedding = dtype.size * (2 * 16 * 48 + 48 * d + rows * d) + 2 * 4 * 2 * d
+  per_block = dtype.size * rows * (8 * d + 2 * m)
+  assert _nbytes(lean) <= layers * per_block + stats + embedding, sorted(x.name for x in lean)
+  assert _nbytes(autodiff) >= _nbytes(lean) + layers * heads * t * t * dtype.size
+  assert [x.name for x in autodiff if x.shape.as_list()[-2:] == [t, t]]
 
 
 def test_xla_chains_and_their_gradients_are_marked_for_compilation():
@@ -148,3 +211,7 @@ def test_trainer_picks_ascends_kernels_on_the_npu_and_the_flag_elsewhere(fake_br
   assert device_lib.kernel_set("cpu", "xla").name == "xla"
   assert device_lib.kernel_set("cpu", "plain").name == "plain"
   assert device_lib.kernel_set("cpu").name == device_lib.AUTO_KERNELS[tf.__version__[0]]
+  # --lean_backward reaches every backend (the flag's default is on).
+  assert device_lib.kernel_set("cpu").lean_backward and device_lib.kernel_set("npu").lean_backward
+  assert not device_lib.kernel_set("cpu", "xla", lean_backward=False).lean_backward
+  assert not device_lib.kernel_set("npu", lean_backward=False).lean_backward

@@ -141,6 +141,9 @@ def test_dropout_changes_training_output_only():
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_training_gradients_finite_and_loss_falls(dtype):
+  # A fixed graph seed: without it the initialisation and dropout depended on the tests run before (one bf16 run in
+  # a full suite ended at 0.55 of the first loss; 0.36-0.43 over seeds 0-11).
+  tf.set_random_seed(3)
   rng = np.random.RandomState(7)
   images = tf.constant(rng.uniform(-1, 1, [8, 8, 8, 3]).astype(np.float32))
   labels = tf.constant(np.arange(8) % 4, tf.int32)

@@ -37,6 +37,39 @@ def layer_norm(x, scale, bias, out_dtype, one_pass=True):
     return tf.cast(y, out_dtype)
 
 
+def _feature_axes(x):
+  """All axes but the last (the ones a per-feature parameter's gradient sums over)."""
+  return list(range(x.shape.ndims - 1))
+
+
+def lean_layer_norm(x, scale, bias, out_dtype):
+  """layer_norm (one-pass statistics) with a hand-written gradient that keeps only x and two per-row statistics
+  for the backward; TensorFlow's own gradient of the same ops keeps a float32 copy of x (in bfloat16) and the
+  [rows, D] product of the inverse deviation and the scale."""
+
+  @tf.custom_gradient
+  def forward(x, scale, bias):
+    x32 = tf.cast(x, tf.float32)
+    mean = tf.reduce_mean(x32, axis=-1, keepdims=True)
+    variance = tf.maximum(tf.reduce_mean(tf.square(x32), axis=-1, keepdims=True) - tf.square(mean), 0.0)
+    rstd = tf.math.rsqrt(variance + LAYER_NORM_EPSILON)
+    y = (x32 - mean) * rstd * scale + bias
+
+    def backward(dy):
+      dy32 = tf.cast(dy, tf.float32)
+      normed = (tf.cast(x, tf.float32) - mean) * rstd
+      axes = _feature_axes(dy32)
+      d_normed = dy32 * scale
+      dx = rstd * (d_normed - tf.reduce_mean(d_normed, axis=-1, keepdims=True) -
+                   normed * tf.reduce_mean(d_normed * normed, axis=-1, keepdims=True))
+      return tf.cast(dx, x.dtype), tf.reduce_sum(dy32 * normed, axis=axes), tf.reduce_sum(dy32, axis=axes)
+
+    return tf.cast(y, out_dtype), backward
+
+  with tf.name_scope("layer_norm"):
+    return forward(x, scale, bias)
+
+
 def gelu_tanh(x):
   """flax.linen.gelu default (tanh approximation), as x * sigmoid(2z): identical maths with fewer ops than 0.5x(1+tanh z)."""
   c = math.sqrt(2.0 / math.pi)
@@ -52,12 +85,46 @@ def gelu_exact(x):
 GELUS = {"tanh": gelu_tanh, "exact": gelu_exact}
 
 
+def _gelu_derivative(y, approximate):
+  """d GELU(y) / dy, in y's dtype."""
+  if approximate:
+    c = math.sqrt(2.0 / math.pi)
+    square = tf.square(y)
+    s = tf.sigmoid(y * (2.0 * c + (2.0 * c * 0.044715) * square))
+    # GELU = y * s(z), z = 2c(y + 0.044715 y^3): s + y s (1 - s) dz/dy.
+    return s + y * s * (1.0 - s) * (2.0 * c + (6.0 * c * 0.044715) * square)
+  phi = tf.exp(-0.5 * tf.square(y)) * (1.0 / math.sqrt(2.0 * math.pi))
+  return 0.5 * (1.0 + tf.math.erf(y * (1.0 / math.sqrt(2.0)))) + y * phi
+
+
+def lean_gelu(y, approximate=True):
+  """GELU(y) with a hand-written gradient that keeps only y for the backward and recomputes the rest there
+  (TensorFlow's own gradient of the tanh form keeps three [rows, mlp_dim] tensors per block)."""
+
+  @tf.custom_gradient
+  def forward(y):
+
+    def backward(dout):
+      return dout * _gelu_derivative(y, approximate)
+
+    return (gelu_tanh(y) if approximate else gelu_exact(y)), backward
+
+  return forward(y)
+
+
 def bias_gelu(x, bias, approximate=True):
   """GELU(x + bias), tanh form if `approximate` else the exact one. The BiasAdd stays a BiasAdd so grappler can
   still fuse it into the MatMul that produced x."""
   with tf.name_scope("gelu"):
     y = tf.nn.bias_add(x, bias)
     return gelu_tanh(y) if approximate else gelu_exact(y)
+
+
+def lean_bias_gelu(x, bias, approximate=True):
+  """bias_gelu with lean_gelu's gradient. The BiasAdd stays outside the custom gradient, so it remains the only
+  consumer of the MatMul and grappler can still fuse the two."""
+  with tf.name_scope("gelu"):
+    return lean_gelu(tf.nn.bias_add(x, bias), approximate)
 
 
 def softmax(scores, out_dtype, in_float32=True):
@@ -72,12 +139,48 @@ def softmax(scores, out_dtype, in_float32=True):
     return tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), out_dtype)
 
 
+def softmax_backward(probs32, d_probs, out_dtype):
+  """The gradient of the scores from the float32 probabilities p and their gradient dp: p * (dp - sum(p * dp))."""
+  with tf.name_scope("softmax"):
+    d_probs = tf.cast(d_probs, tf.float32)
+    return tf.cast(probs32 * (d_probs - tf.reduce_sum(d_probs * probs32, axis=-1, keepdims=True)), out_dtype)
+
+
+def attention(q, k, v, scale, out_dtype, softmax_fn=softmax):
+  """softmax(scale * q k^T) v over the last two axes, with TensorFlow's own gradient (which keeps the scaled q and
+  the probabilities for the backward)."""
+  probs = softmax_fn(tf.matmul(q * scale, k, transpose_b=True), out_dtype)
+  return tf.matmul(probs, v)
+
+
+def lean_attention(q, k, v, scale, out_dtype, softmax_fn=softmax, softmax_backward_fn=softmax_backward):
+  """attention with a hand-written gradient that keeps only q, k and v and recomputes the probabilities in the
+  backward (one more [T, head_dim] x [head_dim, T] matmul per head, instead of holding the [heads, T, T]
+  probabilities of every layer, in float32, until the backward reaches it)."""
+
+  @tf.custom_gradient
+  def forward(q, k, v):
+    scaled_q = q * scale
+
+    def backward(d_context):
+      probs32 = softmax_fn(tf.matmul(q * scale, k, transpose_b=True), tf.float32)
+      probs = tf.cast(probs32, d_context.dtype)
+      d_scores = softmax_backward_fn(probs32, tf.matmul(d_context, v, transpose_b=True), d_context.dtype)
+      return (tf.matmul(d_scores, k) * scale, tf.matmul(d_scores, q * scale, transpose_a=True),
+              tf.matmul(probs, d_context, transpose_a=True))
+
+    return tf.matmul(softmax_fn(tf.matmul(scaled_q, k, transpose_b=True), out_dtype), v), backward
+
+  return forward(q, k, v)
+
+
 def dropout(x, rate):
   """Inverted dropout with drop probability `rate` (training only; the model decides when to call it)."""
   return tf.nn.dropout(x, rate=rate)
 
 
-class KernelSet(collections.namedtuple("KernelSet", "name layer_norm bias_gelu softmax dropout")):
+class KernelSet(collections.namedtuple("KernelSet",
+                                       "name layer_norm bias_gelu softmax attention dropout lean_backward")):
   """The chains one backend implements.
 
   Attributes:
@@ -85,7 +188,9 @@ class KernelSet(collections.namedtuple("KernelSet", "name layer_norm bias_gelu s
     layer_norm: (x, scale, bias, out_dtype) -> normalised x in out_dtype.
     bias_gelu: (x, bias, approximate) -> GELU(x + bias).
     softmax: (scores, out_dtype) -> softmax over the last axis in out_dtype.
+    attention: (q, k, v, scale, out_dtype) -> softmax(scale * q k^T) v, q/k/v [..., T, head_dim].
     dropout: (x, rate) -> x with elements dropped with probability rate and the rest scaled by 1 / (1 - rate).
+    lean_backward: whether layer norm, GELU and attention use the hand-written gradients (lean_*).
   """
 
 
@@ -99,36 +204,45 @@ def _in_jit_scope(fn):
   return wrapped
 
 
-PLAIN = KernelSet("plain", layer_norm, bias_gelu, softmax, dropout)
+PLAIN = KernelSet("plain", layer_norm, bias_gelu, softmax, attention, dropout, False)
 
 
-def for_backend(name, npu_gelu=None, npu_dropout=None, one_pass_layer_norm=True, softmax_in_float32=True):
+def for_backend(name, npu_gelu=None, npu_dropout=None, one_pass_layer_norm=True, softmax_in_float32=True,
+                lean_backward=True):
   """The KernelSet of backend `name`.
 
   one_pass_layer_norm, softmax_in_float32: see layer_norm and softmax (the defaults are the reference's).
+  lean_backward: hand-written gradients for layer norm (one-pass statistics), GELU and attention that keep only
+    their inputs for the backward and recompute the rest (lean_layer_norm, lean_gelu, lean_attention); False:
+    TensorFlow's gradients of the reference ops.
 
   npu_gelu, npu_dropout: Ascend's ops (npu_unary_ops.gelu(x), npu_ops.dropout(x, keep_prob)), required for "npu";
   launch/npu.py passes them in so that vit_raw never imports npu_bridge. The NPU's GELU is the tanh form, so the
   exact form falls back to the plain ops there.
   """
-  ln = functools.partial(layer_norm, one_pass=one_pass_layer_norm)
-  sm = functools.partial(softmax, in_float32=softmax_in_float32)
-  if name == "plain":
-    return KernelSet("plain", ln, bias_gelu, sm, dropout)
-  if name == "xla":
-    return KernelSet("xla", _in_jit_scope(ln), _in_jit_scope(bias_gelu), _in_jit_scope(sm), dropout)
-  if name == "npu":
-    if npu_gelu is None or npu_dropout is None:
-      raise ValueError("the npu kernel set needs npu_gelu and npu_dropout (launch.npu.kernel_set() passes them)")
+  if name not in BACKENDS:
+    raise ValueError("kernel backend must be one of %s, got %r" % (", ".join(BACKENDS), name))
+  jit = _in_jit_scope if name == "xla" else (lambda fn: fn)
+  sm = jit(functools.partial(softmax, in_float32=softmax_in_float32))
+  if lean_backward:
+    ln, gelu = lean_layer_norm, lean_bias_gelu
+    attend = functools.partial(lean_attention, softmax_fn=sm, softmax_backward_fn=jit(softmax_backward))
+  else:
+    ln, gelu = functools.partial(layer_norm, one_pass=one_pass_layer_norm), bias_gelu
+    attend = functools.partial(attention, softmax_fn=sm)
+  ln, gelu = jit(ln), jit(gelu)
+  if name != "npu":
+    return KernelSet(name, ln, gelu, sm, attend, dropout, lean_backward)
+  if npu_gelu is None or npu_dropout is None:
+    raise ValueError("the npu kernel set needs npu_gelu and npu_dropout (launch.npu.kernel_set() passes them)")
 
-    def npu_bias_gelu(x, bias, approximate=True):
-      if not approximate:
-        return bias_gelu(x, bias, approximate)
-      with tf.name_scope("gelu"):
-        return npu_gelu(tf.nn.bias_add(x, bias))
+  def npu_bias_gelu(x, bias, approximate=True):
+    if not approximate:
+      return gelu(x, bias, approximate)
+    with tf.name_scope("gelu"):
+      return npu_gelu(tf.nn.bias_add(x, bias))
 
-    def npu_dropout_rate(x, rate):
-      return npu_dropout(x, keep_prob=1.0 - rate)
+  def npu_dropout_rate(x, rate):
+    return npu_dropout(x, keep_prob=1.0 - rate)
 
-    return KernelSet("npu", ln, npu_bias_gelu, sm, npu_dropout_rate)
-  raise ValueError("kernel backend must be one of %s, got %r" % (", ".join(BACKENDS), name))
+  return KernelSet("npu", ln, npu_bias_gelu, sm, attend, npu_dropout_rate, lean_backward)

@@ -71,11 +71,13 @@ def _dropout(x, rate, is_training, kernels=kernels_lib.PLAIN):
   return tf.cond(is_training, lambda: kernels.dropout(x, rate), lambda: tf.identity(x))
 
 
-def _attention(x2d, batch, tokens, config, dtype, attention_dropout_rate, is_training, kernels):
-  """Multi-head self-attention on a [batch*tokens, D] operand; returns ([batch*tokens, D], probs [B,heads,T,T]).
+def _attention(x2d, batch, tokens, config, dtype, attention_dropout_rate, is_training, kernels, with_probs):
+  """Multi-head self-attention on a [batch*tokens, D] operand; returns ([batch*tokens, D], probs [B,heads,T,T] if
+  `with_probs` else None).
 
   One fused QKV matmul on 2-D operands, one transpose to [3,B,heads,T,head_dim], batched matmuls for the scores
-  and the context, one transpose back, one 2-D output matmul.
+  and the context (kernels.attention, unless the probabilities are asked for or dropped out), one transpose back,
+  one 2-D output matmul.
   """
   d, heads = config.hidden_size, config.num_heads
   head_dim = d // heads
@@ -84,15 +86,19 @@ def _attention(x2d, batch, tokens, config, dtype, attention_dropout_rate, is_tra
   qkv = tf.reshape(qkv, [batch, tokens, 3, heads, head_dim])
   qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])
   q, k, v = tf.unstack(qkv, 3, axis=0)
-  # Scaling q costs T*head_dim multiplies per head instead of T*T on the scores.
-  q = q * tf.constant(1.0 / math.sqrt(head_dim), dtype)
-  scores = tf.matmul(q, k, transpose_b=True)
-  probs = kernels.softmax(scores, dtype)
+  scale = 1.0 / math.sqrt(head_dim)
+  if not with_probs and not (attention_dropout_rate and is_training is not False):
+    return _attention_output(kernels.attention(q, k, v, scale, dtype), batch, tokens, d, dtype), None
+  probs = kernels.softmax(tf.matmul(q * scale, k, transpose_b=True), dtype)  # q scaled: T*head_dim products, not T*T
   context = tf.matmul(_dropout(probs, attention_dropout_rate, is_training, kernels), v)
+  return _attention_output(context, batch, tokens, d, dtype), probs
+
+
+def _attention_output(context, batch, tokens, d, dtype):
+  """The heads' [B, heads, T, head_dim] context back to [B*T, D] and through the output projection."""
   context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * tokens, d])
   with tf.variable_scope("out"):
-    out = _dense(context, [d, d], _xavier_uniform(d, d), tf.zeros_initializer(), dtype)
-  return out, probs
+    return _dense(context, [d, d], _xavier_uniform(d, d), tf.zeros_initializer(), dtype)
 
 
 def _mlp(x2d, config, dtype, gelu, dropout_rate, is_training, kernels):
@@ -164,7 +170,8 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
         with tf.variable_scope("ln_attn"):
           y = layer_norm(x, dtype, kernels)
         with tf.variable_scope("attention"):
-          y, probs = _attention(y, batch, seq, config, dtype, attention_dropout_rate, is_training, kernels)
+          y, probs = _attention(y, batch, seq, config, dtype, attention_dropout_rate, is_training, kernels,
+                                return_attention)
         if return_attention:
           attentions.append(tf.cast(probs, tf.float32))
         x = x + _dropout(y, dropout_rate, is_training, kernels)
