@@ -164,11 +164,26 @@ def session_config(plan, f):
 # into XLA too (Eigen instead of MKL, +0.8 GB peak memory), so the plain ops stay.
 AUTO_KERNELS = {"1": "plain", "2": "xla"}
 
+# --lean_backward=auto per compute dtype, from the side-by-side runs in docs/benchmarks.md: in float32 every lean
+# gradient is as fast or faster and together they take 1.0-1.1 GB off ViT-B/16's peak; in bfloat16 the recomputed
+# attention probabilities and GELU cost 2 % and 6 % of the step (XLA's bf16 elementwise code), so only layer norm's.
+AUTO_LEAN_BACKWARD = {"float32": kernels.LEAN_PARTS, "bfloat16": ("layer_norm",), "float16": ("layer_norm",)}
+
+
+def lean_backward_parts(values, compute_dtype):
+  """--lean_backward (a list: auto | none | some of layer_norm, attention, mlp) -> the parts for this compute dtype."""
+  values = [v.strip() for v in values if v.strip()]
+  if values in (["auto"], []):
+    return AUTO_LEAN_BACKWARD[tf.as_dtype(compute_dtype).name]
+  if values == ["none"]:
+    return ()
+  return kernels.lean_parts(values)
+
 
 def kernel_set(device, choice="auto", lean_backward=True):
   """The vit_raw.kernels.KernelSet for `device` and --kernels: on the NPU (auto) Ascend's GELU and dropout
   (launch/npu.py), elsewhere plain or XLA-clustered chains, auto = AUTO_KERNELS of this TensorFlow;
-  lean_backward: --lean_backward (hand-written gradients of layer norm, GELU and attention)."""
+  lean_backward: the chains with hand-written gradients (True: all, False: none, or lean_backward_parts(...))."""
   if choice == "auto" and device == "npu":
     return npu.kernel_set(lean_backward)
   if choice == "auto":

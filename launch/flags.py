@@ -151,10 +151,11 @@ def define_flags():
       "kernels", "auto", ["auto", "plain", "xla"], "Implementation of layer norm, GELU and softmax "
       "(vit_raw/kernels.py): plain TF ops, or each chain in its own XLA cluster. auto = Ascend's ops on the NPU, "
       "elsewhere the measured default of this TensorFlow (launch/device.py: kernel_set).")
-  flags.DEFINE_bool(
-      "lean_backward", True, "Hand-written gradients for layer norm, GELU and attention that keep only their inputs "
-      "for the backward and recompute the rest (vit_raw/kernels.py: lean_*): ~0.8 GB less peak memory for ViT-B/16 "
-      "@224 batch 8. --nolean_backward: TensorFlow's automatic gradients of the same ops.")
+  flags.DEFINE_list(
+      "lean_backward", ["auto"], "Chains whose backward is hand-written to keep only their inputs and recompute "
+      "the rest (vit_raw/kernels.py: lean_*): a comma list of layer_norm, attention, mlp, or none (TensorFlow's "
+      "automatic gradients), or auto = all three in float32 (faster, 1.0-1.1 GB less peak for ViT-B/16 @224 "
+      "batch 8), layer_norm alone in bfloat16/float16 (the recomputation costs time there).")
   # Run.
   flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"],
                     "train | eval (the latest checkpoint, or --init_checkpoint) | train_and_eval.")
@@ -209,6 +210,10 @@ def check_flags(f):
     raise FlagError("--dataset=%s is unknown; expected one of %s" % (f.dataset, ", ".join(DATASET_NAMES)))
   if f.dataset not in (None, "digits") and not f.data_dir:
     raise FlagError("--dataset=%s needs --data_dir (the folder holding it)" % f.dataset)
+  lean = [v.strip() for v in f.lean_backward]
+  if not (lean in (["auto"], ["none"]) or set(lean) <= {"layer_norm", "attention", "mlp"}):
+    raise FlagError("--lean_backward=%s: expected auto, none, or a comma list of layer_norm, attention, mlp" %
+                    ",".join(f.lean_backward))
   parse_loss_scale(f.loss_scale)
   parse_dump_steps(f.data_dump_step)
   if f.num_ranks is not None and f.num_ranks < 1:

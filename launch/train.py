@@ -96,7 +96,10 @@ def build_graph(f, plan, start_step, restoring, parallel):
   """Builds every op of the run in the default graph; returns a TrainGraph. Every rank builds the same graph in the
   same order, so their collectives pair up."""
   tf.set_random_seed(f.seed)
-  model_fn = make_model_fn(plan, f.dropout, device_lib.kernel_set(plan.device, f.kernels, f.lean_backward))
+  model_fn = make_model_fn(
+      plan, f.dropout,
+      device_lib.kernel_set(plan.device, f.kernels, device_lib.lean_backward_parts(f.lean_backward,
+                                                                                   plan.compute_dtype)))
   size = plan.image_size
   # Variables first, from a dummy batch, so their initial values never depend on what is built after them.
   train_graph.forward_with_reads(model_fn, tf.zeros([1, size, size, 3], tf.uint8), False, record=False)

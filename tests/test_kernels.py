@@ -30,6 +30,8 @@ def _chains(kernel_set, approximate=True):
   outs = {
       "layer_norm": kernel_set.layer_norm(x, s, b, tf.float32),
       "gelu": kernel_set.bias_gelu(x, b, approximate),
+      "gelu_matmul": kernel_set.gelu_matmul(x + b,
+                                            tf.reshape(s, [12, 1]) * tf.reshape(s, [1, 12]), approximate),
       "softmax": kernel_set.softmax(x, tf.float32),
       "attention": kernel_set.attention(x, x * s, x + b, 0.3, tf.float32),
   }
@@ -60,6 +62,8 @@ def test_plain_chains_equal_numpy(approximate):
   mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
   np.testing.assert_allclose(out["layer_norm"], (x - mean) / np.sqrt(var + 1e-6) * s + b, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out["gelu"], _gelu_np(x + b, approximate), rtol=1e-5, atol=1e-6)
+  kernel = np.outer(s, s)
+  np.testing.assert_allclose(out["gelu_matmul"], _gelu_np(x + b, approximate).dot(kernel), rtol=1e-5, atol=1e-5)
   e = np.exp(x - x.max(-1, keepdims=True))
   np.testing.assert_allclose(out["softmax"], e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
   scores = 0.3 * x.dot((x * s).T)
@@ -94,7 +98,7 @@ def _assert_chains_equal(kernel_set, approximate=True):
 @pytest.mark.parametrize("approximate", [True, False])
 def test_each_backend_equals_the_reference_in_forward_and_gradient(backend, lean_backward, approximate):
   kernel_set = kernels.for_backend(backend, lean_backward=lean_backward)
-  assert kernel_set.lean_backward == lean_backward
+  assert kernel_set.lean_backward == (kernels.LEAN_PARTS if lean_backward else ())
   _assert_chains_equal(kernel_set, approximate)
 
 
@@ -130,8 +134,8 @@ def _nbytes(tensors):
 @pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
 def test_lean_backward_keeps_only_the_chains_inputs_and_outputs(dtype):
   """Per block the lean backward keeps the residual stream after each half, the layer norms' outputs, q/k/v, the
-  attention context, the GELU's input and output and per-row statistics: nothing of size heads x T x T, no
-  float32 copy of a bfloat16 activation. TensorFlow's own gradients keep the probabilities on top."""
+  attention context, the GELU's input and per-row statistics: nothing of size heads x T x T, not the GELU's output,
+  no float32 copy of a bfloat16 activation. TensorFlow's own gradients keep the probabilities and more on top."""
   with tf.Graph().as_default():
     lean = _kept_for_the_backward(True, dtype)
   with tf.Graph().as_default():
@@ -143,9 +147,9 @@ def test_lean_backward_keeps_only_the_chains_inputs_and_outputs(dtype):
   stats = 4 * 2 * (layers * 2 + 1) * rows  # mean and 1/std per row of each layer norm, float32
   # The patches, the patch kernel's cast, the stream's start; the class-token rows going into the float32 head.
   embedding = dtype.size * (2 * 16 * 48 + 48 * d + rows * d) + 2 * 4 * 2 * d
-  per_block = dtype.size * rows * (8 * d + 2 * m)
+  per_block = dtype.size * rows * (8 * d + m)
   assert _nbytes(lean) <= layers * per_block + stats + embedding, sorted(x.name for x in lean)
-  assert _nbytes(autodiff) >= _nbytes(lean) + layers * heads * t * t * dtype.size
+  assert _nbytes(autodiff) >= _nbytes(lean) + layers * (heads * t * t + rows * m) * dtype.size
   assert [x.name for x in autodiff if x.shape.as_list()[-2:] == [t, t]]
 
 
@@ -166,7 +170,8 @@ def test_npu_chains_use_ascends_gelu_and_dropout_and_equal_plain(fake_bridge):
   kernel_set = npu.kernel_set()
   assert kernel_set.name == "npu"
   _assert_chains_equal(kernel_set)
-  assert [name for name, _ in fake_bridge.CALLS].count("npu_unary_ops.gelu") == 1
+  # Ascend's GELU in both GELU chains: bias + GELU, and GELU + the MLP's second matmul.
+  assert [name for name, _ in fake_bridge.CALLS].count("npu_unary_ops.gelu") == 2
   x = tf.ones([1000])
   kept = _run(kernel_set.dropout(x, 0.25))
   assert ("npu_ops.dropout", 0.75) in [(n, a.get("keep_prob")) for n, a in fake_bridge.CALLS]
@@ -211,7 +216,19 @@ def test_trainer_picks_ascends_kernels_on_the_npu_and_the_flag_elsewhere(fake_br
   assert device_lib.kernel_set("cpu", "xla").name == "xla"
   assert device_lib.kernel_set("cpu", "plain").name == "plain"
   assert device_lib.kernel_set("cpu").name == device_lib.AUTO_KERNELS[tf.__version__[0]]
-  # --lean_backward reaches every backend (the flag's default is on).
-  assert device_lib.kernel_set("cpu").lean_backward and device_lib.kernel_set("npu").lean_backward
-  assert not device_lib.kernel_set("cpu", "xla", lean_backward=False).lean_backward
-  assert not device_lib.kernel_set("npu", lean_backward=False).lean_backward
+  # --lean_backward reaches every backend; auto = all parts in float32, layer norm's alone in reduced precision.
+  parts = device_lib.lean_backward_parts
+  assert parts(["auto"], tf.float32) == ("layer_norm", "attention", "mlp")
+  assert parts(["auto"], tf.bfloat16) == parts(["auto"], tf.float16) == ("layer_norm",)
+  assert parts(["none"], tf.float32) == () and parts(["mlp", "layer_norm"], tf.bfloat16) == ("layer_norm", "mlp")
+  assert device_lib.kernel_set("cpu", "xla", parts(["attention"], tf.float32)).lean_backward == ("attention",)
+  assert device_lib.kernel_set("cpu").lean_backward == kernels.LEAN_PARTS
+  assert device_lib.kernel_set("npu").lean_backward == ("layer_norm", "attention")  # Ascend's GELU has its own
+  assert device_lib.kernel_set("npu", lean_backward=False).lean_backward == ()
+
+
+@pytest.mark.parametrize("part", ["layer_norm", "attention", "mlp"])
+def test_each_lean_part_alone_equals_the_reference(part):
+  kernel_set = kernels.for_backend("plain", lean_backward=[part])
+  assert kernel_set.lean_backward == (part,)
+  _assert_chains_equal(kernel_set)

@@ -24,6 +24,7 @@ def _cli(*args):
     (["--model=ViT-Q/7"], "unknown model"),
     (["--seed=-1"], "--seed must be >= 0, got -1"),
     (["--lr=nan"], "--lr=nan is not a finite number"),
+    (["--lean_backward=mlp,softmax"], "--lean_backward=mlp,softmax: expected auto, none, or a comma list"),
     (["--over_dump", "--data_dump_flag", "--over_dump_path=/a", "--data_dump_path=/b"], "one dump_path"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, expected):

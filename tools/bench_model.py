@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 from input.preprocess import to_model_input  # noqa: E402
+from launch import device as device_lib  # noqa: E402
 from launch import loss_scale as loss_scale_lib  # noqa: E402
 from launch import train_graph  # noqa: E402
 from vit_raw import configs  # noqa: E402
@@ -41,7 +42,9 @@ flags.DEFINE_bool("xla", False, "XLA JIT for the whole graph (global_jit_level O
 flags.DEFINE_bool("xla_fusible", False, "With --xla: auto-cluster only the fusible elementwise ops (TF 2 only).")
 flags.DEFINE_enum("kernels", "plain", ["plain", "xla"], "vit_raw.kernels backend of layer norm, GELU and softmax.")
 flags.DEFINE_bool("ln_one_pass", True, "Layer-norm statistics in one pass (E[x^2] - E[x]^2).")
-flags.DEFINE_bool("lean_backward", True, "Hand-written gradients of layer norm, GELU and attention (vit_raw.kernels).")
+flags.DEFINE_list(
+    "lean_backward", ["auto"], "Chains with hand-written gradients (vit_raw.kernels): auto (the "
+    "trainer's choice for the dtype), none, or a comma list of layer_norm, attention, mlp.")
 flags.DEFINE_bool("softmax_f32", True, "Attention softmax in float32 (else in the compute dtype).")
 flags.DEFINE_bool("fast_mkl_on_amd", True, "MKL_DEBUG_CPU_TYPE=5 on AMD CPUs (intel-tensorflow 1.15's matmuls).")
 flags.DEFINE_integer("intra_op_threads", 0, "Threads per op; 0 = all cores.")
@@ -173,8 +176,9 @@ def main(argv):
   sess_config = cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, FLAGS.inter_op_threads or None,
                                            xla=FLAGS.xla, xla_fusible_only=FLAGS.xla_fusible,
                                            fast_mkl_on_amd=FLAGS.fast_mkl_on_amd)
+  lean = device_lib.lean_backward_parts(FLAGS.lean_backward, dtype)
   kernel_set = kernels.for_backend(FLAGS.kernels, one_pass_layer_norm=FLAGS.ln_one_pass,
-                                   softmax_in_float32=FLAGS.softmax_f32, lean_backward=FLAGS.lean_backward)
+                                   softmax_in_float32=FLAGS.softmax_f32, lean_backward=lean)
   probe = MatmulProbe(cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, fast_mkl_on_amd=FLAGS.fast_mkl_on_amd),
                       dtype, FLAGS.matmul_size) if FLAGS.matmul_size else None
   step_times, peaks = [], []
@@ -203,11 +207,10 @@ def main(argv):
   flops = model.forward_flops(config, FLAGS.image_size, FLAGS.num_classes) * (1 if FLAGS.forward_only else 3)
   median, best = float(np.median(step_times)), min(step_times)
   achieved = flops * FLAGS.batch_size / median / 1e9
-  levers = "%s%s kernels=%s%s%s%s%s" % (" xla" if FLAGS.xla else "", "(fusible)" if FLAGS.xla and FLAGS.xla_fusible else
-                                        "", FLAGS.kernels, "" if FLAGS.lean_backward else " autodiff_backward",
-                                        "" if FLAGS.ln_one_pass else " ln_two_pass",
-                                        "" if FLAGS.softmax_f32 else " softmax_in_compute_dtype",
-                                        " MKL_DEBUG_CPU_TYPE=%s" % os.environ.get("MKL_DEBUG_CPU_TYPE", "unset"))
+  levers = "%s%s kernels=%s%s%s%s%s" % (
+      " xla" if FLAGS.xla else "", "(fusible)" if FLAGS.xla and FLAGS.xla_fusible else "", FLAGS.kernels, " lean=%s" %
+      (",".join(lean) or "none"), "" if FLAGS.ln_one_pass else " ln_two_pass", "" if FLAGS.softmax_f32 else
+      " softmax_in_compute_dtype", " MKL_DEBUG_CPU_TYPE=%s" % os.environ.get("MKL_DEBUG_CPU_TYPE", "unset"))
   line = ("%s @%d batch %d %s %s%s: %.3f s/step median (best %.3f), %.2f img/s (best %.2f), %.1f GFLOP/s "
           "(%.1f GFLOP/img)" % (config.name, FLAGS.image_size, FLAGS.batch_size, FLAGS.dtype,
                                 "forward" if FLAGS.forward_only else FLAGS.optimizer, levers, median, best,

@@ -7,9 +7,10 @@ implementation without touching the model:
          kernel while MatMul stays with oneDNN.
   npu    Ascend's GELU (tanh form) and dropout ops; launch/npu.py builds it, because only that module imports
          npu_bridge.
-With lean_backward (the default of for_backend) layer norm, GELU and the attention core get hand-written gradients
-that keep only their inputs for the backward and recompute the rest (lean_layer_norm, lean_gelu, lean_attention):
-for ViT-B/16 @224 batch 8 that is 0.8 GB fewer live activations at the step's peak (docs/benchmarks.md).
+With lean_backward (the default of for_backend) layer norm, GELU, the MLP's GELU + matmul and the attention core
+get hand-written gradients that keep only their inputs for the backward and recompute the rest (lean_layer_norm,
+lean_gelu, lean_gelu_matmul, lean_attention): for ViT-B/16 @224 batch 8 the live activations at the step's peak go
+from 2.0 to 0.86 GB (docs/benchmarks.md).
 Every chain opens a name scope (layer_norm, gelu, softmax) so a trace can be grouped by chain (tools.bench_model).
 """
 import collections
@@ -20,6 +21,7 @@ import tensorflow.compat.v1 as tf
 
 LAYER_NORM_EPSILON = 1e-6  # flax.linen.LayerNorm default, which the official checkpoints were trained with.
 BACKENDS = ("plain", "xla", "npu")
+LEAN_PARTS = ("layer_norm", "attention", "mlp")  # the chains that can take a hand-written (lean) gradient
 
 
 def layer_norm(x, scale, bias, out_dtype, one_pass=True):
@@ -60,7 +62,8 @@ def lean_layer_norm(x, scale, bias, out_dtype):
 
     def backward(dy):
       dy32 = tf.cast(dy, tf.float32)
-      normed = (tf.cast(x, tf.float32) - mean) * rstd
+      with tf.control_dependencies([dy]):  # recompute when the gradient arrives, not as soon as x exists
+        normed = (tf.cast(x, tf.float32) - mean) * rstd
       axes = _feature_axes(dy32)
       d_normed = dy32 * scale
       dx = rstd * (d_normed - tf.reduce_mean(d_normed, axis=-1, keepdims=True) -
@@ -108,7 +111,10 @@ def lean_gelu(y, approximate=True):
   def forward(y):
 
     def backward(dout):
-      return dout * _gelu_derivative(y, approximate)
+      # The derivative depends on y alone: without the control dependency TensorFlow would compute every block's
+      # as soon as the forward made y and hold them all until the backward reached them.
+      with tf.control_dependencies([dout]):
+        return dout * _gelu_derivative(y, approximate)
 
     return (gelu_tanh(y) if approximate else gelu_exact(y)), backward
 
@@ -128,6 +134,44 @@ def lean_bias_gelu(x, bias, approximate=True):
   consumer of the MatMul and grappler can still fuse the two."""
   with tf.name_scope("gelu"):
     return lean_gelu(tf.nn.bias_add(x, bias), approximate)
+
+
+def _gelu(y, approximate=True):
+  return gelu_tanh(y) if approximate else gelu_exact(y)
+
+
+def _times_gelu_derivative(d_out, y, approximate=True):
+  return d_out * _gelu_derivative(y, approximate)
+
+
+def gelu_matmul(y, kernel, approximate=True, gelu_fn=_gelu):
+  """GELU(y) @ kernel (the MLP's activation and second matmul), with TensorFlow's own gradient, which keeps the
+  GELU's output (the kernel's gradient needs it) besides whatever the GELU's own gradient keeps."""
+  with tf.name_scope("gelu"):
+    h = gelu_fn(y, approximate)
+  return tf.matmul(h, kernel)
+
+
+def lean_gelu_matmul(y, kernel, approximate=True, gelu_fn=_gelu, times_derivative_fn=_times_gelu_derivative):
+  """gelu_matmul with a hand-written gradient that keeps only y and the kernel: the GELU's output, which the
+  kernel's gradient needs, is recomputed when the backward reaches this block instead of being held from the
+  forward (one [rows, mlp_dim] tensor per block) and the derivative is computed from y there."""
+
+  @tf.custom_gradient
+  def forward(y, kernel):
+
+    def backward(d_out):
+      with tf.control_dependencies([d_out]):  # recompute when the gradient arrives (see lean_gelu)
+        with tf.name_scope("gelu"):
+          h = gelu_fn(y, approximate)
+        d_y = times_derivative_fn(tf.matmul(d_out, kernel, transpose_b=True), y, approximate)
+        return d_y, tf.matmul(h, d_out, transpose_a=True)
+
+    with tf.name_scope("gelu"):
+      h = gelu_fn(y, approximate)
+    return tf.matmul(h, kernel), backward
+
+  return forward(y, kernel)
 
 
 def softmax(scores, out_dtype, in_float32=True):
@@ -166,7 +210,8 @@ def lean_attention(q, k, v, scale, out_dtype, softmax_fn=softmax, softmax_backwa
     scaled_q = q * scale
 
     def backward(d_context):
-      probs32 = softmax_fn(tf.matmul(q * scale, k, transpose_b=True), tf.float32)
+      with tf.control_dependencies([d_context]):  # recompute when the gradient arrives (see lean_gelu)
+        probs32 = softmax_fn(tf.matmul(q * scale, k, transpose_b=True), tf.float32)
       probs = tf.cast(probs32, d_context.dtype)
       d_scores = softmax_backward_fn(probs32, tf.matmul(d_context, v, transpose_b=True), d_context.dtype)
       return (tf.matmul(d_scores, k) * scale, tf.matmul(d_scores, q * scale, transpose_a=True),
@@ -182,18 +227,20 @@ def dropout(x, rate):
   return tf.nn.dropout(x, rate=rate)
 
 
-class KernelSet(collections.namedtuple("KernelSet",
-                                       "name layer_norm bias_gelu softmax attention dropout lean_backward")):
+class KernelSet(
+    collections.namedtuple("KernelSet",
+                           "name layer_norm bias_gelu gelu_matmul softmax attention dropout lean_backward")):
   """The chains one backend implements.
 
   Attributes:
     name: the backend ("plain", "xla", "npu").
     layer_norm: (x, scale, bias, out_dtype) -> normalised x in out_dtype.
     bias_gelu: (x, bias, approximate) -> GELU(x + bias).
+    gelu_matmul: (y, kernel, approximate) -> GELU(y) @ kernel (the MLP when nothing is dropped out between the two).
     softmax: (scores, out_dtype) -> softmax over the last axis in out_dtype.
     attention: (q, k, v, scale, out_dtype) -> softmax(scale * q k^T) v, q/k/v [..., T, head_dim].
     dropout: (x, rate) -> x with elements dropped with probability rate and the rest scaled by 1 / (1 - rate).
-    lean_backward: whether layer norm, GELU and attention use the hand-written gradients (lean_*).
+    lean_backward: the LEAN_PARTS that use the hand-written gradients (lean_*); () for none.
   """
 
 
@@ -207,7 +254,18 @@ def _in_jit_scope(fn):
   return wrapped
 
 
-PLAIN = KernelSet("plain", layer_norm, bias_gelu, softmax, attention, dropout, False)
+PLAIN = KernelSet("plain", layer_norm, bias_gelu, gelu_matmul, softmax, attention, dropout, ())
+
+
+def lean_parts(lean_backward):
+  """True -> all LEAN_PARTS, False/None -> (), an iterable of part names -> those, in LEAN_PARTS order."""
+  if lean_backward is True:
+    return LEAN_PARTS
+  parts = tuple(lean_backward or ())
+  unknown = [p for p in parts if p not in LEAN_PARTS]
+  if unknown:
+    raise ValueError("lean backward parts must be among %s, got %s" % (", ".join(LEAN_PARTS), ", ".join(unknown)))
+  return tuple(p for p in LEAN_PARTS if p in parts)
 
 
 def for_backend(name, npu_gelu=None, npu_dropout=None, one_pass_layer_norm=True, softmax_in_float32=True,
@@ -215,27 +273,33 @@ def for_backend(name, npu_gelu=None, npu_dropout=None, one_pass_layer_norm=True,
   """The KernelSet of backend `name`.
 
   one_pass_layer_norm, softmax_in_float32: see layer_norm and softmax (the defaults are the reference's).
-  lean_backward: hand-written gradients for layer norm (one-pass statistics), GELU and attention that keep only
-    their inputs for the backward and recompute the rest (lean_layer_norm, lean_gelu, lean_attention); False:
-    TensorFlow's gradients of the reference ops.
+  lean_backward: hand-written gradients for layer norm (one-pass statistics), GELU, GELU + matmul and attention
+    that keep only their inputs for the backward and recompute the rest (lean_layer_norm, lean_gelu,
+    lean_gelu_matmul, lean_attention); False: TensorFlow's gradients of the reference ops; or some of LEAN_PARTS
+    ("mlp" = the GELU and the MLP's GELU + matmul).
 
   npu_gelu, npu_dropout: Ascend's ops (npu_unary_ops.gelu(x), npu_ops.dropout(x, keep_prob)), required for "npu";
   launch/npu.py passes them in so that vit_raw never imports npu_bridge. The NPU's GELU is the tanh form, so the
-  exact form falls back to the plain ops there.
+  exact form falls back to the plain ops there; it brings its own gradient, so "mlp" has no lean form there.
   """
   if name not in BACKENDS:
     raise ValueError("kernel backend must be one of %s, got %r" % (", ".join(BACKENDS), name))
   jit = _in_jit_scope if name == "xla" else (lambda fn: fn)
   sm = jit(functools.partial(softmax, in_float32=softmax_in_float32))
-  if lean_backward:
-    ln, gelu = lean_layer_norm, lean_bias_gelu
+  lean = lean_parts(lean_backward)
+  ln = lean_layer_norm if "layer_norm" in lean else functools.partial(layer_norm, one_pass=one_pass_layer_norm)
+  if "mlp" in lean:
+    gelu = lean_bias_gelu
+    gelu_mm = functools.partial(lean_gelu_matmul, gelu_fn=jit(_gelu), times_derivative_fn=jit(_times_gelu_derivative))
+  else:
+    gelu, gelu_mm = bias_gelu, functools.partial(gelu_matmul, gelu_fn=jit(_gelu))
+  if "attention" in lean:
     attend = functools.partial(lean_attention, softmax_fn=sm, softmax_backward_fn=jit(softmax_backward))
   else:
-    ln, gelu = functools.partial(layer_norm, one_pass=one_pass_layer_norm), bias_gelu
     attend = functools.partial(attention, softmax_fn=sm)
   ln, gelu = jit(ln), jit(gelu)
   if name != "npu":
-    return KernelSet(name, ln, gelu, sm, attend, dropout, lean_backward)
+    return KernelSet(name, ln, gelu, gelu_mm, sm, attend, dropout, lean)
   if npu_gelu is None or npu_dropout is None:
     raise ValueError("the npu kernel set needs npu_gelu and npu_dropout (launch.npu.kernel_set() passes them)")
 
@@ -245,7 +309,13 @@ def for_backend(name, npu_gelu=None, npu_dropout=None, one_pass_layer_norm=True,
     with tf.name_scope("gelu"):
       return npu_gelu(tf.nn.bias_add(x, bias))
 
+  def npu_gelu_matmul(y, kernel, approximate=True):
+    # Ascend's GELU brings its own gradient, so the MLP keeps TensorFlow's gradient of the matmul.
+    return gelu_matmul(y, kernel, approximate, gelu_fn=lambda y, approximate: npu_gelu(y)
+                       if approximate else _gelu(y, approximate))
+
   def npu_dropout_rate(x, rate):
     return npu_dropout(x, keep_prob=1.0 - rate)
 
-  return KernelSet("npu", ln, npu_bias_gelu, sm, attend, npu_dropout_rate, lean_backward)
+  return KernelSet("npu", ln, npu_bias_gelu, npu_gelu_matmul, sm, attend, npu_dropout_rate,
+                   tuple(p for p in lean if p != "mlp"))

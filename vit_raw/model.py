@@ -45,12 +45,12 @@ def _variable(name, shape, initializer):
   return tf.get_variable(name, shape, dtype=tf.float32, initializer=initializer, trainable=True)
 
 
-def _dense(x, kernel_shape, kernel_init, bias_init, dtype, bias_fn=tf.nn.bias_add):
-  """bias_fn(x @ kernel, bias) on a 2-D operand; MatMul followed by BiasAdd is what grappler/oneDNN fuse into one
-  kernel. Each weight is read (and cast to `dtype`) once per step: every dense layer has its own variables."""
+def _dense(x, kernel_shape, kernel_init, bias_init, dtype, bias_fn=tf.nn.bias_add, matmul=tf.matmul):
+  """bias_fn(matmul(x, kernel), bias) on a 2-D operand; MatMul followed by BiasAdd is what grappler/oneDNN fuse into
+  one kernel. Each weight is read (and cast to `dtype`) once per step: every dense layer has its own variables."""
   kernel = _variable("kernel", kernel_shape, kernel_init)
   bias = _variable("bias", kernel_shape[-1:], bias_init)
-  y = tf.matmul(x, tf.cast(kernel, dtype))
+  y = matmul(x, tf.cast(kernel, dtype))
   return bias_fn(y, tf.cast(bias, dtype))
 
 
@@ -102,13 +102,18 @@ def _attention_output(context, batch, tokens, d, dtype):
 
 
 def _mlp(x2d, config, dtype, gelu, dropout_rate, is_training, kernels):
+  """dense_0, GELU, (dropout), dense_1. Without dropout the GELU and dense_1's matmul are one kernels.gelu_matmul,
+  so a lean backward can recompute the GELU's output instead of keeping it."""
   d, m = config.hidden_size, config.mlp_dim
+  approximate = gelu == "tanh"
+  dropped = dropout_rate and is_training is not False
   with tf.variable_scope("dense_0"):
     h = _dense(x2d, [d, m], _xavier_uniform(d, m), tf.random_normal_initializer(stddev=1e-6), dtype,
-               bias_fn=lambda y, b: kernels.bias_gelu(y, b, approximate=gelu == "tanh"))
+               bias_fn=(lambda y, b: kernels.bias_gelu(y, b, approximate)) if dropped else tf.nn.bias_add)
   h = _dropout(h, dropout_rate, is_training, kernels)
   with tf.variable_scope("dense_1"):
-    return _dense(h, [m, d], _xavier_uniform(m, d), tf.random_normal_initializer(stddev=1e-6), dtype)
+    return _dense(h, [m, d], _xavier_uniform(m, d), tf.random_normal_initializer(stddev=1e-6), dtype,
+                  matmul=tf.matmul if dropped else lambda y, k: kernels.gelu_matmul(y, k, approximate))
 
 
 def _embed_patches(images, config, dtype):
