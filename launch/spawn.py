@@ -57,6 +57,19 @@ def tf_config(ports, index):
   })
 
 
+def outputs_of(procs, timeout):
+  """The combined stdout+stderr of each of `procs` (Popen with text pipes), waiting at most `timeout` seconds for
+  each; every process is killed on the way out, also when one of them times out."""
+  outputs = []
+  try:
+    for proc in procs:
+      outputs.append(proc.communicate(timeout=timeout)[0])
+  finally:
+    for proc in procs:
+      proc.kill()
+  return outputs
+
+
 def horovod_installed():
   """True when horovod.tensorflow's compiled library is installed in this interpreter (checked without importing
   TensorFlow)."""

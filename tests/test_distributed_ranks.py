@@ -113,13 +113,7 @@ def _worker(engine, poison_rank, timeout=120):
         subprocess.Popen(command, cwd=REPO, env=dict(ENV, TF_CONFIG=spawn.tf_config(ports, r)), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True) for r in (0, 1)
     ]
-  outputs = []
-  try:
-    for proc in procs:
-      outputs.append(proc.communicate(timeout=timeout)[0])
-  finally:
-    for proc in procs:
-      proc.kill()
+  outputs = spawn.outputs_of(procs, timeout)
   records = [json.loads(m) for text in outputs for m in re.findall(r"(\{\"rank\".*\})", text)]
   assert len(records) == 2, "\n".join(outputs)
   return sorted(records, key=lambda r: r["rank"])

@@ -147,13 +147,7 @@ def _run_ranks(args, engine, ranks, timeout):
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, preexec_fn=pin(r))
         for r in range(ranks)
     ]
-  outputs = []
-  try:
-    for proc in procs:
-      outputs.append(proc.communicate(timeout=timeout)[0])
-  finally:
-    for proc in procs:
-      proc.kill()
+  outputs = spawn.outputs_of(procs, timeout)
   for text in outputs:
     for line in text.splitlines():
       at = line.find(_RESULT)
