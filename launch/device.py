@@ -165,7 +165,7 @@ def session_config(plan, f):
 AUTO_KERNELS = {"1": "plain", "2": "xla"}
 
 # --lean_backward=auto per compute dtype, from the side-by-side runs in docs/benchmarks.md: in float32 every lean
-# gradient is as fast or faster and together they take 1.0-1.1 GB off ViT-B/16's peak; in bfloat16 the recomputed
+# gradient is as fast or faster and together they take 1.1-1.3 GB off ViT-B/16's peak; in bfloat16 the recomputed
 # attention probabilities and GELU cost 2 % and 6 % of the step (XLA's bf16 elementwise code), so only layer norm's.
 AUTO_LEAN_BACKWARD = {"float32": kernels.LEAN_PARTS, "bfloat16": ("layer_norm",), "float16": ("layer_norm",)}
 

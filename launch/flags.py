@@ -154,7 +154,7 @@ def define_flags():
   flags.DEFINE_list(
       "lean_backward", ["auto"], "Chains whose backward is hand-written to keep only their inputs and recompute "
       "the rest (vit_raw/kernels.py: lean_*): a comma list of layer_norm, attention, mlp, or none (TensorFlow's "
-      "automatic gradients), or auto = all three in float32 (faster, 1.0-1.1 GB less peak for ViT-B/16 @224 "
+      "automatic gradients), or auto = all three in float32 (faster, 1.1-1.3 GB less peak for ViT-B/16 @224 "
       "batch 8), layer_norm alone in bfloat16/float16 (the recomputation costs time there).")
   # Run.
   flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"],
