@@ -186,6 +186,9 @@ def kernel_set(device, choice="auto", lean_backward=True):
   lean_backward: the chains with hand-written gradients (True: all, False: none, or lean_backward_parts(...))."""
   if choice == "auto" and device == "npu":
     return npu.kernel_set(lean_backward)
-  if choice == "auto":
-    choice = AUTO_KERNELS.get(tf.__version__[0], "plain")
-  return kernels.for_backend(choice, lean_backward=lean_backward)
+  return kernels.for_backend(cpu_gpu_kernels(choice), lean_backward=lean_backward)
+
+
+def cpu_gpu_kernels(choice):
+  """--kernels on the CPU/GPU: "plain" or "xla" as given, auto = AUTO_KERNELS of this TensorFlow."""
+  return AUTO_KERNELS.get(tf.__version__[0], "plain") if choice == "auto" else choice

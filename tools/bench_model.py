@@ -40,7 +40,9 @@ flags.DEFINE_integer("steps", 10, "Timed training steps.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (graph optimisation, allocator warm-up).")
 flags.DEFINE_bool("xla", False, "XLA JIT for the whole graph (global_jit_level ON_1).")
 flags.DEFINE_bool("xla_fusible", False, "With --xla: auto-cluster only the fusible elementwise ops (TF 2 only).")
-flags.DEFINE_enum("kernels", "plain", ["plain", "xla"], "vit_raw.kernels backend of layer norm, GELU and softmax.")
+flags.DEFINE_enum(
+    "kernels", "auto", ["auto", "plain", "xla"], "vit_raw.kernels backend of layer norm, GELU and "
+    "softmax; auto = the trainer's choice for this TensorFlow (launch/device.py).")
 flags.DEFINE_bool("ln_one_pass", True, "Layer-norm statistics in one pass (E[x^2] - E[x]^2).")
 flags.DEFINE_list(
     "lean_backward", ["auto"], "Chains with hand-written gradients (vit_raw.kernels): auto (the "
@@ -177,7 +179,7 @@ def main(argv):
                                            xla=FLAGS.xla, xla_fusible_only=FLAGS.xla_fusible,
                                            fast_mkl_on_amd=FLAGS.fast_mkl_on_amd)
   lean = device_lib.lean_backward_parts(FLAGS.lean_backward, dtype)
-  kernel_set = kernels.for_backend(FLAGS.kernels, one_pass_layer_norm=FLAGS.ln_one_pass,
+  kernel_set = kernels.for_backend(device_lib.cpu_gpu_kernels(FLAGS.kernels), one_pass_layer_norm=FLAGS.ln_one_pass,
                                    softmax_in_float32=FLAGS.softmax_f32, lean_backward=lean)
   probe = MatmulProbe(cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, fast_mkl_on_amd=FLAGS.fast_mkl_on_amd),
                       dtype, FLAGS.matmul_size) if FLAGS.matmul_size else None
@@ -208,7 +210,7 @@ def main(argv):
   median, best = float(np.median(step_times)), min(step_times)
   achieved = flops * FLAGS.batch_size / median / 1e9
   levers = "%s%s kernels=%s%s%s%s%s" % (
-      " xla" if FLAGS.xla else "", "(fusible)" if FLAGS.xla and FLAGS.xla_fusible else "", FLAGS.kernels, " lean=%s" %
+      " xla" if FLAGS.xla else "", "(fusible)" if FLAGS.xla and FLAGS.xla_fusible else "", kernel_set.name, " lean=%s" %
       (",".join(lean) or "none"), "" if FLAGS.ln_one_pass else " ln_two_pass", "" if FLAGS.softmax_f32 else
       " softmax_in_compute_dtype", " MKL_DEBUG_CPU_TYPE=%s" % os.environ.get("MKL_DEBUG_CPU_TYPE", "unset"))
   line = ("%s @%d batch %d %s %s%s: %.3f s/step median (best %.3f), %.2f img/s (best %.2f), %.1f GFLOP/s "

@@ -10,7 +10,7 @@ implementation without touching the model:
 With lean_backward (the default of for_backend) layer norm, GELU, the MLP's GELU + matmul and the attention core
 get hand-written gradients that keep only their inputs for the backward and recompute the rest (lean_layer_norm,
 lean_gelu, lean_gelu_matmul, lean_attention): for ViT-B/16 @224 batch 8 the live activations at the step's peak go
-from 2.0 to 0.86 GB (docs/benchmarks.md).
+from 2.0 to 0.80 GB (docs/benchmarks.md).
 Every chain opens a name scope (layer_norm, gelu, softmax) so a trace can be grouped by chain (tools.bench_model).
 """
 import collections
@@ -24,6 +24,12 @@ BACKENDS = ("plain", "xla", "npu")
 LEAN_PARTS = ("layer_norm", "attention", "mlp")  # the chains that can take a hand-written (lean) gradient
 
 
+def _one_pass_statistics(x32):
+  """Per-row mean and variance over the last axis from one read of x: E[x], E[x^2] - E[x]^2 (clipped at 0)."""
+  mean = tf.reduce_mean(x32, axis=-1, keepdims=True)
+  return mean, tf.maximum(tf.reduce_mean(tf.square(x32), axis=-1, keepdims=True) - tf.square(mean), 0.0)
+
+
 def layer_norm(x, scale, bias, out_dtype, one_pass=True):
   """Layer norm over the last axis with float32 statistics; returns `out_dtype`.
 
@@ -33,8 +39,7 @@ def layer_norm(x, scale, bias, out_dtype, one_pass=True):
   with tf.name_scope("layer_norm"):
     x32 = tf.cast(x, tf.float32)
     if one_pass:
-      mean = tf.reduce_mean(x32, axis=-1, keepdims=True)
-      variance = tf.maximum(tf.reduce_mean(tf.square(x32), axis=-1, keepdims=True) - tf.square(mean), 0.0)
+      mean, variance = _one_pass_statistics(x32)
     else:
       mean, variance = tf.nn.moments(x32, axes=[-1], keep_dims=True)
     inv = tf.math.rsqrt(variance + LAYER_NORM_EPSILON) * scale
@@ -55,8 +60,7 @@ def lean_layer_norm(x, scale, bias, out_dtype):
   @tf.custom_gradient
   def forward(x, scale, bias):
     x32 = tf.cast(x, tf.float32)
-    mean = tf.reduce_mean(x32, axis=-1, keepdims=True)
-    variance = tf.maximum(tf.reduce_mean(tf.square(x32), axis=-1, keepdims=True) - tf.square(mean), 0.0)
+    mean, variance = _one_pass_statistics(x32)
     rstd = tf.math.rsqrt(variance + LAYER_NORM_EPSILON)
     y = (x32 - mean) * rstd * scale + bias
 
@@ -91,6 +95,10 @@ def gelu_exact(x):
 GELUS = {"tanh": gelu_tanh, "exact": gelu_exact}
 
 
+def _gelu(y, approximate=True):
+  return gelu_tanh(y) if approximate else gelu_exact(y)
+
+
 def _gelu_derivative(y, approximate):
   """d GELU(y) / dy, in y's dtype."""
   if approximate:
@@ -101,6 +109,10 @@ def _gelu_derivative(y, approximate):
     return s + y * s * (1.0 - s) * (2.0 * c + (6.0 * c * 0.044715) * square)
   phi = tf.exp(-0.5 * tf.square(y)) * (1.0 / math.sqrt(2.0 * math.pi))
   return 0.5 * (1.0 + tf.math.erf(y * (1.0 / math.sqrt(2.0)))) + y * phi
+
+
+def _times_gelu_derivative(d_out, y, approximate=True):
+  return d_out * _gelu_derivative(y, approximate)
 
 
 def lean_gelu(y, approximate=True):
@@ -114,9 +126,9 @@ def lean_gelu(y, approximate=True):
       # The derivative depends on y alone: without the control dependency TensorFlow would compute every block's
       # as soon as the forward made y and hold them all until the backward reached them.
       with tf.control_dependencies([dout]):
-        return dout * _gelu_derivative(y, approximate)
+        return _times_gelu_derivative(dout, y, approximate)
 
-    return (gelu_tanh(y) if approximate else gelu_exact(y)), backward
+    return _gelu(y, approximate), backward
 
   return forward(y)
 
@@ -125,8 +137,7 @@ def bias_gelu(x, bias, approximate=True):
   """GELU(x + bias), tanh form if `approximate` else the exact one. The BiasAdd stays a BiasAdd so grappler can
   still fuse it into the MatMul that produced x."""
   with tf.name_scope("gelu"):
-    y = tf.nn.bias_add(x, bias)
-    return gelu_tanh(y) if approximate else gelu_exact(y)
+    return _gelu(tf.nn.bias_add(x, bias), approximate)
 
 
 def lean_bias_gelu(x, bias, approximate=True):
@@ -134,14 +145,6 @@ def lean_bias_gelu(x, bias, approximate=True):
   consumer of the MatMul and grappler can still fuse the two."""
   with tf.name_scope("gelu"):
     return lean_gelu(tf.nn.bias_add(x, bias), approximate)
-
-
-def _gelu(y, approximate=True):
-  return gelu_tanh(y) if approximate else gelu_exact(y)
-
-
-def _times_gelu_derivative(d_out, y, approximate=True):
-  return d_out * _gelu_derivative(y, approximate)
 
 
 def gelu_matmul(y, kernel, approximate=True, gelu_fn=_gelu):
@@ -207,17 +210,17 @@ def lean_attention(q, k, v, scale, out_dtype, softmax_fn=softmax, softmax_backwa
 
   @tf.custom_gradient
   def forward(q, k, v):
-    scaled_q = q * scale
 
     def backward(d_context):
       with tf.control_dependencies([d_context]):  # recompute when the gradient arrives (see lean_gelu)
-        probs32 = softmax_fn(tf.matmul(q * scale, k, transpose_b=True), tf.float32)
+        scaled = q * scale
+      probs32 = softmax_fn(tf.matmul(scaled, k, transpose_b=True), tf.float32)
       probs = tf.cast(probs32, d_context.dtype)
       d_scores = softmax_backward_fn(probs32, tf.matmul(d_context, v, transpose_b=True), d_context.dtype)
-      return (tf.matmul(d_scores, k) * scale, tf.matmul(d_scores, q * scale, transpose_a=True),
+      return (tf.matmul(d_scores, k) * scale, tf.matmul(d_scores, scaled, transpose_a=True),
               tf.matmul(probs, d_context, transpose_a=True))
 
-    return tf.matmul(softmax_fn(tf.matmul(scaled_q, k, transpose_b=True), out_dtype), v), backward
+    return tf.matmul(softmax_fn(tf.matmul(q * scale, k, transpose_b=True), out_dtype), v), backward
 
   return forward(q, k, v)
 
