@@ -7,7 +7,7 @@ PY37 ?= $(PYENV_ROOT)/versions/3.7.16/bin/python3.7
 PY311 ?= $(shell test -x $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 && echo $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 || command -v python3.11)
 PYTEST_ARGS ?= -q
 
-.PHONY: setup setup-tf1 setup-tf2 setup-horovod train test test-tf1 test-tf2 format clean-venvs
+.PHONY: setup setup-tf1 setup-tf2 setup-horovod train train-fashion fashion-data test test-tf1 test-tf2 format clean-venvs
 
 setup: setup-tf1 setup-tf2
 setup-tf1: .venv/.installed
@@ -41,6 +41,20 @@ setup-horovod: .venv/.horovod
 
 train: setup-tf1
 	.venv/bin/python -m launch.train $(TRAIN_ARGS)
+
+# Fashion-MNIST's four IDX files from Debian's dataset-fashion-mnist package: installed when we are root, else
+# unpacked into data/ with apt-get download + dpkg -x (no install). FASHION_DIR points elsewhere.
+FASHION_DIR ?= $(shell test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz && echo /usr/share/datasets/fashion-mnist || echo data/fashion-mnist)
+fashion-data:
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST: $(FASHION_DIR)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else mkdir -p data/deb && cd data/deb && apt-get download dataset-fashion-mnist && dpkg -x dataset-fashion-mnist_*.deb . && \
+	  mkdir -p ../fashion-mnist && cp usr/share/datasets/fashion-mnist/*.gz ../fashion-mnist/; fi
+
+# The Fashion-MNIST recipe (configs/fashion_mnist.flags; README: the headline) on the TF 1.15 stack.
+train-fashion: setup-tf1 fashion-data
+	.venv/bin/python -m launch.train --flagfile=configs/fashion_mnist.flags \
+	  --data_dir=$$(test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz && echo /usr/share/datasets/fashion-mnist || echo data/fashion-mnist) $(TRAIN_ARGS)
 
 # Both environments first, so the cross-stack tests (a SavedModel exported on one stack, loaded on the other) run
 # on both sides.

@@ -37,11 +37,13 @@ class InputPipeline(object):
 
   def __init__(self, dataset, image_size, batch_size, training, workers=None, seed=0, rank=0, num_ranks=1,
                center_crop=False, start_batch=0, augment="inception", max_pixels=image_codec.DEFAULT_MAX_PIXELS,
-               start_method="fork", num_slots=None):
+               start_method="fork", num_slots=None, padding=4, hflip=None, erase_prob=0.0):
     """workers=None uses every core; workers=0 builds batches in the calling thread (debugging).
 
     augment="none" trains on the eval resize (still reshuffled every epoch): for data that a crop or a
-    mirror destroys, such as the 8x8 digits. max_pixels: an image whose header declares more pixels is skipped
+    mirror destroys, such as the 8x8 digits; augment="crop": pad by `padding` and random-crop (input/augment.py);
+    hflip: mirror with probability 1/2 (None: the augment's default); erase_prob: random erasing's probability.
+    max_pixels: an image whose header declares more pixels is skipped
     as a bad file before it is decoded (None: no budget).
     """
     self.dataset = dataset
@@ -58,7 +60,7 @@ class InputPipeline(object):
     self._passes = 0  # eval passes started
     self._pass_examples = 0  # examples kept in the current eval pass
     self._error = None
-    self._transform = Transform(self.image_size, training, center_crop, augment, max_pixels)
+    self._transform = Transform(self.image_size, training, center_crop, augment, max_pixels, padding, hflip, erase_prob)
     self.num_workers = usable_cores() if workers is None else int(workers)
     self._pool = None
     self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators

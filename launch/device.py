@@ -143,20 +143,20 @@ def device_config(device):
   return config
 
 
-def session_config(plan, f):
-  """The session config of a training run: device_config, plus on the NPU the adapter's options from the flags
+def session_config(plan):
+  """The session config of a training run: device_config, plus on the NPU the adapter's options from the plan
   (precision mode, iterations per loop, dumps, profiling, fusion switch file)."""
   config = device_config(plan.device)
   if plan.device != "npu":
     return config
-  dump_path = os.path.abspath(f.data_dump_path or f.over_dump_path or
-                              os.path.join(plan.model_dir, "data_dump" if f.data_dump_flag else "overflow"))
+  debug = plan.debug
   profile_dir = os.path.abspath(os.path.join(plan.model_dir, "profile"))
-  return npu.add_npu_options(config, plan.precision_mode, plan.iterations, over_dump=f.over_dump,
-                             over_dump_path=dump_path, data_dump=f.data_dump_flag, data_dump_path=dump_path,
-                             data_dump_steps=plan.dump_steps, profiling=f.profiling,
-                             profiling_options=f.profiling_options or npu.default_profiling_options(profile_dir),
-                             fusion_switch_file=f.fusion_switch_file, distributed=plan.num_ranks > 1)
+  return npu.add_npu_options(config, plan.precision.mode, plan.schedule.iterations, over_dump=debug.over_dump_dir
+                             is not None, over_dump_path=debug.npu_dump_dir, data_dump=debug.data_dump_dir is not None,
+                             data_dump_path=debug.npu_dump_dir, data_dump_steps=debug.dump_steps,
+                             profiling=debug.profile_dir is not None, profiling_options=debug.profiling_options or
+                             npu.default_profiling_options(profile_dir), fusion_switch_file=debug.fusion_switch_file,
+                             distributed=plan.dist.num_ranks > 1)
 
 
 # --kernels=auto on the CPU/GPU, per TensorFlow major version, from the side-by-side runs in docs/benchmarks.md:
@@ -180,15 +180,17 @@ def lean_backward_parts(values, compute_dtype):
   return kernels.lean_parts(values)
 
 
-def kernel_set(device, choice="auto", lean_backward=True):
-  """The vit_raw.kernels.KernelSet for `device` and --kernels: on the NPU (auto) Ascend's GELU and dropout
-  (launch/npu.py), elsewhere plain or XLA-clustered chains, auto = AUTO_KERNELS of this TensorFlow;
+def resolve_kernels(device, choice="auto"):
+  """--kernels -> "npu" (auto on the NPU: Ascend's GELU and dropout), "plain" or "xla" (auto elsewhere: AUTO_KERNELS
+  of this TensorFlow)."""
+  if choice == "auto":
+    return "npu" if device == "npu" else AUTO_KERNELS.get(tf.__version__[0], "plain")
+  return choice
+
+
+def kernel_set(kernels_name, lean_backward=True):
+  """The vit_raw.kernels.KernelSet of a resolved --kernels (resolve_kernels): "npu" = launch/npu.py's set;
   lean_backward: the chains with hand-written gradients (True: all, False: none, or lean_backward_parts(...))."""
-  if choice == "auto" and device == "npu":
+  if kernels_name == "npu":
     return npu.kernel_set(lean_backward)
-  return kernels.for_backend(cpu_gpu_kernels(choice), lean_backward=lean_backward)
-
-
-def cpu_gpu_kernels(choice):
-  """--kernels on the CPU/GPU: "plain" or "xla" as given, auto = AUTO_KERNELS of this TensorFlow."""
-  return AUTO_KERNELS.get(tf.__version__[0], "plain") if choice == "auto" else choice
+  return kernels.for_backend(kernels_name, lean_backward=lean_backward)

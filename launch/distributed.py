@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from launch import engines
+from launch import errors
 
 DISTRIBUTE_CHOICES = ("auto", "none", "horovod", "collective", "hccl")
 # Measured (docs/benchmarks.md): TF's collectives over gRPC move 4 MB buffers 2.5x faster than 64 MB ones; Horovod
@@ -33,11 +34,11 @@ _LAUNCHERS = ("start the ranks with `python -m launch.spawn --num_ranks N -- <la
               "one TF_CONFIG per process (docs/training.md, Data parallelism)")
 
 
-class RankMismatch(RuntimeError):
+class RankMismatch(errors.RunStopped):
   """Ranks that would not run the same collectives (different plans, steps or data); the message is one line."""
 
 
-class RankLost(RuntimeError):
+class RankLost(errors.RunStopped):
   """A collective failed because a rank went away; the message is one line naming it."""
 
 

@@ -8,6 +8,8 @@ import os
 
 from absl import flags
 
+from launch import errors
+
 from input.datasets import DATASET_NAMES
 
 PRECISION_MODES = ("auto", "allow_mix_precision", "force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
@@ -18,6 +20,19 @@ DEFAULT_NUM_EPOCHS = 50.0
 DEFAULT_LR_WARMUP_EPOCHS = 2.0
 # PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), about 9,500 x 9,500.
 DEFAULT_MAX_IMAGE_PIXELS = 89478485
+AUGMENT_CROPS = ("auto", "inception", "crop", "none")
+# Flags that change neither the model nor the optimisation (a resume may change them without a warning), and
+# those of them that may differ between the ranks of one run (paths as each machine sees them): tagged where they
+# are defined below.
+COSMETIC_FLAGS = set()
+PER_RANK_FLAGS = {"data_dir"}
+
+
+def _cosmetic(holder):
+  """Tags the flag of an absl FlagHolder as cosmetic (see COSMETIC_FLAGS); returns the holder."""
+  COSMETIC_FLAGS.add(holder.name)
+  PER_RANK_FLAGS.add(holder.name)
+  return holder
 
 
 def define_flags():
@@ -35,41 +50,66 @@ def define_flags():
   flags.DEFINE_integer("image_size", 16, "Side of the square model input in pixels; must be divisible by the patch.")
   flags.DEFINE_integer("train_batch_size", 64, "Training (micro-)batch size per device (per rank); see "
                        "--accum_steps.")
-  flags.DEFINE_integer(
-      "eval_batch_size", 128, "Evaluation batch size. Left at its default it shrinks to a smaller "
-      "test split; given explicitly it must fit.")
-  flags.DEFINE_integer(
-      "workers", None, "Decode/augment worker processes of the input pipeline (default: one per "
-      "usable core; 0 decodes in the trainer's own thread, for debugging).")
+  _cosmetic(
+      flags.DEFINE_integer(
+          "eval_batch_size", 128, "Evaluation batch size. Left at its default it shrinks to a smaller "
+          "test split; given explicitly it must fit."))
+  _cosmetic(
+      flags.DEFINE_integer(
+          "workers", None, "Decode/augment worker processes of the input pipeline (default: one per "
+          "usable core; 0 decodes in the trainer's own thread, for debugging)."))
   flags.DEFINE_enum(
-      "augment", "auto", ["auto", "inception", "none"], "Training augmentation: inception (random "
-      "resized crop + flip, as official fine-tuning) | none (the eval resize, still reshuffled every "
-      "epoch). auto: none for digits (a crop or a mirror destroys an 8x8 digit), inception otherwise.")
+      "augment", "auto", list(AUGMENT_CROPS), "Training crop: inception (random resized crop, as official "
+      "fine-tuning) | crop (pad by --crop_padding and cut a random crop of the input size: the CIFAR standard) | "
+      "none (the eval resize, still reshuffled every epoch). auto: none for digits (a crop destroys an 8x8 digit), "
+      "inception otherwise.")
+  flags.DEFINE_integer("crop_padding", 4, "Pixels of padding on each side for --augment=crop.")
+  flags.DEFINE_bool(
+      "hflip", None, "Mirror training images with probability 1/2. Default: on with --augment="
+      "inception/crop, off with none.")
+  flags.DEFINE_string(
+      "randaugment", "", "RandAugment in timm's spec language, e.g. rand-m9-mstd0.5-inc1 (m: magnitude 0-10, n: "
+      "ops per image, mstd: magnitude noise, inc1: the increasing-severity op set); empty: off.")
+  flags.DEFINE_float("color_jitter", 0.0, "Colour jitter strength (brightness, contrast, saturation); 0: off.")
+  flags.DEFINE_float("random_erasing", 0.0, "Probability of random erasing per image (DeiT's per-pixel mode); 0: off.")
+  flags.DEFINE_float("mixup", 0.0, "Mixup alpha (Beta(alpha, alpha) mixing weight); 0: off. Soft targets.")
+  flags.DEFINE_float("cutmix", 0.0, "CutMix alpha; 0: off. With --mixup too, one of them per batch.")
+  flags.DEFINE_float("mixup_prob", 1.0, "Probability that a batch is mixed at all (Mixup or CutMix).")
+  flags.DEFINE_float("mixup_switch_prob", 0.5, "With both --mixup and --cutmix: probability of CutMix for a batch.")
+  flags.DEFINE_float("mixup_off_epoch", None, "Mixing stops from this epoch on (default: never).")
   flags.DEFINE_integer(
-      "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Images whose header declares more pixels "
-      "are skipped before decoding (decompression-bomb guard; PIL's limit by default).")
+      "label_offset", None, "TFRecord datasets: added to the stored labels (official ImageNet shards store 1..1000 "
+      "with 0 a background class: -1; TFDS: 0). Default: from the layout. A label outside the classes after the "
+      "offset stops the run.")
+  _cosmetic(
+      flags.DEFINE_integer(
+          "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Images whose header declares more pixels "
+          "are skipped before decoding (decompression-bomb guard; PIL's limit by default)."))
   flags.DEFINE_integer("seed", 0, "Seed (>= 0) of the weight initialisation, dropout and the data order.")
-  flags.DEFINE_integer(
-      "rank", None, "This process's data-parallel rank; default: what the engine says (horovodrun, "
-      "TF_CONFIG, $RANK_ID). Given, it must agree with it.")
+  _cosmetic(
+      flags.DEFINE_integer(
+          "rank", None, "This process's data-parallel rank; default: what the engine says (horovodrun, "
+          "TF_CONFIG, $RANK_ID). Given, it must agree with it."))
   flags.DEFINE_integer(
       "num_ranks", None, "Number of data-parallel ranks; default: what the engine says (horovodrun, "
       "TF_CONFIG, $RANK_SIZE), else 1. Given, it must agree with it.")
-  flags.DEFINE_enum(
-      "distribute", "auto", ["auto", "none", "horovod", "collective", "hccl"], "Data-parallel engine: horovod "
-      "(under horovodrun; TF 1.15 stack) | collective (TensorFlow collective ops, cluster from TF_CONFIG) | hccl "
-      "(NPU; RANK_ID/RANK_SIZE/RANK_TABLE_FILE) | none. auto: hccl on the NPU with RANK_SIZE > 1, horovod under "
-      "horovodrun, collective with TF_CONFIG, else none. `python -m launch.spawn` starts local ranks.")
+  _cosmetic(
+      flags.DEFINE_enum(
+          "distribute", "auto", ["auto", "none", "horovod", "collective", "hccl"], "Data-parallel engine: horovod "
+          "(under horovodrun; TF 1.15 stack) | collective (TensorFlow collective ops, cluster from TF_CONFIG) | hccl "
+          "(NPU; RANK_ID/RANK_SIZE/RANK_TABLE_FILE) | none. auto: hccl on the NPU with RANK_SIZE > 1, horovod under "
+          "horovodrun, collective with TF_CONFIG, else none. `python -m launch.spawn` starts local ranks."))
   flags.DEFINE_integer(
       "accum_steps", 1, "Micro-batches of --train_batch_size accumulated into one optimizer step (one "
       "all-reduce, one update): global batch = train_batch_size x accum_steps x ranks.")
   flags.DEFINE_bool(
       "scale_lr_by_ranks", False, "Multiply --lr by the number of ranks (Horovod's habit). Off: --lr is "
       "the peak lr of the global batch whatever the rank count.")
-  flags.DEFINE_float(
-      "allreduce_bucket_mb", None, "Gradients are all-reduced packed into buffers of at most this many "
-      "MB (0: one collective per tensor). Default: 4 for the collective engine, 64 for horovod and hccl "
-      "(docs/benchmarks.md).")
+  _cosmetic(
+      flags.DEFINE_float(
+          "allreduce_bucket_mb", None, "Gradients are all-reduced packed into buffers of at most this many "
+          "MB (0: one collective per tensor). Default: 4 for the collective engine, 64 for horovod and hccl "
+          "(docs/benchmarks.md)."))
   # Model.
   flags.DEFINE_string(
       "model", "tiny", "Model: an official name (ViT-B/16, B_16, ViT-Ti/16, ...) or 'tiny' (patch 4, "
@@ -79,11 +119,15 @@ def define_flags():
   flags.DEFINE_integer("num_layers", None, "Override the model's number of encoder blocks.")
   flags.DEFINE_integer("num_heads", None, "Override the model's attention heads.")
   flags.DEFINE_integer("mlp_dim", None, "Override the model's MLP width.")
-  flags.DEFINE_string(
-      "init_checkpoint", None, "Start from an official .npz or a checkpoint of ours (prefix or "
-      "folder); the head is re-initialised when the class count differs. Ignored when --model_dir "
-      "already has a checkpoint (the run resumes from it).")
+  _cosmetic(
+      flags.DEFINE_string(
+          "init_checkpoint", None, "Start from an official .npz or a checkpoint of ours (prefix or "
+          "folder); the head is re-initialised when the class count differs. Ignored when --model_dir "
+          "already has a checkpoint (the run resumes from it)."))
   flags.DEFINE_float("dropout", 0.0, "Dropout rate inside the encoder (0 as in official fine-tuning).")
+  flags.DEFINE_float(
+      "drop_path", 0.0, "Stochastic depth: the deepest block's residual branches are dropped per example with "
+      "this probability, the others linearly less (DeiT: 0.1); 0: off.")
   # Optimisation.
   flags.DEFINE_enum("optimizer", "momentum", ["momentum", "sgd", "adam", "adamw"],
                     "momentum (default, as official fine-tuning) | sgd | adam | adamw (decoupled weight decay).")
@@ -94,6 +138,15 @@ def define_flags():
   flags.DEFINE_float(
       "weight_decay", 0.0, "adamw: decoupled decay (times lr); others: L2 penalty 0.5*wd*|w|^2 on the "
       "matrices (kernels), not on biases, norms or embeddings.")
+  flags.DEFINE_enum(
+      "weight_decay_exempt", "timm", ["timm", "none"], "Which weights --weight_decay spares: timm (biases, norms, "
+      "position embedding and class token, timm/DeiT's rule) | none (every weight decays).")
+  flags.DEFINE_float(
+      "layer_decay", 1.0, "Layer-wise lr decay (BEiT/MAE fine-tuning): block i of L trains at lr x "
+      "layer_decay^(L + 1 - layer id), embeddings at layer id 0, the head at L + 1. 1: off.")
+  flags.DEFINE_float(
+      "ema_decay", 0.0, "Keep an exponential moving average of the weights with this decay (e.g. 0.9999), updated "
+      "every step in the graph; evaluation reports both, checkpoints hold it, export/infer use it. 0: off.")
   flags.DEFINE_float("grad_clip_norm", 1.0, "Clip gradients to this global norm (0: off). 1 as in official ViT.")
   flags.DEFINE_float(
       "label_smoothing", 0.1, "Label smoothing of the softmax cross-entropy (0.1: digits recipe; "
@@ -129,24 +182,31 @@ def define_flags():
   flags.DEFINE_float("loss_scale_init", 2.0**15, "Initial dynamic loss scale.")
   flags.DEFINE_integer("loss_scale_growth_steps", 1000, "Dynamic loss scale doubles after this many good steps.")
   # Ascend debugging (emulated on CPU/GPU).
-  flags.DEFINE_bool(
-      "over_dump", False, "NPU: overflow dump (enable_dump_debug). CPU/GPU: name the first op that "
-      "produced inf/NaN on an overflowing step.")
-  flags.DEFINE_string(
-      "over_dump_path", None, "Where overflow dumps go (default: <model_dir>/overflow). The NPU has "
-      "one dump_path for both dumps: with --data_dump_flag it must equal --data_dump_path.")
-  flags.DEFINE_bool(
-      "data_dump_flag", False, "NPU: dump tensors of --data_dump_step (enable_dump). CPU/GPU: save that "
-      "step's key tensors as .npy.")
-  flags.DEFINE_string("data_dump_step", "10", "Step(s) to dump, '|'-separated as on Ascend (e.g. '0|5|10').")
-  flags.DEFINE_string("data_dump_path", None, "Where data dumps go (default: <model_dir>/data_dump).")
-  flags.DEFINE_bool(
-      "profiling", False, "NPU: profiling_mode with --profiling_options. CPU/GPU: a Chrome trace of a "
-      "few loops in <model_dir>/profile.")
-  flags.DEFINE_string("profiling_options", None, "NPU profiling options JSON (default: training and task trace, "
-                      "output <model_dir>/profile).")
-  flags.DEFINE_integer("profiling_steps", 3, "CPU/GPU: how many loops (sess.run calls) to trace after warm-up.")
-  flags.DEFINE_string("fusion_switch_file", None, "NPU: fusion switch config file passed to the adapter.")
+  _cosmetic(
+      flags.DEFINE_bool(
+          "over_dump", False, "NPU: overflow dump (enable_dump_debug). CPU/GPU: name the first op that "
+          "produced inf/NaN on an overflowing step."))
+  _cosmetic(
+      flags.DEFINE_string(
+          "over_dump_path", None, "Where overflow dumps go (default: <model_dir>/overflow). The NPU has "
+          "one dump_path for both dumps: with --data_dump_flag it must equal --data_dump_path."))
+  _cosmetic(
+      flags.DEFINE_bool(
+          "data_dump_flag", False, "NPU: dump tensors of --data_dump_step (enable_dump). CPU/GPU: save that "
+          "step's key tensors as .npy."))
+  _cosmetic(flags.DEFINE_string("data_dump_step", "10", "Step(s) to dump, '|'-separated as on Ascend (e.g. '0|5|10')."))
+  _cosmetic(flags.DEFINE_string("data_dump_path", None, "Where data dumps go (default: <model_dir>/data_dump)."))
+  _cosmetic(
+      flags.DEFINE_bool(
+          "profiling", False, "NPU: profiling_mode with --profiling_options. CPU/GPU: a Chrome trace of a "
+          "few loops in <model_dir>/profile."))
+  _cosmetic(
+      flags.DEFINE_string(
+          "profiling_options", None, "NPU profiling options JSON (default: training and task trace, "
+          "output <model_dir>/profile)."))
+  _cosmetic(
+      flags.DEFINE_integer("profiling_steps", 3, "CPU/GPU: how many loops (sess.run calls) to trace after warm-up."))
+  _cosmetic(flags.DEFINE_string("fusion_switch_file", None, "NPU: fusion switch config file passed to the adapter."))
   flags.DEFINE_enum(
       "kernels", "auto", ["auto", "plain", "xla"], "Implementation of layer norm, GELU and softmax "
       "(vit_raw/kernels.py): plain TF ops, or each chain in its own XLA cluster. auto = Ascend's ops on the NPU, "
@@ -157,22 +217,30 @@ def define_flags():
       "automatic gradients), or auto = all three in float32 (faster, 1.1-1.3 GB less peak for ViT-B/16 @224 "
       "batch 8), layer_norm alone in bfloat16/float16 (the recomputation costs time there).")
   # Run.
-  flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"],
-                    "train | eval (the latest checkpoint, or --init_checkpoint) | train_and_eval.")
-  flags.DEFINE_integer("eval_every_loops", 0, "Evaluate every this many loops (0: once per epoch); always at the end.")
-  flags.DEFINE_string(
-      "model_dir", "runs/default", "The run folder: checkpoints, TensorBoard events, train.log, "
-      "metrics.jsonl, flags.txt, class_names.txt. A run resumes from its latest checkpoint.")
-  flags.DEFINE_integer("save_every_loops", 0, "Checkpoint every this many loops (0: once per epoch); always at the "
-                       "end.")
-  flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
-  flags.DEFINE_integer("log_every_loops", 1, "Write a log line every this many loops (the first and last loops "
-                       "always have one).")
-  flags.DEFINE_integer(
-      "warmup_loops", 0, "Loops left out of the mean img/s besides the first (which builds and "
-      "compiles the graph and is never timed). 0: those ending within the first 50 steps.")
-  flags.DEFINE_enum("device", "auto", ["auto", "npu", "gpu", "cpu"],
-                    "auto picks the NPU when npu_bridge imports, else a visible GPU, else the CPU.")
+  _cosmetic(
+      flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"],
+                        "train | eval (the latest checkpoint, or --init_checkpoint) | train_and_eval."))
+  _cosmetic(
+      flags.DEFINE_integer("eval_every_loops", 0,
+                           "Evaluate every this many loops (0: once per epoch); always at the end."))
+  _cosmetic(
+      flags.DEFINE_string(
+          "model_dir", "runs/default", "The run folder: checkpoints, TensorBoard events, train.log, "
+          "metrics.jsonl, flags.txt, class_names.txt. A run resumes from its latest checkpoint."))
+  _cosmetic(
+      flags.DEFINE_integer("save_every_loops", 0, "Checkpoint every this many loops (0: once per epoch); always at the "
+                           "end."))
+  _cosmetic(flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep."))
+  _cosmetic(
+      flags.DEFINE_integer("log_every_loops", 1, "Write a log line every this many loops (the first and last loops "
+                           "always have one)."))
+  _cosmetic(
+      flags.DEFINE_integer(
+          "warmup_loops", 0, "Loops left out of the mean img/s besides the first (which builds and "
+          "compiles the graph and is never timed). 0: those ending within the first 50 steps."))
+  _cosmetic(
+      flags.DEFINE_enum("device", "auto", ["auto", "npu", "gpu", "cpu"],
+                        "auto picks the NPU when npu_bridge imports, else a visible GPU, else the CPU."))
 
 
 def trainer_flag_names():
@@ -180,8 +248,7 @@ def trainer_flag_names():
   return [flag.name for flag in flags.FLAGS.get_flags_for_module(__name__)]
 
 
-class FlagError(ValueError):
-  """A bad flag value or combination; the message is the one line the user sees."""
+FlagError = errors.UsageError  # a bad flag value or combination (launch/errors.py)
 
 
 def check_flags(f):
@@ -206,6 +273,7 @@ def check_flags(f):
     raise FlagError("--dropout must be in [0, 1), got %s" % f.dropout)
   if not 0 <= f.label_smoothing < 1:
     raise FlagError("--label_smoothing must be in [0, 1), got %s" % f.label_smoothing)
+  _check_regularisers(f)
   if f.dataset is not None and f.dataset not in DATASET_NAMES:
     raise FlagError("--dataset=%s is unknown; expected one of %s" % (f.dataset, ", ".join(DATASET_NAMES)))
   if f.dataset not in (None, "digits") and not f.data_dir:
@@ -225,6 +293,28 @@ def check_flags(f):
     raise FlagError("--over_dump_path=%s and --data_dump_path=%s differ, but the NPU writes both dumps to one "
                     "dump_path: give one of them (or the same folder)" % (f.over_dump_path, f.data_dump_path))
   _check_paths(f)
+
+
+def _check_regularisers(f):
+  """The recipe flags: augmentation, mixing, stochastic depth, EMA, layer decay."""
+  for name in ("mixup", "cutmix"):
+    if getattr(f, name) < 0:
+      raise FlagError("--%s=%s: a Beta alpha must be > 0 (or 0 for off)" % (name, getattr(f, name)))
+  for name in ("mixup_prob", "mixup_switch_prob", "random_erasing"):
+    if not 0 <= getattr(f, name) <= 1:
+      raise FlagError("--%s=%s: expected a probability in [0, 1]" % (name, getattr(f, name)))
+  if f.mixup_off_epoch is not None and f.mixup_off_epoch < 0:
+    raise FlagError("--mixup_off_epoch=%s: expected an epoch >= 0" % f.mixup_off_epoch)
+  if f.color_jitter < 0:
+    raise FlagError("--color_jitter=%s: expected a strength >= 0 (0: off)" % f.color_jitter)
+  if f.crop_padding < 0:
+    raise FlagError("--crop_padding=%s: expected pixels >= 0" % f.crop_padding)
+  if not 0 <= f.drop_path < 1:
+    raise FlagError("--drop_path must be in [0, 1), got %s" % f.drop_path)
+  if f.ema_decay != 0 and not 0 < f.ema_decay < 1:
+    raise FlagError("--ema_decay=%s: expected a decay in (0, 1), e.g. 0.9999, or 0 for off" % f.ema_decay)
+  if not 0 < f.layer_decay <= 1:
+    raise FlagError("--layer_decay=%s: expected a factor in (0, 1] (1: off)" % f.layer_decay)
 
 
 def _check_at_least(f, low, *names):

@@ -48,7 +48,11 @@ def train_line(record):
 
 
 def eval_line(record):
-  return EVAL.format(**record)
+  """The eval line; with the weights' EMA, its accuracy follows (the regular expression reads the part before)."""
+  line = EVAL.format(**record)
+  if "ema_top1" in record:
+    line += " ema_top1 {ema_top1:.5f} ema_top5 {ema_top5:.5f}".format(**record)
+  return line
 
 
 def summary_line(record):

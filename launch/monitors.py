@@ -117,7 +117,7 @@ class TensorBoardMonitor(object):
   inside the training loop)."""
   SCALARS = {
       "train": ("loss", "lr", "img_per_sec", "loss_scale", "skipped"),
-      "eval": ("top1", "top5"),
+      "eval": ("top1", "top5", "ema_top1", "ema_top5"),
   }
 
   def __init__(self, log_dir, graph=None):

@@ -16,10 +16,12 @@ import os
 import socket
 import time
 
+from launch import errors
+
 LOCK_NAME = ".run.lock"
 
 
-class RunLockedError(ValueError):
+class RunLockedError(errors.UsageError):
   """Another live process holds the run folder's lock; the message is one line naming the folder and the holder."""
 
 

@@ -3,11 +3,13 @@
 A trainer run leaves in its --model_dir:
   flags.txt         every flag of launch.train that has a value, one `--name=value` per line (absl's flagfile
                     form): `python -m launch.train --flagfile=<model_dir>/flags.txt` runs it again;
+  plan.json         the resolved plan (launch/plan.py: every "auto" decided), for reading, not for feeding back;
   class_names.txt   one class name per line, in label order;
   model.ckpt-<step> the checkpoints.
 `run_model(model_dir)` reads them back into what a tool needs to rebuild the model (tools.infer, tools.export, ...).
 """
 import collections
+import json
 import os
 
 import tensorflow.compat.v1 as tf
@@ -15,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from vit_raw import configs
 
 FLAGS_FILE = "flags.txt"
+PLAN_FILE = "plan.json"
 CLASS_NAMES_FILE = "class_names.txt"
 
 RunModel = collections.namedtuple("RunModel", ["config", "image_size", "num_classes", "class_names", "checkpoint"])
@@ -33,6 +36,13 @@ def write_flag_lines(model_dir, lines):
   """Writes <model_dir>/flags.txt from `--name=value` lines; returns its path."""
   path = os.path.join(model_dir, FLAGS_FILE)
   _write_atomic(path, "".join(line + "\n" for line in lines))
+  return path
+
+
+def write_plan(model_dir, plan_json):
+  """Writes <model_dir>/plan.json from launch.plan.to_json's value; returns its path."""
+  path = os.path.join(model_dir, PLAN_FILE)
+  _write_atomic(path, json.dumps(plan_json, indent=1) + "\n")
   return path
 
 

@@ -266,8 +266,10 @@ class Launcher(object):
             self.say("launch.spawn: stopping the %d rank(s) still running" % len(self._running()))
           self._stop_all()
     except KeyboardInterrupt:
-      self.say("launch.spawn: interrupted; stopping every rank")
-      self._stop_all()
+      # Every rank gets SIGTERM: they agree on one step to stop at, checkpoint it and exit (launch/interrupts.py);
+      # they get the grace period (at least a minute: a loop may have to finish first) before SIGKILL.
+      self.say("launch.spawn: interrupted; asking every rank to checkpoint and stop")
+      self._stop_all(wait_seconds=max(60.0, self.grace_seconds))
       return 130
     finally:
       for child in self.children:

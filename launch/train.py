@@ -3,13 +3,16 @@
 With no flags it trains the digits recipe (a 4-layer ViT with 4x4 patches on the embedded 8x8 digits upscaled to
 16x16) and evaluates it every epoch. A second run with the same --model_dir resumes from its latest checkpoint.
 
-The run, top to bottom: flags -> checked RunPlan (launch/plan.py) -> graph (variables, optimizer, input pipelines,
-the N-step train op, eval) -> session (initialise; restore, or load --init_checkpoint) -> loop over sess.run, each
-loop as long as the callbacks allow (launch/callbacks.py: log line, dumps, NaN guard, eval, checkpoint) -> summary.
+The run, top to bottom: flags -> checked RunPlan (launch/plan.py, every "auto" resolved; written to plan.json) ->
+graph from the plan alone (variables, the training input pipeline and the N-step train op from the step factory
+launch/train_graph.build_training, then each callback's own ops: EMA, eval, debug probe) -> session (initialise;
+restore, or load --init_checkpoint) -> loop over sess.run, each loop as long as the callbacks allow
+(launch/callbacks.py: log line, dumps, NaN guard, EMA, eval, checkpoint) -> summary.
 Records go to the console, train.log, metrics.jsonl and TensorBoard (launch/monitors.py).
 """
 import collections
 import os
+import signal
 import sys
 import time
 
@@ -24,173 +27,143 @@ import tensorflow.compat.v1 as tf
 
 from input.dataset_base import UnreadableDatasetError
 from input.pipeline import InputPipeline
-from input.preprocess import to_model_input
+from vit_raw.model_input import scale_input
 from launch import callbacks as callbacks_lib
-from launch import debugging
 from launch import device as device_lib
 from launch import distributed
-from launch import evaluation
+from launch import errors
 from launch import flags as flags_lib
+from launch import interrupts
 from launch import log_format
-from launch import loss_scale as loss_scale_lib
 from launch import metrics
 from launch import monitors as monitors_lib
 from launch import npu
-from launch import optimizers
 from launch import run_lock
 from launch import run_record
-from launch import schedules
 from launch import train_graph
 from launch import watchdog
 from launch.checkpoints import Checkpoints, step_of_checkpoint
 from launch.flags import FlagError
 from launch.plan import make_plan
+from launch.plan import to_json as to_plan_json
 from vit_raw import checkpoint as vit_checkpoint
-from vit_raw.model import count_parameters, forward_flops, vit
+from vit_raw.model import count_parameters, forward_flops
 
 flags_lib.define_flags()
 FLAGS = flags.FLAGS
 
-# Flags that change neither the model nor the optimisation: a resume may change them without a warning.
-_COSMETIC_FLAGS = frozenset([
-    "model_dir", "workers", "eval_batch_size", "log_every_loops", "warmup_loops", "keep_checkpoints",
-    "save_every_loops", "eval_every_loops", "mode", "device", "profiling", "profiling_options", "profiling_steps",
-    "over_dump", "over_dump_path", "data_dump_flag", "data_dump_step", "data_dump_path", "fusion_switch_file",
-    "init_checkpoint", "max_image_pixels", "distribute", "allreduce_bucket_mb", "rank"
-])
-# Flags that may differ between the ranks of one run (paths as each machine sees them); the rest must agree.
-_PER_RANK_FLAGS = _COSMETIC_FLAGS | {"data_dir"}
-
 TrainGraph = collections.namedtuple("TrainGraph", [
-    "init_fn", "best_top1", "best_input", "set_best", "train_pipe", "train_iterator", "loop", "probe", "eval_pipe",
-    "eval", "checkpoints", "parallel", "broadcast", "weights_spread"
+    "initializer", "best", "train_pipe", "train_iterator", "training", "pipelines", "callbacks", "checkpoints",
+    "parallel", "broadcast", "weights_spread", "stop_vote", "stop_votes"
 ])
 TrainGraph.__doc__ = """Every op of a run.
 
 Attributes:
-  init_fn: fn(sess) loading --init_checkpoint (None when resuming or without one).
-  best_top1, best_input, set_best: the checkpointed best top-1, and how to set it.
-  train_pipe, train_iterator, loop: the training input pipeline, its iterator and the N-step train op (None in
-    --mode=eval).
-  probe: the CPU/GPU debug probe for --over_dump / --data_dump_flag (or None).
-  eval_pipe, eval: the evaluation pipeline and graph (None in --mode=train).
-  checkpoints: the run's Checkpoints.
+  initializer: the vit_raw.checkpoint Initializer of --init_checkpoint (None when resuming or without one).
+  best: the callbacks.BestTop1 record (the checkpointed best top-1).
+  train_pipe, train_iterator, training: the training input pipeline, its iterator and the
+    launch.train_graph.Training (None in --mode=eval).
+  pipelines: every input pipeline of the run (the callbacks' too), to close and to ask about failures.
+  callbacks: the run's callbacks (callbacks.make_callbacks), their graph pieces built.
+  checkpoints: the run's Checkpoints (every global variable, made after all of them exist).
   parallel: the data-parallel seam (launch.distributed.DataParallel; inactive with one rank).
   broadcast: the op that sets every variable to rank 0's value (run after initialising and restoring).
   weights_spread: largest |w - w on rank 0| over the ranks (0 when they hold the same weights).
+  stop_vote, stop_votes: a float32 [1] placeholder (1: this rank was signalled) and its sum over the ranks, so all
+    ranks stop after the same loop (None with one rank).
 """
 
 
-def make_model_fn(plan, dropout, kernels=None):
-  """fn(images uint8, is_training) -> float32 logits: [-1, 1] scaling in the compute dtype, then the ViT with the
-  given vit_raw.kernels.KernelSet (None: the plain ops)."""
-
-  def model_fn(images, is_training):
-    return vit(to_model_input(images, plan.compute_dtype), plan.config, plan.num_classes, is_training,
-               dropout_rate=dropout, compute_dtype=plan.compute_dtype, kernels=kernels)
-
-  return model_fn
-
-
-def build_graph(f, plan, start_step, restoring, parallel):
-  """Builds every op of the run in the default graph; returns a TrainGraph. Every rank builds the same graph in the
-  same order, so their collectives pair up."""
-  tf.set_random_seed(f.seed)
-  model_fn = make_model_fn(
-      plan, f.dropout,
-      device_lib.kernel_set(plan.device, f.kernels, device_lib.lean_backward_parts(f.lean_backward,
-                                                                                   plan.compute_dtype)))
-  size = plan.image_size
-  # Variables first, from a dummy batch, so their initial values never depend on what is built after them.
-  train_graph.forward_with_reads(model_fn, tf.zeros([1, size, size, 3], tf.uint8), False, record=False)
-  init_fn = None
-  if f.init_checkpoint and not restoring:
+def build_graph(plan, start_step, restoring, parallel):
+  """Builds every op of the run in the default graph from the plan alone; returns a TrainGraph. Every rank builds
+  the same graph in the same order, so their collectives pair up."""
+  tf.set_random_seed(plan.seed)
+  model_fn = train_graph.make_model_fn(plan)
+  train_graph.create_model_variables(plan, model_fn)  # first: initial values never depend on later ops
+  initializer = None
+  if plan.model.init_checkpoint and not restoring:
     try:
-      init_fn = vit_checkpoint.init_from_checkpoint(f.init_checkpoint, plan.config, plan.num_classes, size)
+      initializer = vit_checkpoint.init_from_checkpoint(plan.model.init_checkpoint, plan.model.config,
+                                                        plan.model.num_classes, plan.model.image_size)
     except ValueError as e:
       raise FlagError("--init_checkpoint: %s" % e)
-  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
-  tf.add_to_collection(tf.GraphKeys.GLOBAL_STEP, global_step)
-  with tf.variable_scope("run", use_resource=True):
-    best_top1 = tf.get_variable("best_top1", [], tf.float32, tf.constant_initializer(-1.0), trainable=False)
-  best_input = tf.placeholder(tf.float32, [])
-  set_best = best_top1.assign(best_input, read_value=False)
-
-  train_pipe = train_iterator = loop = probe = None
-  if f.mode != "eval":
-    npu_scaling = plan.device == "npu" and plan.loss_scale_mode != "off" and plan.accum_steps == 1
-    loss_scale = loss_scale_lib.LossScale("off" if npu_scaling else plan.loss_scale_mode, plan.loss_scale_init,
-                                          f.loss_scale_growth_steps)
-    lr_holder = train_graph.learning_rate_holder()
-    optimizer = optimizers.make_optimizer(f.optimizer, lr_holder, f.momentum, f.weight_decay)
-    if npu_scaling:
-      optimizer = npu.loss_scale_optimizer(optimizer, plan.loss_scale_mode, plan.loss_scale_init,
-                                           f.loss_scale_growth_steps, is_distributed=plan.num_ranks > 1)
-
-    def lr_fn(step):
-      return schedules.learning_rate(step, plan.lr, plan.total_steps, f.lr_schedule, plan.lr_warmup_steps,
-                                     f.lr_decay_value, plan.decay_steps)
-
+  callbacks = callbacks_lib.make_callbacks(plan)
+  pipelines, train_pipe, train_iterator, training = [], None, None, None
+  if plan.mode != "eval":
+    data = plan.data
     # A batch of the pipeline holds the step's accum_steps micro-batches: exactly the examples of one batch of
     # train_batch_size x accum_steps, so accumulation changes memory, not what is learned.
-    train_pipe = InputPipeline(plan.train_ds, size, plan.train_batch_size * plan.accum_steps, True, workers=f.workers,
-                               seed=f.seed, rank=plan.rank, num_ranks=plan.num_ranks, start_batch=start_step,
-                               augment=plan.augment)
+    train_pipe = InputPipeline(data.train_ds, plan.model.image_size, data.train_batch_size * data.accum_steps, True,
+                               workers=data.workers, seed=data.seed, rank=plan.dist.rank, num_ranks=plan.dist.num_ranks,
+                               start_batch=start_step, **input_options(plan))
+    pipelines.append(train_pipe)
     train_iterator = tf.data.make_initializable_iterator(train_pipe.tf_dataset())
-    source = train_graph.BatchSource(train_iterator)
-    spec = train_graph.StepSpec(model_fn=model_fn, num_classes=plan.num_classes, optimizer=optimizer,
-                                lr_holder=lr_holder, learning_rate_fn=lr_fn, global_step=global_step,
-                                loss_scale=loss_scale, grad_clip_norm=f.grad_clip_norm,
-                                label_smoothing=f.label_smoothing,
-                                l2_fn=lambda variables: optimizers.l2_penalty(variables, f.weight_decay, f.optimizer),
-                                optimizer_gradients=not plan.in_graph_loop and plan.accum_steps == 1,
-                                parallel=parallel if parallel.active else None, accum_steps=plan.accum_steps)
-    debug_probe = plan.device != "npu" and (f.over_dump or f.data_dump_flag)
-    loop = train_graph.build_train_loop(spec, source, plan.iterations, plan.in_graph_loop, keep_last_batch=debug_probe)
-    if npu_scaling and npu.loss_scale_of(optimizer) is not None:
-      loop.fetches["loss_scale"] = npu.loss_scale_of(optimizer)  # log npu_bridge's scale, not ours (off)
-    if debug_probe:
-      probe = debugging.Probe(model_fn, plan.num_classes, source.shapes, f.label_smoothing)
-  eval_pipe = eval_graph = None
-  if plan.eval_ds is not None:
-    eval_pipe = InputPipeline(plan.eval_ds, size, plan.eval_batch_size, False, workers=f.workers, seed=f.seed,
-                              rank=plan.rank, num_ranks=plan.num_ranks, max_pixels=f.max_image_pixels)
-    eval_graph = evaluation.build_eval(eval_pipe, lambda images: model_fn(images, False), parallel.allreduce_sum)
+    hooks = [hook for c in callbacks for hook in c.step_hooks(plan)]
+    training = train_graph.build_training(plan, train_graph.BatchSource(train_iterator), parallel, hooks,
+                                          keep_last_batch=callbacks_lib.wants_debug_probe(plan), model_fn=model_fn)
+  with tf.variable_scope("run", use_resource=True):
+    best_var = tf.get_variable("best_top1", [], tf.float32, tf.constant_initializer(-1.0), trainable=False)
+  best_input = tf.placeholder(tf.float32, [])
+  best = callbacks_lib.BestTop1(best_var, best_input, best_var.assign(best_input, read_value=False))
+  context = callbacks_lib.GraphContext(plan, parallel, model_fn, training, best, pipelines)
+  for callback in callbacks:
+    callback.setup_graph(context)
+  if training is None:  # --mode=eval restores a training checkpoint: its global step must exist to be read
+    tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
   broadcast = parallel.broadcast_variables(tf.global_variables())
   parallel.build_agreement()
   spread = parallel.weights_spread(tf.trainable_variables())
-  return TrainGraph(init_fn, best_top1, best_input, set_best, train_pipe, train_iterator, loop, probe, eval_pipe,
-                    eval_graph, Checkpoints(plan.model_dir, f.keep_checkpoints), parallel, broadcast, spread)
+  stop_vote = stop_votes = None
+  if parallel.active and training is not None:
+    stop_vote = tf.placeholder(tf.float32, [1], name="stop_vote")
+    stop_votes = parallel.allreduce_sum(stop_vote)
+  return TrainGraph(initializer, best, train_pipe, train_iterator, training, pipelines, callbacks,
+                    Checkpoints(plan.model_dir, plan.loop.keep_checkpoints), parallel, broadcast, spread, stop_vote,
+                    stop_votes)
 
 
-def train(f, plan):
+def input_options(plan):
+  """The training pipeline's augmentation and mixing arguments (input.pipeline.InputPipeline) from the plan."""
+  augment = plan.data.augment
+  return {
+      "augment": augment.crop,
+      "padding": augment.padding,
+      "hflip": augment.hflip,
+      "erase_prob": augment.random_erasing
+  }
+
+
+def train(plan):
   """Builds the graph, restores or initialises, runs the loop (or one evaluation); returns the summary record.
 
   With several ranks every rank restores the same checkpoint (or initialises), then takes rank 0's variables, and
   checks that all ranks run the same plan from the same step before the first training collective."""
   latest = tf.train.latest_checkpoint(plan.model_dir)
   start_step = step_of_checkpoint(latest)
-  parallel = distributed.DataParallel(plan.engine, f.allreduce_bucket_mb)
-  config = plan.engine.configure(device_lib.session_config(plan, f))
-  if hasattr(plan.engine, "start"):
-    plan.engine.start(config)
-  with tf.device(plan.engine.device):
-    graph = build_graph(f, plan, start_step, restoring=latest is not None, parallel=parallel)
-  monitors = monitors_lib.make_monitors(plan.model_dir, tf.get_default_graph(), plan.rank)
-  guard = watchdog.RankGuard(plan.engine, plan.model_dir).start()
+  engine = plan.dist.engine
+  parallel = distributed.DataParallel(engine, plan.dist.allreduce_bucket_mb)
+  config = engine.configure(device_lib.session_config(plan))
+  if hasattr(engine, "start"):
+    engine.start(config)
+  graph = None
   try:
-    with tf.Session(plan.engine.target, config=config) as sess:
-      restore_or_initialise(sess, graph, plan, latest, start_step)
-      return train_in_session(sess, f, plan, graph, monitors, guard, start_step)
-  except tf.errors.OpError:
-    raise_input_failure(graph)
-    raise
+    with tf.device(engine.device):
+      graph = build_graph(plan, start_step, restoring=latest is not None, parallel=parallel)
+    monitors = monitors_lib.make_monitors(plan.model_dir, tf.get_default_graph(), plan.dist.rank)
+    guard = watchdog.RankGuard(engine, plan.model_dir).start()
+    try:
+      with tf.Session(engine.target, config=config) as sess:
+        restore_or_initialise(sess, graph, plan, latest, start_step)
+        return train_in_session(sess, plan, graph, monitors, guard, start_step)
+    except tf.errors.OpError:
+      raise_input_failure(graph)
+      raise
+    finally:
+      guard.stop()
+      monitors.close()
   finally:
-    guard.stop()
-    monitors.close()
-    for pipe in (graph.train_pipe, graph.eval_pipe):
-      if pipe is not None:
-        pipe.close()
+    for pipe in (graph.pipelines if graph is not None else []):
+      pipe.close()
 
 
 def restore_or_initialise(sess, graph, plan, latest, start_step):
@@ -198,27 +171,40 @@ def restore_or_initialise(sess, graph, plan, latest, start_step):
   sess.run(tf.global_variables_initializer())
   if latest:
     graph.checkpoints.restore(sess, latest)
-    logging.info(log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.steps_per_epoch))
-  elif graph.init_fn is not None:
-    graph.init_fn(sess)
-    for line in graph.init_fn.report:
+    logging.info(
+        log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.schedule.steps_per_epoch))
+  elif graph.initializer is not None:
+    graph.initializer.init_fn(sess)
+    for line in graph.initializer.report:
       logging.info("init_checkpoint: %s", line)
 
 
-def train_in_session(sess, f, plan, graph, monitors, guard, start_step):
+def train_in_session(sess, plan, graph, monitors, guard, start_step):
   """Takes rank 0's variables, checks the ranks agree, then runs the loop (or one evaluation); the summary."""
   parallel = graph.parallel
   try:
     sess.run(graph.broadcast)
     guard.connected()
-    parallel.check_agreement(sess, agreement_values(f, plan, start_step))
-    run = callbacks_lib.RunState(sess, graph, plan, f, monitors, start_step, float(sess.run(graph.best_top1)))
-    warmup = callbacks_lib.timing_warmup_steps(f, plan)
-    run.put(run_start_record(f, plan, start_step, warmup))
-    if f.mode == "eval":
-      callbacks_lib.Evaluator(trigger=None).evaluate(run)
+    parallel.check_agreement(sess, agreement_values(plan, start_step))
+    run = callbacks_lib.RunState(sess, graph, plan, monitors, start_step, float(sess.run(graph.best.variable)))
+    warmup = callbacks_lib.timing_warmup_steps(plan)
+    run.put(run_start_record(plan, start_step, warmup))
+    if plan.mode == "eval":
+      evaluator, = [c for c in graph.callbacks if isinstance(c, callbacks_lib.Evaluator)]
+      evaluator.evaluate(run)
     else:
-      run_loop(run, callbacks_lib.make_callbacks(f, plan, graph, warmup))
+      try:
+        run_loop(run, graph.callbacks)
+      except interrupts.Interrupted as e:
+        run.put({
+            "event": "interrupted",
+            "step": e.step,
+            "signal": signal.Signals(e.signum).name,
+            "checkpoint": e.checkpoint,
+            "time": time.time()
+        })
+        logging.warning("%s, checkpoint %s; rerun the same command to resume", e, e.checkpoint or "none written")
+        raise
     if parallel.active:
       logging.info("ranks in sync: max |w - w(rank 0)| = %g over %d ranks", sess.run(graph.weights_spread),
                    parallel.size)
@@ -238,8 +224,8 @@ def raise_input_failure(graph):
   """When a TF error came from an input pipeline, raises the pipeline's own one-line error instead (the worker,
   the signal and the file for a dead worker; the first bad files of an unreadable dataset); TF's traceback goes
   to debug level only."""
-  for pipe in (graph.train_pipe, graph.eval_pipe):
-    error = pipe.error if pipe is not None else None
+  for pipe in graph.pipelines:
+    error = pipe.error
     if error is not None:
       logging.debug("input pipeline failure", exc_info=True)
       if isinstance(error, UnreadableDatasetError):
@@ -247,55 +233,98 @@ def raise_input_failure(graph):
       lines = str(error).strip().splitlines()
       if len(lines) > 1:  # a worker's exception: its traceback at debug level (--verbosity=1), its last line here
         logging.debug(str(error))
-        raise callbacks_lib.TrainingStopped("%s %s" % (lines[0], lines[-1]))
-      raise callbacks_lib.TrainingStopped(lines[0])
+        raise errors.InputFailed("%s %s" % (lines[0], lines[-1]))
+      raise errors.InputFailed(lines[0])
 
 
-def agreement_values(f, plan, start_step):
+def agreement_values(plan, start_step):
   """What every rank must agree on before training (launch.distributed.AGREEMENT_FIELDS, in that order)."""
-  params = count_parameters(plan.config, plan.num_classes, plan.image_size)
-  lines = [l for l in recorded_flags(f, plan) if l.lstrip("-").split("=")[0] not in _PER_RANK_FLAGS]
+  model, data, schedule = plan.model, plan.data, plan.schedule
+  params = count_parameters(model.config, model.num_classes, model.image_size)
+  lines = [l for l in plan_flag_lines(plan) if l.lstrip("-").split("=")[0] not in flags_lib.PER_RANK_FLAGS]
   return [
-      start_step, plan.total_steps, plan.iterations, plan.steps_per_epoch, plan.accum_steps, plan.train_batch_size,
-      len(plan.train_ds),
-      len(plan.eval_ds) if plan.eval_ds is not None else 0, plan.num_classes, params % 2**24,
+      start_step, schedule.total_steps, schedule.iterations, schedule.steps_per_epoch, data.accum_steps,
+      data.train_batch_size,
+      len(data.train_ds),
+      len(data.eval_ds) if data.eval_ds is not None else 0, model.num_classes, params % 2**24,
       distributed.flags_fingerprint(lines)
   ]
 
 
 def run_loop(run, callbacks):
-  """sess.run the train op until the last step; each loop ends where the plan and the callbacks say."""
+  """sess.run the train op until the last step; each loop ends where the plan and the callbacks say. The
+  callbacks' after_train runs however the loop ends (a stop, an error, an interrupt)."""
   plan, graph = run.plan, run.graph
+  schedule, loop_op = plan.schedule, graph.training.loop
   run.sess.run(graph.train_iterator.initializer)
-  fetches = dict(graph.loop.fetches)
+  fetches = dict(loop_op.fetches)
+  extra = {}
+  for callback in callbacks:
+    extra.update(callback.fetches())
+  fetches.update(extra)
   if plan.device == "npu":
-    fetches["update"] = npu.set_iterations_per_loop(run.sess, fetches["update"], plan.iterations)
+    fetches["update"] = npu.set_iterations_per_loop(run.sess, fetches["update"], schedule.iterations)
   # Loop lengths come from the global step, the plan and the callbacks of every rank (rank-0-only ones included),
   # never from rank-local data, so all ranks run the same steps per sess.run.
-  stoppers, callbacks = callbacks, callbacks_lib.acting(callbacks, plan.rank)
+  stoppers, callbacks = callbacks, callbacks_lib.acting(callbacks, plan.dist.rank)
   for callback in callbacks:
     callback.before_train(run)
   logging.info("first loop: building, optimising and compiling the graph, starting the input workers ...")
+  stop = interrupts.StopRequests(" (up to %d steps)" % schedule.iterations)
+  try:
+    with stop:
+      _loops(run, callbacks, stoppers, fetches, extra, stop)
+  except interrupts.Interrupted as e:
+    run.interrupted = e
+    raise
+  except BaseException as e:
+    run.failure = e
+    raise
+  finally:
+    for callback in callbacks:
+      if run.failure is None:
+        callback.after_train(run)
+      else:
+        _after_train_quietly(callback, run)
+    if run.interrupted is not None:
+      run.interrupted.checkpoint = graph.checkpoints.last_saved_path
+
+
+def _loops(run, callbacks, stoppers, fetches, extra, stop):
+  """The sess.run loop of run_loop, until the last step or a stop request (raised as interrupts.Interrupted)."""
+  plan, graph = run.plan, run.graph
+  schedule, loop_op = plan.schedule, graph.training.loop
   index = 0
-  while run.step < plan.total_steps:
+  while run.step < schedule.total_steps:
     index += 1
     # The NPU's device loop always runs plan.iterations steps; the plan made the total a multiple of it.
-    steps = min([plan.iterations, plan.total_steps - run.step] +
+    steps = min([schedule.iterations, schedule.total_steps - run.step] +
                 [s - run.step for s in (c.stop_at(run) for c in stoppers) if s is not None and s > run.step])
-    feed = {graph.loop.iterations: steps} if plan.in_graph_loop else None
+    feed = {loop_op.iterations: steps} if schedule.in_graph_loop else None
     options = {}
     for callback in callbacks:
       options.update(callback.run_options(run))
     start = time.time()
-    out = run.sess.run(fetches, feed_dict=feed, **options)
-    first_step, run.step = run.step, int(out["global_step"])
+    out = train_graph.values(run.sess.run(fetches, feed_dict=feed, **options), extra)
+    first_step, run.step = run.step, int(out.global_step)
     if run.step <= first_step:  # a loop that never ends is worse than a clear stop
       raise callbacks_lib.TrainingStopped("the training op ran no step (global step stays at %d)" % run.step)
     loop = callbacks_lib.LoopResult(index, first_step, run.step, run.step - first_step, time.time() - start, out)
     for callback in callbacks:
       callback.after_loop(run, loop)
-  for callback in callbacks:
+    signalled = stop.signum is not None
+    if graph.stop_votes is not None:  # every rank stops after the same loop, whichever got the signal
+      signalled = run.sess.run(graph.stop_votes, {graph.stop_vote: [float(signalled)]})[0] > 0
+    if signalled and run.step < schedule.total_steps:
+      raise interrupts.Interrupted(stop.signum or signal.SIGTERM, run.step)
+
+
+def _after_train_quietly(callback, run):
+  """after_train of a run that is already failing: its own error is logged, never raised over the first one."""
+  try:
     callback.after_train(run)
+  except Exception:  # pylint: disable=broad-except
+    logging.debug("after_train of %s failed while the run was stopping", type(callback).__name__, exc_info=True)
 
 
 def summary_record(run, warmup_steps):
@@ -315,57 +344,60 @@ def summary_record(run, warmup_steps):
   }
 
 
-def run_start_record(f, plan, start_step, warmup_steps):
+def run_start_record(plan, start_step, warmup_steps):
   """The "run" record: one line saying what trains, how big it is and where it writes; the flags for TensorBoard."""
-  params = count_parameters(plan.config, plan.num_classes, plan.image_size)
-  gflop = forward_flops(plan.config, plan.image_size, plan.num_classes) / 1e9
-  text = (
-      "%s (%s parameters, %.3g GFLOP per image forward) on %s, %s compute (%s, loss scale %s) | %s: %d "
-      "classes, %d train / %s test images of %d px, %s augmentation | global batch %s%s, %d steps (%d per "
-      "epoch), %d per sess.run%s | %s lr %g %s, warm-up %d steps | writes to %s" %
-      (plan.config.name, "%.2f M" %
-       (params / 1e6) if params >= 1e6 else "{:,}".format(params), gflop, plan.device, tf.as_dtype(
-           plan.compute_dtype).name, plan.precision_mode, plan.loss_scale_mode, plan.train_ds.name, plan.num_classes,
-       len(plan.train_ds), len(plan.eval_ds) if plan.eval_ds is not None else "-", plan.image_size, plan.augment,
-       distributed.describe_global_batch(distributed.Layout(plan.train_batch_size, plan.accum_steps, plan.num_ranks)),
-       " (%s, rank %d)" % (plan.engine.name, plan.rank) if plan.num_ranks > 1 else "", plan.total_steps,
-       plan.steps_per_epoch, plan.iterations, " in the graph" if plan.in_graph_loop else "", f.optimizer, plan.lr,
-       f.lr_schedule, plan.lr_warmup_steps, os.path.abspath(plan.model_dir)))
+  model, data, schedule, dist, precision = plan.model, plan.data, plan.schedule, plan.dist, plan.precision
+  params = count_parameters(model.config, model.num_classes, model.image_size)
+  gflop = forward_flops(model.config, model.image_size, model.num_classes) / 1e9
+  text = ("%s (%s parameters, %.3g GFLOP per image forward) on %s, %s compute (%s, loss scale %s) | %s: %d "
+          "classes, %d train / %s test images of %d px, %s augmentation | global batch %s%s, %d steps (%d per "
+          "epoch), %d per sess.run%s | %s lr %g %s, warm-up %d steps | writes to %s" %
+          (model.config.name, "%.2f M" % (params / 1e6) if params >= 1e6 else "{:,}".format(params), gflop, plan.device,
+           tf.as_dtype(precision.compute_dtype).name,
+           precision.mode, precision.loss_scale_mode, data.train_ds.name, model.num_classes, len(data.train_ds),
+           len(data.eval_ds) if data.eval_ds is not None else "-", model.image_size, describe_augment(plan),
+           distributed.describe_global_batch(distributed.Layout(data.train_batch_size, data.accum_steps,
+                                                                dist.num_ranks)), " (%s, rank %d)" %
+           (dist.engine.name, dist.rank) if dist.num_ranks > 1 else "", schedule.total_steps, schedule.steps_per_epoch,
+           schedule.iterations, " in the graph" if schedule.in_graph_loop else "", plan.optim.name, plan.optim.lr,
+           schedule.kind, schedule.warmup_steps, os.path.abspath(plan.model_dir)))
   return {
       "event": "run",
       "text": text,
       "step": start_step,
-      "total": plan.total_steps,
-      "mode": f.mode,
-      "model": plan.config.name,
+      "total": schedule.total_steps,
+      "mode": plan.mode,
+      "model": model.config.name,
       "parameters": params,
       "gflop_per_image": gflop,
       "device": plan.device,
-      "batch_size": plan.train_batch_size,
-      "accum_steps": plan.accum_steps,
-      "global_batch_size": plan.train_batch_size * plan.accum_steps * plan.num_ranks,
-      "num_ranks": plan.num_ranks,
-      "engine": plan.engine.name,
-      "rank": plan.rank,
+      "batch_size": data.train_batch_size,
+      "accum_steps": data.accum_steps,
+      "global_batch_size": data.train_batch_size * data.accum_steps * dist.num_ranks,
+      "num_ranks": dist.num_ranks,
+      "engine": dist.engine.name,
+      "rank": dist.rank,
       "timing_warmup_steps": warmup_steps,
       "time": time.time(),
-      "flags": recorded_flags(f, plan)
+      "flags": plan.flag_lines
   }
 
 
-def recorded_flags(f, plan):
-  """The flag lines of flags.txt: every trainer flag with a value, with defaults the plan adapted replaced by the
-  values the run uses, so that --flagfile=flags.txt runs exactly this run."""
-  adapted = {"iterations_per_loop": plan.iterations, "eval_batch_size": plan.eval_batch_size}
-  if f.lr_warmup_epochs is None and f.lr_warmup_steps is None:
-    adapted["lr_warmup_steps"] = plan.lr_warmup_steps
-  lines = []
-  for name in flags_lib.trainer_flag_names():
-    if name in adapted and adapted[name] != getattr(f, name):
-      lines.append("--%s=%s" % (name, adapted[name]))
-    elif f[name].value is not None:
-      lines.append(f[name].serialize())
-  return lines
+def describe_augment(plan):
+  """The training augmentation in a few words, for the run line ("inception", "crop+flip+rand-m9..., mixup 0.8")."""
+  a = plan.data.augment
+  parts = [a.crop] + (["flip"] if a.hflip and a.crop == "crop" else []) + ([a.randaugment] if a.randaugment else [])
+  parts += ["jitter %g" % a.color_jitter] if a.color_jitter else []
+  parts += ["erasing %g" % a.random_erasing] if a.random_erasing else []
+  mix = plan.data.mix
+  if mix is not None:
+    parts += ["mixup %g" % mix.mixup] if mix.mixup else []
+    parts += ["cutmix %g" % mix.cutmix] if mix.cutmix else []
+  return "+".join(parts)
+
+
+def plan_flag_lines(plan):
+  return plan.flag_lines
 
 
 def warn_about_changed_flags(model_dir, lines):
@@ -378,7 +410,7 @@ def warn_about_changed_flags(model_dir, lines):
   changed = [
       "--%s=%s (was %s)" % (name, now.get(name, "unset"), before.get(name, "unset"))
       for name in sorted(set(before) | set(now))
-      if name not in _COSMETIC_FLAGS and before.get(name) != now.get(name)
+      if name not in flags_lib.COSMETIC_FLAGS and before.get(name) != now.get(name)
   ]
   if changed:
     logging.warning("resuming with flags that differ from %s: %s; the run goes on with the new values",
@@ -407,32 +439,32 @@ def run(f):
   lock = None
   try:
     plan = make_plan(f)
-    if plan.rank == 0:  # one writer per run folder: rank 0 of one run (the other ranks write nothing there)
+    if plan.dist.rank == 0:  # one writer per run folder: rank 0 of one run (the other ranks write nothing there)
       try:
         lock = run_lock.RunLock(plan.model_dir).acquire()
       except ValueError as e:  # RunLockedError included
         raise FlagError(str(e))
-    if f.mode != "eval":
-      done = finished_run(plan.model_dir, plan.total_steps)
+    if plan.mode != "eval":
+      done = finished_run(plan.model_dir, plan.schedule.total_steps)
       if done is not None:
         logging.info(
             "%s: already finished at step %d of %d; nothing to do (remove the folder, pass another "
             "--model_dir, or raise --train_steps/--num_epochs to train on)", plan.model_dir, done["step"],
-            plan.total_steps)
+            plan.schedule.total_steps)
         if "final_top1" in done:
           logging.info(log_format.summary_line(done))
         return done
-    lines = recorded_flags(f, plan)
-    if plan.rank == 0:
+    if plan.dist.rank == 0:
       # train.log is rank 0's; the other ranks' lines go to their console (launch.spawn files them as rank_<r>.log).
       log.start_file()
       if tf.train.latest_checkpoint(plan.model_dir):
-        warn_about_changed_flags(plan.model_dir, lines)
-      run_record.write_class_names(plan.model_dir, plan.class_names)
-      run_record.write_flag_lines(plan.model_dir, lines)
+        warn_about_changed_flags(plan.model_dir, plan.flag_lines)
+      run_record.write_class_names(plan.model_dir, plan.data.class_names)
+      run_record.write_flag_lines(plan.model_dir, plan.flag_lines)
+      run_record.write_plan(plan.model_dir, to_plan_json(plan))
     for note in plan.notes:
       (logging.warning if note.startswith("WARNING: ") else logging.info)("plan: %s", note.replace("WARNING: ", ""))
-    return train(f, plan)
+    return train(plan)
   finally:
     log.close()
     if lock is not None:
@@ -444,10 +476,12 @@ def main(argv):
   monitors_lib.use_compact_console()
   try:
     run(FLAGS)
-  except FlagError as e:
+  except errors.UsageError as e:
     fail(str(e))
-  except (callbacks_lib.TrainingStopped, distributed.RankMismatch, distributed.RankLost) as e:
+  except errors.RunStopped as e:
     fail(str(e), code=1)
+  except interrupts.Interrupted as e:  # already logged as the run's last line
+    sys.exit(e.exit_code)
 
 
 def fail(message, code=2):

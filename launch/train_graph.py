@@ -43,48 +43,68 @@ class WeightReads(object):
     return read
 
 
-def forward_with_reads(model_fn, images, is_training, record=True):
-  """Runs model_fn(images, is_training) under a WeightReads getter; returns (logits, WeightReads)."""
+def forward_with_reads(model_fn, images, is_training, record=True, rng_seed=None):
+  """Runs model_fn(images, is_training[, rng_seed]) under a WeightReads getter; returns (logits, WeightReads)."""
   reads = WeightReads(record=record)
   with tf.variable_scope(tf.get_variable_scope(), custom_getter=reads):
-    logits = model_fn(images, is_training)
+    logits = model_fn(images, is_training) if rng_seed is None else model_fn(images, is_training, rng_seed=rng_seed)
   return logits, reads
 
 
-def cross_entropy(logits, labels, num_classes, label_smoothing=0.0, mask=None):
-  """Mean softmax cross-entropy in float32, with optional label smoothing and row mask."""
-  onehot = tf.one_hot(labels, num_classes, dtype=tf.float32)
-  if label_smoothing:
-    onehot = onehot * (1.0 - label_smoothing) + label_smoothing / num_classes
-  per_row = tf.nn.softmax_cross_entropy_with_logits_v2(labels=onehot, logits=tf.cast(logits, tf.float32))
+def cross_entropy(logits, labels, num_classes, label_smoothing=0.0, mask=None, mix_labels=None, mix_weight=None):
+  """Mean softmax cross-entropy in float32, with optional label smoothing, row mask and mixed (soft) targets.
+
+  With mix_labels / mix_weight (Mixup, CutMix: input/mixing.py) the target of row i is
+  w_i * t(labels_i) + (1 - w_i) * t(mix_labels_i), where t is the (smoothed) one-hot target: smoothing composes with
+  the mixing, as timm's mixup_target does.
+  """
+
+  def target(ids):
+    onehot = tf.one_hot(ids, num_classes, dtype=tf.float32)
+    return onehot * (1.0 - label_smoothing) + label_smoothing / num_classes if label_smoothing else onehot
+
+  targets = target(labels)
+  if mix_labels is not None:
+    w = tf.expand_dims(tf.cast(mix_weight, tf.float32), -1)
+    targets = w * targets + (1.0 - w) * target(mix_labels)
+  per_row = tf.nn.softmax_cross_entropy_with_logits_v2(labels=targets, logits=tf.cast(logits, tf.float32))
   if mask is None:
     return tf.reduce_mean(per_row)
   return tf.reduce_sum(per_row * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
-StepSpec = collections.namedtuple("StepSpec", [
-    "model_fn", "num_classes", "optimizer", "lr_holder", "learning_rate_fn", "global_step", "loss_scale",
-    "grad_clip_norm", "label_smoothing", "l2_fn", "optimizer_gradients", "parallel", "accum_steps"
-])
-StepSpec.__doc__ = """What one training step needs.
+Batch = collections.namedtuple("Batch", ["images", "labels", "mask", "mix_labels", "mix_weight"])
+Batch.__doc__ = """One training batch as the graph sees it.
 
 Attributes:
-  model_fn: fn(images uint8 [B,H,W,3], is_training) -> float32 logits (does the [-1,1] scaling and dtype cast).
+  images: uint8 [B,H,W,3]; labels: int32 [B]; mask: float32 [B] (0 for padding rows).
+  mix_labels, mix_weight: the Mixup/CutMix partner label and the weight of `labels` per row (None: not mixed).
+"""
+
+StepSpec = collections.namedtuple("StepSpec", [
+    "model_fn", "num_classes", "optimizer", "lr_holder", "learning_rate_fn", "global_step", "loss_scale",
+    "grad_clip_norm", "label_smoothing", "l2_fn", "optimizer_gradients", "parallel", "accum_steps", "seed", "step_hooks"
+])
+StepSpec.__doc__ = """What one training step needs (made by build_training from a plan; nothing else builds one).
+
+Attributes:
+  model_fn: fn(images uint8 [B,H,W,3], is_training, rng_seed=None) -> float32 logits (make_model_fn).
   num_classes: classes of the head.
-  optimizer: a tf.train.Optimizer (possibly wrapped by a distributed / NPU loss-scale optimizer) whose learning
-    rate is `lr_holder`.
+  optimizer: a tf.train.Optimizer (possibly wrapped by the NPU loss-scale optimizer) whose learning rate is
+    `lr_holder`.
   lr_holder: the callable from learning_rate_holder(); each step sets it to its scheduled lr.
   learning_rate_fn: fn(step tensor) -> lr tensor.
   global_step: int64 resource variable counting batches consumed.
   loss_scale: a loss_scale.LossScale (mode "off" when not used, or when the NPU optimizer scales).
-  grad_clip_norm: global-norm clip (0 or None: off).
-  label_smoothing: label smoothing of the loss.
+  grad_clip_norm, label_smoothing: global-norm clip (0 or None: off) and label smoothing of the loss.
   l2_fn: fn(list of variables) -> L2 term or None.
   optimizer_gradients: True to take gradients with optimizer.compute_gradients (the NPU, where
     NPULossScaleOptimizer scales the loss; one step per graph), False to differentiate the weight reads (needed
     inside the CPU/GPU in-graph loop).
   parallel: the data-parallel seam (launch.distributed.DataParallel), or None for one process.
   accum_steps: micro-batches per optimizer step; each batch of the source holds accum_steps micro-batches.
+  seed: the run's seed; with the global step (and micro-batch) it seeds the model's stateless random ops.
+  step_hooks: fns(update op) -> op run after every step's update, inside the loop (e.g. the weights' EMA).
 """
 
 
@@ -103,8 +123,8 @@ def learning_rate_holder():
   return _LearningRate()
 
 
-def train_step(spec, images, labels, mask):
-  """Builds one training step on a batch; returns (loss, lr, loss_scale_used, update_op).
+def train_step(spec, batch):
+  """Builds one training step on a Batch; returns (loss, lr, loss_scale_used, update_op).
 
   With several ranks the gradients (and the loss, so every rank logs the global-batch loss) are averaged over the
   ranks right after they are computed, before unscaling, the finite check and clipping; with accum_steps K the
@@ -119,9 +139,9 @@ def train_step(spec, images, labels, mask):
   if spec.accum_steps > 1:
     if spec.optimizer_gradients:
       raise ValueError("accumulating micro-batches differentiates the weight reads, not optimizer.compute_gradients")
-    grads, loss, unique_vars = _accumulated_gradients(spec, images, labels, mask, scale, step)
+    grads, loss, unique_vars = _accumulated_gradients(spec, batch, scale, step)
   else:
-    grads, loss, unique_vars = _gradients(spec, images, labels, mask, scale)
+    grads, loss, unique_vars = _gradients(spec, batch, scale, _rng_seed(spec, step, 0))
   if spec.parallel is not None:
     grads, (loss,) = spec.parallel.allreduce_gradients(grads, [loss])
   grads = ls.unscale(grads, scale)
@@ -144,13 +164,22 @@ def train_step(spec, images, labels, mask):
     apply = spec.optimizer.apply_gradients(grads_and_vars)
     with tf.control_dependencies([apply]):
       update = tf.group(apply, spec.global_step.assign_add(1, read_value=False))
+  for hook in spec.step_hooks:
+    with tf.control_dependencies([update]):
+      update = tf.group(update, hook(update))
   return loss, lr, scale, update
 
 
-def _gradients(spec, images, labels, mask, scale):
+def _rng_seed(spec, step, micro):
+  """The [2] int64 seed of the model's stateless random ops at (step, micro-batch): a resumed run draws the same."""
+  return tf.stack([tf.constant(spec.seed, tf.int64), tf.cast(step, tf.int64) * spec.accum_steps + micro])
+
+
+def _gradients(spec, batch, scale, rng_seed):
   """(gradients of the scaled loss, loss, variables) of one batch; one gradient per variable the model read."""
-  logits, reads = forward_with_reads(spec.model_fn, images, True)
-  loss = cross_entropy(logits, labels, spec.num_classes, spec.label_smoothing, mask)
+  logits, reads = forward_with_reads(spec.model_fn, batch.images, True, rng_seed=rng_seed)
+  loss = cross_entropy(logits, batch.labels, spec.num_classes, spec.label_smoothing, batch.mask, batch.mix_labels,
+                       batch.mix_weight)
   variables = [v for v, _ in reads.pairs]
   total = loss
   l2 = spec.l2_fn(variables) if spec.l2_fn else None
@@ -167,23 +196,26 @@ def _gradients(spec, images, labels, mask, scale):
   return grads, loss, unique_vars
 
 
-def _accumulated_gradients(spec, images, labels, mask, scale, after):
+def _accumulated_gradients(spec, batch, scale, after):
   """(mean gradients, mean loss, variables) over the accum_steps micro-batches of a batch, in a tf.while_loop that
   slices micro-batch j and adds its gradients to accumulators (one model copy in the graph, one micro-batch of
   activations in memory). `after` is a tensor the first weight read must wait for (the previous step's update)."""
   k = spec.accum_steps
-  micro = int(images.shape[0]) // k
+  micro = int(batch.images.shape[0]) // k
   candidates = tf.trainable_variables()
   index = {id(v): n for n, v in enumerate(candidates)}
   read = {}
 
   def cut(tensor, j):
+    if tensor is None:
+      return None
     begin = [j * micro] + [0] * (tensor.shape.ndims - 1)
     return tf.slice(tensor, begin, [micro] + tensor.shape.as_list()[1:])
 
   def body(j, token, loss_sum, *acc):
     with tf.control_dependencies([j, token]):
-      grads, loss, variables = _gradients(spec, cut(images, j), cut(labels, j), cut(mask, j), scale)
+      grads, loss, variables = _gradients(spec, Batch(*[cut(t, j) for t in batch]), scale,
+                                          _rng_seed(spec, after, tf.cast(j, tf.int64)))
     read["variables"] = variables
     out = list(acc)
     for v, g in zip(variables, grads):
@@ -226,15 +258,33 @@ def _sum_per_variable(variables, grads):
   return out
 
 
+LoopValues = collections.namedtuple(
+    "LoopValues",
+    ["mean_loss", "last_loss", "lr", "loss_scale", "skipped", "global_step", "last_images", "last_labels", "extra"])
+LoopValues.__doc__ = """What one sess.run of the training op returned.
+
+Attributes:
+  mean_loss, last_loss: the mean loss of the loop's steps and its last step's; lr: the last step's lr.
+  loss_scale, skipped: the loss scale after the loop and the overflow steps skipped so far.
+  global_step: the global step after the loop.
+  last_images, last_labels: the loop's last batch (with keep_last_batch, for the debug probes; else None).
+  extra: {name: value} of the fetches callbacks added (Callback.fetches).
+"""
+
 TrainLoop = collections.namedtuple("TrainLoop", ["fetches", "iterations"])
 TrainLoop.__doc__ = """The per-sess.run training op.
 
 Attributes:
-  fetches: dict of tensors to sess.run: mean_loss, last_loss, lr, loss_scale, skipped, global_step (after the loop),
-    "update" (the op that runs the steps) and, with keep_last_batch, last_images / last_labels (the loop's last
-    batch, for the debug probes).
+  fetches: what to sess.run: "update" (the op that runs the steps) and the LoopValues fields as tensors (values()
+    turns the result into a LoopValues).
   iterations: int32 placeholder_with_default(N): steps in this run; feed a smaller value to cut a loop short.
 """
+
+
+def values(fetched, extra=None):
+  """A LoopValues from the dict sess.run returned for TrainLoop.fetches (+ callbacks' `extra` names)."""
+  extra = {name: fetched[name] for name in (extra or ())}
+  return LoopValues(**{f: fetched.get(f) for f in LoopValues._fields if f != "extra"}, extra=extra)
 
 
 def build_train_loop(spec, next_batch, iterations_per_loop, in_graph_loop=True, keep_last_batch=False):
@@ -247,27 +297,26 @@ def build_train_loop(spec, next_batch, iterations_per_loop, in_graph_loop=True, 
   iterations = tf.placeholder_with_default(tf.constant(int(iterations_per_loop), tf.int32), [], name="iterations")
 
   if not in_graph_loop:
-    images, labels, mask = next_batch()
-    loss, lr, scale, update = train_step(spec, images, labels, mask)
+    batch = next_batch()
+    loss, lr, scale, update = train_step(spec, batch)
     outputs = [loss, loss, lr, scale]
-    last_batch = (images, labels) if keep_last_batch else None
+    last_batch = (batch.images, batch.labels) if keep_last_batch else None
   else:
-    batch_shapes = None
 
     def body(i, loss_sum, last_loss, last_lr, last_scale, *kept):
       with tf.control_dependencies([i, loss_sum]):
-        images, labels, mask = next_batch()
-        loss, lr, scale, update = train_step(spec, images, labels, mask)
+        batch = next_batch()
+        loss, lr, scale, update = train_step(spec, batch)
       with tf.control_dependencies([update]):
         out = [i + 1, loss_sum + loss, tf.identity(loss), tf.identity(lr), tf.identity(scale)]
         if keep_last_batch:
-          out += [tf.identity(images), tf.identity(labels)]
+          out += [tf.identity(batch.images), tf.identity(batch.labels)]
       return out
 
     init = [tf.constant(0), tf.constant(0.0), tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)]
     if keep_last_batch:
-      batch_shapes = next_batch.shapes
-      init += [tf.zeros(batch_shapes[0], batch_shapes[2]), tf.zeros(batch_shapes[1], batch_shapes[3])]
+      shapes = next_batch.shapes
+      init += [tf.zeros(shapes[0], shapes[2]), tf.zeros(shapes[1], shapes[3])]
     results = tf.while_loop(lambda i, *unused: i < iterations, body, init, parallel_iterations=1, back_prop=False,
                             name="train_loop")
     count = tf.cast(tf.maximum(results[0], 1), tf.float32)
@@ -291,7 +340,8 @@ def build_train_loop(spec, next_batch, iterations_per_loop, in_graph_loop=True, 
 
 
 class BatchSource(object):
-  """next_batch() for the loop: iterator.get_next() made at call time (so it can be inside the loop body).
+  """next_batch() for the loop: a Batch from iterator.get_next() made at call time (so it can be inside the loop
+  body). The iterator yields (images, labels, mask) or, with Mixup/CutMix, also (mix_labels, mix_weight).
 
   Attributes:
     shapes: (image shape, label shape, image dtype, label dtype) of one batch.
@@ -305,32 +355,93 @@ class BatchSource(object):
     self.shapes = (shapes[0], shapes[1], types[0], types[1])
 
   def __call__(self):
-    images, labels, mask = self._iterator.get_next()
-    return images, labels, mask
+    parts = list(self._iterator.get_next())
+    return Batch(*(parts + [None] * (5 - len(parts))))
 
 
-def standalone_loop(model_fn, num_classes, next_batch, image_shape, iterations=1, in_graph_loop=True,
-                    optimizer="momentum", lr=0.01, total_steps=10**6, schedule="cosine", warmup_steps=0,
-                    decay_steps=None, loss_scale=None, weight_decay=0.0, grad_clip_norm=1.0, label_smoothing=0.0,
-                    parallel=None, accum_steps=1):
-  """The trainer's step and N-step loop with fixed hyper-parameters and no flags, for benchmarks and tests.
+def constant_batches(images, labels, mask=None):
+  """next_batch() over one fixed batch held in non-trainable variables (benchmarks: no input pipeline timed)."""
+  images = tf.Variable(images, trainable=False, name="bench_images")
+  labels = tf.Variable(labels, trainable=False, name="bench_labels")
+  mask = tf.ones([int(images.shape[0])]) if mask is None else tf.constant(mask)
+  return lambda: Batch(images.read_value(), labels.read_value(), mask, None, None)
 
-  Creates the model's variables first (on a dummy batch of `image_shape`), then a global step, the optimizer and
-  the loop exactly as launch.train does. Returns (TrainLoop, dict(global_step, loss_scale, optimizer)).
-  """
-  # Imported here: the schedules and optimizers are the trainer's, but the step itself does not depend on them.
+
+Training = collections.namedtuple("Training", ["loop", "model_fn", "optimizer", "global_step", "loss_scale"])
+Training.__doc__ = """The training side of a graph, from build_training.
+
+Attributes:
+  loop: the TrainLoop; model_fn: the model as the step calls it (make_model_fn), for evaluation and probes.
+  optimizer: the optimizer (its slots are checkpointed); global_step: the int64 step variable.
+  loss_scale: the trainer's LossScale (mode "off" when NPULossScaleOptimizer scales instead).
+"""
+
+
+def make_model_fn(plan):
+  """fn(images uint8, is_training, rng_seed=None) -> float32 logits of the plan's model: [-1, 1] scaling in the
+  compute dtype, then the ViT with the plan's kernel set, dropout and stochastic depth."""
+  from launch import device as device_lib  # pylint: disable=g-import-not-at-top
+  from vit_raw.model import vit
+  from vit_raw.model_input import scale_input  # pylint: disable=g-import-not-at-top
+  model, dtype = plan.model, plan.precision.compute_dtype
+  kernel_set = device_lib.kernel_set(model.kernels, model.lean_backward)
+
+  def model_fn(images, is_training, rng_seed=None):
+    depth = {"drop_path_rate": model.drop_path, "rng_seed": rng_seed} if model.drop_path else {}
+    return vit(scale_input(images, dtype), model.config, model.num_classes, is_training, dropout_rate=model.dropout,
+               compute_dtype=dtype, kernels=kernel_set, **depth)
+
+  return model_fn
+
+
+def create_model_variables(plan, model_fn):
+  """The model's variables, from a dummy batch, before anything else: their initial values never depend on what
+  is built after them."""
+  size = plan.model.image_size
+  forward_with_reads(model_fn, tf.zeros([1, size, size, 3], tf.uint8), False, record=False)
+
+
+def build_training(plan, next_batch, parallel=None, step_hooks=(), keep_last_batch=False, model_fn=None):
+  """The one step factory: the plan's model, loss, optimizer, lr schedule, loss scaling and N-step loop on
+  `next_batch` (a BatchSource or any fn() -> Batch). The trainer, the benchmarks and the tests all build their
+  training op here. Creates the model's variables first when model_fn is not given (then it is made from the
+  plan). parallel: the data-parallel seam (None or inactive: one process)."""
+  from launch import npu  # pylint: disable=g-import-not-at-top
   from launch import optimizers  # pylint: disable=g-import-not-at-top
   from launch import schedules  # pylint: disable=g-import-not-at-top
-  forward_with_reads(model_fn, tf.zeros([1] + list(image_shape), tf.uint8), False, record=False)
-  global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
-  ls = loss_scale or loss_scale_lib.LossScale("off")
-  holder = learning_rate_holder()
-  opt = optimizers.make_optimizer(optimizer, holder, 0.9, weight_decay)
-  spec = StepSpec(
-      model_fn=model_fn, num_classes=num_classes, optimizer=opt, lr_holder=holder,
-      learning_rate_fn=lambda s: schedules.learning_rate(s, lr, total_steps, schedule, warmup_steps, None, decay_steps),
-      global_step=global_step, loss_scale=ls, grad_clip_norm=grad_clip_norm, label_smoothing=label_smoothing,
-      l2_fn=lambda v: optimizers.l2_penalty(v, weight_decay, optimizer), optimizer_gradients=not in_graph_loop,
-      parallel=parallel, accum_steps=accum_steps)
-  loop = build_train_loop(spec, next_batch, iterations, in_graph_loop)
-  return loop, {"global_step": global_step, "loss_scale": ls, "optimizer": opt}
+  if model_fn is None:
+    model_fn = make_model_fn(plan)
+    create_model_variables(plan, model_fn)
+  optim, schedule, precision = plan.optim, plan.schedule, plan.precision
+  accum_steps = plan.data.accum_steps
+  global_step = _global_step()
+  npu_scaling = plan.device == "npu" and precision.loss_scale_mode != "off" and accum_steps == 1
+  loss_scale = loss_scale_lib.LossScale("off" if npu_scaling else precision.loss_scale_mode, precision.loss_scale_init,
+                                        precision.loss_scale_growth_steps)
+  lr_holder = learning_rate_holder()
+  optimizer = optimizers.make_optimizer(optim, lr_holder, plan.model.config.num_layers)
+  if npu_scaling:
+    optimizer = npu.loss_scale_optimizer(optimizer, precision.loss_scale_mode, precision.loss_scale_init,
+                                         precision.loss_scale_growth_steps, is_distributed=plan.dist.num_ranks > 1)
+
+  def lr_fn(step):
+    return schedules.learning_rate(step, optim.lr, schedule.total_steps, schedule.kind, schedule.warmup_steps,
+                                   schedule.decay_value, schedule.decay_steps)
+
+  spec = StepSpec(model_fn=model_fn, num_classes=plan.model.num_classes, optimizer=optimizer, lr_holder=lr_holder,
+                  learning_rate_fn=lr_fn, global_step=global_step, loss_scale=loss_scale,
+                  grad_clip_norm=optim.grad_clip_norm, label_smoothing=optim.label_smoothing,
+                  l2_fn=lambda variables: optimizers.l2_penalty(variables, optim),
+                  optimizer_gradients=not schedule.in_graph_loop and accum_steps == 1,
+                  parallel=parallel if parallel is not None and parallel.active else None, accum_steps=accum_steps,
+                  seed=plan.seed, step_hooks=tuple(step_hooks))
+  loop = build_train_loop(spec, next_batch, schedule.iterations, schedule.in_graph_loop, keep_last_batch)
+  if npu_scaling and npu.loss_scale_of(optimizer) is not None:
+    loop.fetches["loss_scale"] = npu.loss_scale_of(optimizer)  # log npu_bridge's scale, not ours (off)
+  return Training(loop, model_fn, optimizer, global_step, loss_scale)
+
+
+def _global_step():
+  step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
+  tf.add_to_collection(tf.GraphKeys.GLOBAL_STEP, step)
+  return step

@@ -23,10 +23,10 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 def main(engine_name, poison_rank):
   tf.disable_v2_behavior()
   from launch import distributed  # pylint: disable=g-import-not-at-top
-  from launch import loss_scale as loss_scale_lib  # pylint: disable=g-import-not-at-top
+  from launch import plan as plan_lib  # pylint: disable=g-import-not-at-top
   from launch import train_graph  # pylint: disable=g-import-not-at-top
   from tests import graph_helpers  # pylint: disable=g-import-not-at-top
-  from input.preprocess import to_model_input  # pylint: disable=g-import-not-at-top
+  from vit_raw.model_input import scale_input  # pylint: disable=g-import-not-at-top
   from vit_raw.configs import get_config  # pylint: disable=g-import-not-at-top
   from vit_raw.model import vit  # pylint: disable=g-import-not-at-top
 
@@ -40,15 +40,15 @@ def main(engine_name, poison_rank):
     model_config = get_config("tiny", hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
     poison = tf.Variable(1.0, trainable=False, use_resource=True, name="poison")
 
-    def model_fn(images, is_training):
-      logits = vit(to_model_input(images, tf.float32), model_config, graph_helpers.NUM_CLASSES, is_training)
+    def model_fn(images, is_training, rng_seed=None):
+      logits = vit(scale_input(images, tf.float32), model_config, graph_helpers.NUM_CLASSES, is_training)
       return logits * poison.read_value()
 
+    plan = plan_lib.synthetic_plan(model_config, graph_helpers.SIZE, graph_helpers.NUM_CLASSES, graph_helpers.BATCH,
+                                   iterations=5, lr=0.05, loss_scale="dynamic", loss_scale_init=1024.0)
+    train_graph.create_model_variables(plan, model_fn)
     iterator = tf.data.make_initializable_iterator(graph_helpers.fake_batches(seed=engine.rank))
-    loop, parts = train_graph.standalone_loop(model_fn, graph_helpers.NUM_CLASSES, train_graph.BatchSource(iterator),
-                                              (graph_helpers.SIZE, graph_helpers.SIZE, 3), iterations=5, lr=0.05,
-                                              loss_scale=loss_scale_lib.LossScale("dynamic", 1024.0,
-                                                                                  1000), parallel=parallel)
+    loop = train_graph.build_training(plan, train_graph.BatchSource(iterator), parallel, model_fn=model_fn).loop
     broadcast = parallel.broadcast_variables(tf.global_variables())
   with tf.Session(engine.target, config=config) as sess:
     sess.run([tf.global_variables_initializer(), iterator.initializer])

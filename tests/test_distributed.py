@@ -130,7 +130,7 @@ def test_lr_is_the_global_batch_s_unless_scaled_by_ranks(monkeypatch):
       fv.unparse_flags()
       fv(["launch.train", "--model_dir=/tmp/unused"] + TINY_ARGS + ["--train_steps=4"] + extra)
       plan = plan_lib.make_plan(fv)
-      assert (plan.num_ranks, plan.rank, plan.lr) == (2, 1, lr)
+      assert (plan.dist.num_ranks, plan.dist.rank, plan.optim.lr) == (2, 1, lr)
       assert any("--scale_lr_by_ranks with 2 ranks" in n for n in plan.notes) == bool(extra)
   finally:
     fv.unparse_flags()

@@ -102,3 +102,49 @@ def test_unknown_augmentation_is_refused():
     assert "mixup" in str(e) and "inception" in str(e)
   else:
     raise AssertionError("an unknown augmentation was accepted")
+
+
+def test_pad_crop_is_a_shifted_copy_and_flip_mirrors():
+  image = np.zeros((16, 16, 3), np.uint8)
+  image[5, 7] = (255, 10, 20)  # a marked pixel
+  ds = ArrayDataset("t", "train", ["a"], image[None], [0])
+  transform = augment.Transform((16, 16), training=True, augment="crop", padding=3, hflip=False)
+  shifts = set()
+  for seed in range(60):
+    out = np.zeros((16, 16, 3), np.uint8)
+    transform.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
+    ys, xs = np.nonzero(out[:, :, 0])
+    assert len(ys) <= 1  # the marked pixel moved (or left the frame); nothing else appeared
+    if len(ys):
+      assert tuple(out[ys[0], xs[0]]) == (255, 10, 20)
+      dy, dx = ys[0] - 5, xs[0] - 7
+      assert -3 <= dy <= 3 and -3 <= dx <= 3
+      shifts.add((dy, dx))
+  assert len(shifts) > 10
+  mirrored = augment.Transform((16, 16), training=True, augment="crop", padding=0, hflip=True)
+  seen = set()
+  for seed in range(20):
+    out = np.zeros((16, 16, 3), np.uint8)
+    mirrored.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
+    seen.add(int(np.nonzero(out[:, :, 0])[1][0]))
+  assert seen == {7, 16 - 1 - 7}
+
+
+def test_random_erasing_stays_within_its_area_bound_and_leaves_the_rest():
+  rng = np.random.default_rng(0)
+  erased = 0
+  for _ in range(300):
+    image = np.full((20, 30, 3), 7, np.uint8)
+    box = augment.random_erasing(image, rng, prob=0.5)
+    changed = np.any(image != 7, axis=-1)
+    if box is None:
+      assert not changed.any()
+      continue
+    erased += 1
+    y, x, h, w = box
+    assert h * w <= 20 * 30 / 3.0 + 20  # area fraction at most 1/3 (plus rounding)
+    outside = changed.copy()
+    outside[y:y + h, x:x + w] = False
+    assert not outside.any()
+    assert changed[y:y + h, x:x + w].mean() > 0.9  # per-pixel noise, not a constant
+  assert 100 < erased < 200  # probability 0.5

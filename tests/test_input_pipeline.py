@@ -12,7 +12,7 @@ import tensorflow.compat.v1 as tf
 from input.dataset_base import ArrayDataset, FileDataset, UnreadableDatasetError
 from input.datasets import open_dataset
 from input.pipeline import InputPipeline
-from input.preprocess import to_model_input
+from vit_raw.model_input import scale_input
 from input.sampling import BatchPlan
 from launch import evaluation
 from tests.input_helpers import encode, noisy, write_bad_files, write_bytes, write_image
@@ -134,7 +134,7 @@ def test_tf_dataset_static_shapes_and_values(digits):
     assert images.shape.as_list() == [50, 8, 12, 3] and images.dtype == tf.uint8
     assert labels.shape.as_list() == [50] and labels.dtype == tf.int32
     assert mask.shape.as_list() == [50] and mask.dtype == tf.float32
-    scaled = to_model_input(images, tf.float16)
+    scaled = scale_input(images, tf.float16)
     with tf.Session() as sess:
       got = [sess.run([images, labels, scaled]) for _ in range(3)]
     expected = _take(pipe, 3)
@@ -144,10 +144,10 @@ def test_tf_dataset_static_shapes_and_values(digits):
   assert sc.dtype == np.float16
 
 
-def test_to_model_input_maps_0_and_255_to_minus_one_and_one():
+def test_scale_input_maps_0_and_255_to_minus_one_and_one():
   value = tf.constant([[0, 255, 128]], tf.uint8)
   with tf.Session() as sess:
-    out = sess.run(to_model_input(value))
+    out = sess.run(scale_input(value))
   assert out[0, 0] == -1.0 and out[0, 1] == 1.0  # exact ends, no float32 drift
   np.testing.assert_allclose(out[0, 2], 128 / 127.5 - 1, atol=1e-7)
 

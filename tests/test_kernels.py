@@ -212,17 +212,19 @@ def test_bfloat16_model_casts_each_weight_once_and_has_no_cast_round_trip():
 
 
 def test_trainer_picks_ascends_kernels_on_the_npu_and_the_flag_elsewhere(fake_bridge):
-  assert device_lib.kernel_set("npu").name == "npu"
-  assert device_lib.kernel_set("cpu", "xla").name == "xla"
-  assert device_lib.kernel_set("cpu", "plain").name == "plain"
-  assert device_lib.kernel_set("cpu").name == device_lib.AUTO_KERNELS[tf.__version__[0]]
+  resolve = device_lib.resolve_kernels
+  assert (resolve("npu"), resolve("cpu", "xla"), resolve("gpu", "plain")) == ("npu", "xla", "plain")
+  assert resolve("cpu") == resolve("gpu") == device_lib.AUTO_KERNELS[tf.__version__[0]]
+  assert device_lib.kernel_set(resolve("npu")).name == "npu"
+  assert device_lib.kernel_set(resolve("cpu", "xla")).name == "xla"
+  assert device_lib.kernel_set(resolve("cpu", "plain")).name == "plain"
   # --lean_backward reaches every backend; auto = all parts in float32, layer norm's alone in reduced precision.
   parts = device_lib.lean_backward_parts
   assert parts(["auto"], tf.float32) == ("layer_norm", "attention", "mlp")
   assert parts(["auto"], tf.bfloat16) == parts(["auto"], tf.float16) == ("layer_norm",)
   assert parts(["none"], tf.float32) == () and parts(["mlp", "layer_norm"], tf.bfloat16) == ("layer_norm", "mlp")
-  assert device_lib.kernel_set("cpu", "xla", parts(["attention"], tf.float32)).lean_backward == ("attention",)
-  assert device_lib.kernel_set("cpu").lean_backward == kernels.LEAN_PARTS
+  assert device_lib.kernel_set("xla", parts(["attention"], tf.float32)).lean_backward == ("attention",)
+  assert device_lib.kernel_set(resolve("cpu")).lean_backward == kernels.LEAN_PARTS
   assert device_lib.kernel_set("npu").lean_backward == ("layer_norm", "attention")  # Ascend's GELU has its own
   assert device_lib.kernel_set("npu", lean_backward=False).lean_backward == ()
 

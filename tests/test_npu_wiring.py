@@ -29,7 +29,7 @@ def test_without_npu_bridge_the_npu_is_not_available(monkeypatch):
 def test_the_trainers_flags_reach_the_adapter_options(fake_bridge, tmp_path, monkeypatch):
   configs = []
   real = device_lib.session_config
-  monkeypatch.setattr(device_lib, "session_config", lambda plan, f: configs.append(real(plan, f)) or configs[-1])
+  monkeypatch.setattr(device_lib, "session_config", lambda plan: configs.append(real(plan)) or configs[-1])
   d = str(tmp_path)
   run_trainer(d, "--device=npu", "--train_steps=6", "--iterations_per_loop=3", "--mode=train",
               "--precision_mode=force_fp16", "--over_dump", "--data_dump_flag", "--data_dump_step=3|5", "--profiling",
@@ -101,7 +101,7 @@ def test_trainer_on_npu_wires_loop_loss_scale_and_distribution(fake_bridge, two_
   real = device_lib.session_config
   d = str(tmp_path / "run")
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(device_lib, "session_config", lambda plan, f: configs.append(real(plan, f)) or configs[-1])
+    mp.setattr(device_lib, "session_config", lambda plan: configs.append(real(plan)) or configs[-1])
     run_trainer(d, "--device=npu", "--train_steps=8", "--iterations_per_loop=4", "--mode=train",
                 "--precision_mode=allow_mix_precision", "--num_ranks=2", "--rank=1", "--loss_scale_init=4096")
   (loop_call,) = _calls(fake_bridge, "set_iteration_per_loop")

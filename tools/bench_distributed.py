@@ -29,12 +29,12 @@ def _worker(args):
   """One rank: builds and times everything, prints one JSON line (rank 0)."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   tf.disable_v2_behavior()
-  from input.preprocess import to_model_input  # pylint: disable=g-import-not-at-top
   from launch import distributed  # pylint: disable=g-import-not-at-top
+  from launch import plan as plan_lib  # pylint: disable=g-import-not-at-top
   from launch import train_graph  # pylint: disable=g-import-not-at-top
   from vit_raw.configs import get_config  # pylint: disable=g-import-not-at-top
   from vit_raw.cpu_config import fast_cpu_config  # pylint: disable=g-import-not-at-top
-  from vit_raw.model import count_parameters, vit  # pylint: disable=g-import-not-at-top
+  from vit_raw.model import count_parameters  # pylint: disable=g-import-not-at-top
 
   engine = distributed.resolve_engine(args.engine, "cpu")
   config = engine.configure(fast_cpu_config(intra_op_threads=1, inter_op_threads=2))
@@ -45,24 +45,26 @@ def _worker(args):
   with tf.device(engine.device):
     tf.set_random_seed(0)
 
-    def model_fn(images, is_training):
-      return vit(to_model_input(images, tf.float32), model, classes, is_training)
-
+    plan = plan_lib.synthetic_plan(model, size, classes, args.batch_size, iterations=args.iterations)
     rs = np.random.RandomState(engine.rank)
     data = tf.data.Dataset.from_tensors(
         (rs.randint(0, 256, (args.batch_size, size, size, 3)).astype(np.uint8),
          rs.randint(0, classes, args.batch_size).astype(np.int32), np.ones(args.batch_size, np.float32))).repeat()
     iterator = tf.data.make_initializable_iterator(data)
     parallel = distributed.DataParallel(engine, args.bucket_mb)
-    loop, _ = train_graph.standalone_loop(model_fn, classes, train_graph.BatchSource(iterator), (size, size, 3),
-                                          args.iterations, parallel=parallel if parallel.active else None)
+    loop = train_graph.build_training(plan, train_graph.BatchSource(iterator), parallel).loop
     weights = tf.trainable_variables()
     reduce_loops = {}
     if parallel.active:
       for bucket in args.allreduce_buckets:
         seam = distributed.DataParallel(engine, bucket)
         reduce_loops[bucket] = _allreduce_loop(tf, seam, weights)
-  result = {"rank": engine.rank, "size": engine.size, "params": count_parameters(model, classes, size)}
+  result = {
+      "rank": engine.rank,
+      "size": engine.size,
+      "params": count_parameters(model, classes, size),
+      "kernels": "%s, lean %s" % (plan.model.kernels, ",".join(plan.model.lean_backward) or "none")
+  }
   with tf.Session(engine.target, config=config) as sess:
     sess.run([tf.global_variables_initializer(), iterator.initializer])
     sess.run(loop.fetches)  # graph optimisation, first collectives
@@ -234,6 +236,7 @@ def main(argv=None):
   for model, batch in zip(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")]):
     args.model_now, args.batch_now = model, batch
     one = _run_ranks(args, None, 1, args.timeout)
+    print("timed: the trainer's loop (launch.train_graph.build_training) of %s, kernels %s" % (model, one["kernels"]))
     for engine in engines:
       two = _run_ranks(args, engine, 2, args.timeout)
       gbytes = two["params"] * 4 / 1e9

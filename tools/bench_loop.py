@@ -11,31 +11,28 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from input.preprocess import to_model_input
 from launch import device as device_lib
+from launch import plan as plan_lib
 from launch import train_graph
 from vit_raw.configs import get_config
-from vit_raw.model import vit
 
 
 def build(n, hidden, batch, size=8, classes=10):
+  """The trainer's N-step loop (launch.train_graph.build_training, the trainer's resolved kernels and lean
+  backward for the CPU) on an in-memory tf.data stream; returns (loop, iterator, plan)."""
   tf.set_random_seed(0)
   config = get_config("tiny", hidden_size=hidden, num_layers=1, num_heads=2, mlp_dim=2 * hidden)
-
-  def model_fn(images, is_training):
-    return vit(to_model_input(images, tf.float32), config, classes, is_training)
-
+  plan = plan_lib.synthetic_plan(config, size, classes, batch, iterations=n)
   rs = np.random.RandomState(0)
   data = tf.data.Dataset.from_tensor_slices((rs.randint(0, 256, (256, size, size, 3)).astype(np.uint8),
                                              rs.randint(0, classes, 256).astype(np.int32), np.ones(256, np.float32)))
   iterator = tf.data.make_initializable_iterator(data.repeat().batch(batch, drop_remainder=True).prefetch(4))
-  loop, _ = train_graph.standalone_loop(model_fn, classes, train_graph.BatchSource(iterator), (size, size, 3), n)
-  return loop, iterator
+  return train_graph.build_training(plan, train_graph.BatchSource(iterator)).loop, iterator, plan
 
 
 def steps_per_second(n, steps, hidden, batch, repeats):
   with tf.Graph().as_default():
-    loop, iterator = build(n, hidden, batch)
+    loop, iterator, _ = build(n, hidden, batch)
     with tf.Session(config=device_lib.device_config("cpu")) as sess:
       sess.run([tf.global_variables_initializer(), iterator.initializer])
       for _ in range(max(3, 200 // n)):
@@ -61,8 +58,11 @@ def main():
   tf.disable_v2_behavior()
   values = [int(v) for v in args.loops.split(",")]
   results = {}
-  print("model: ViT 1 block, width %d, 8x8 images in 4x4 patches, batch %d; TF %s" %
-        (args.hidden, args.batch, tf.__version__))
+  with tf.Graph().as_default():
+    plan = build(1, args.hidden, args.batch)[2]
+  print("timed: the trainer's loop (launch.train_graph.build_training), ViT 1 block, width %d, 8x8 images in 4x4 "
+        "patches, batch %d, kernels %s, lean backward %s; TF %s" %
+        (args.hidden, args.batch, plan.model.kernels, ",".join(plan.model.lean_backward) or "none", tf.__version__))
   for n in values:
     results[n] = steps_per_second(n, args.steps, args.hidden, args.batch, args.repeats)
     print("iterations_per_loop=%-4d %8.1f steps/s  (%.3f ms/step)" % (n, results[n], 1000.0 / results[n]))

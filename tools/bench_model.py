@@ -20,9 +20,9 @@ from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-from input.preprocess import to_model_input  # noqa: E402
+from vit_raw.model_input import scale_input  # noqa: E402
 from launch import device as device_lib  # noqa: E402
-from launch import loss_scale as loss_scale_lib  # noqa: E402
+from launch import plan as plan_lib  # noqa: E402
 from launch import train_graph  # noqa: E402
 from vit_raw import configs  # noqa: E402
 from vit_raw import model  # noqa: E402
@@ -150,25 +150,24 @@ def _time_once(sess, fetch):
 
 def train_step_graph(config, batch_size, image_size, num_classes, dtype, optimizer, gelu, forward_only,
                      kernel_set=None):
-  """The trainer's training step (launch.train_graph: forward, loss, gradients, clipping, update; loss scaling as
-  the trainer picks it) on fixed random data held in variables, so no input pipeline is in the timing. Returns
-  the op to run once per step."""
-  rs = np.random.RandomState(0)
-  images = tf.Variable(rs.randint(0, 256, (batch_size, image_size, image_size, 3)).astype(np.uint8), trainable=False)
-  labels = tf.Variable(rs.randint(0, num_classes, batch_size).astype(np.int32), trainable=False)
+  """The trainer's training step (launch.train_graph.build_training from a launch.plan.synthetic_plan: forward,
+  loss, gradients, clipping, update; loss scaling as the trainer picks it) on fixed random data held in variables,
+  so no input pipeline is in the timing. Returns the op to run once per step."""
 
-  def model_fn(pixels, is_training):
-    return model.vit(to_model_input(pixels, dtype), config, num_classes, is_training, compute_dtype=dtype, gelu=gelu,
+  def model_fn(pixels, is_training, rng_seed=None):
+    return model.vit(scale_input(pixels, dtype), config, num_classes, is_training, compute_dtype=dtype, gelu=gelu,
                      kernels=kernel_set)
 
+  rs = np.random.RandomState(0)
+  images = rs.randint(0, 256, (batch_size, image_size, image_size, 3)).astype(np.uint8)
   if forward_only:
-    return model_fn(images.read_value(), False).op
-  scaling = loss_scale_lib.LossScale("dynamic" if dtype == tf.float16 else "off")
-  loop, _ = train_graph.standalone_loop(model_fn, num_classes, lambda:
-                                        (images.read_value(), labels.read_value(), tf.ones([batch_size])),
-                                        (image_size, image_size, 3), in_graph_loop=False, optimizer=optimizer,
-                                        lr=1e-4 if optimizer == "adam" else 1e-3, loss_scale=scaling)
-  return loop.fetches["update"]
+    return model_fn(tf.constant(images), False).op
+  plan = plan_lib.synthetic_plan(config, image_size, num_classes, batch_size, optimizer=optimizer,
+                                 lr=1e-4 if optimizer == "adam" else 1e-3, compute_dtype=dtype,
+                                 loss_scale="dynamic" if dtype == tf.float16 else "off", in_graph_loop=False)
+  train_graph.create_model_variables(plan, model_fn)
+  batches = train_graph.constant_batches(images, rs.randint(0, num_classes, batch_size).astype(np.int32))
+  return train_graph.build_training(plan, batches, model_fn=model_fn).loop.fetches["update"]
 
 
 def main(argv):
@@ -179,7 +178,7 @@ def main(argv):
                                            xla=FLAGS.xla, xla_fusible_only=FLAGS.xla_fusible,
                                            fast_mkl_on_amd=FLAGS.fast_mkl_on_amd)
   lean = device_lib.lean_backward_parts(FLAGS.lean_backward, dtype)
-  kernel_set = kernels.for_backend(device_lib.cpu_gpu_kernels(FLAGS.kernels), one_pass_layer_norm=FLAGS.ln_one_pass,
+  kernel_set = kernels.for_backend(device_lib.resolve_kernels("cpu", FLAGS.kernels), one_pass_layer_norm=FLAGS.ln_one_pass,
                                    softmax_in_float32=FLAGS.softmax_f32, lean_backward=lean)
   probe = MatmulProbe(cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, fast_mkl_on_amd=FLAGS.fast_mkl_on_amd),
                       dtype, FLAGS.matmul_size) if FLAGS.matmul_size else None

@@ -1,7 +1,7 @@
 """The inference graph every export and tool runs: input `images`, outputs `logits` and `probabilities`.
 
 `images` is uint8 [B, H, W, 3] RGB by default, scaled to [-1, 1] inside the graph exactly as in training
-(input.preprocess.to_model_input), or float32 already scaled (input_kind="float"). B is None (dynamic) or a fixed
+(input.preprocess.scale_input), or float32 already scaled (input_kind="float"). B is None (dynamic) or a fixed
 batch size. The model is built with is_training=False (no dropout) in the requested compute dtype; logits and
 probabilities are float32 whatever the precision (the head runs in float32, vit_raw/model.py).
 """
@@ -10,7 +10,7 @@ import collections
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from input.preprocess import to_model_input
+from vit_raw.model_input import scale_input
 from vit_raw import model
 from vit_raw import cpu_config
 
@@ -31,7 +31,7 @@ Attributes:
 
 
 def scale_uint8(images):
-  """uint8 images -> float32 in [-1, 1], the NumPy twin of to_model_input (for float-input models)."""
+  """uint8 images -> float32 in [-1, 1], the NumPy twin of scale_input (for float-input models)."""
   return images.astype(np.float32) * np.float32(1.0 / 127.5) - np.float32(1.0)
 
 
@@ -44,7 +44,7 @@ def build(source, input_kind="uint8", batch_size=None, precision="float32", retu
   h, w = source.image_size
   if input_kind == "uint8":
     images = tf.placeholder(tf.uint8, [batch_size, h, w, 3], name=INPUT_NAME)
-    x = to_model_input(images, dtype)
+    x = scale_input(images, dtype)
   else:
     images = tf.placeholder(tf.float32, [batch_size, h, w, 3], name=INPUT_NAME)
     x = tf.cast(images, dtype) if dtype != tf.float32 else images
