@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from input import image_codec
+from input.errors import DataError
 
 AREA_RANGE = (0.05, 1.0)
 ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
@@ -107,7 +108,7 @@ class Transform(object):
   def __init__(self, out_size, training, center_crop=False, augment="inception",
                max_pixels=image_codec.DEFAULT_MAX_PIXELS, padding=4, hflip=None, erase_prob=0.0):
     if augment not in AUGMENTATIONS:
-      raise ValueError("augment must be one of %s, got %r" % (", ".join(AUGMENTATIONS), augment))
+      raise DataError("augment must be one of %s, got %r" % (", ".join(AUGMENTATIONS), augment))
     self.out_size = tuple(int(s) for s in out_size)
     self.training = bool(training)
     self.center_crop = bool(center_crop)

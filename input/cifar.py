@@ -13,6 +13,7 @@ import numpy as np
 
 from input import safe_pickle
 from input.dataset_base import ArrayDataset
+from input.errors import DataError
 
 CIFAR10_TRAIN_FILES = ["data_batch_%d" % i for i in range(1, 6)]
 
@@ -34,17 +35,17 @@ def _field(batch, key, path):
     for spelling in (key, key.decode()):
       if spelling in batch:
         return batch[spelling]
-  raise ValueError("%s: expected a CIFAR batch dict with key %r" % (path, key.decode()))
+  raise DataError("%s: expected a CIFAR batch dict with key %r" % (path, key.decode()))
 
 
 def _images(data, path):
   data = np.asarray(data)
   if data.ndim != 2 or data.shape[1] != 3072:
-    raise ValueError("%s: expected CIFAR data of shape [N, 3072], got %s" % (path, data.shape))
+    raise DataError("%s: expected CIFAR data of shape [N, 3072], got %s" % (path, data.shape))
   if data.dtype != np.uint8:
     if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
-      raise ValueError("%s: expected CIFAR pixel values 0..255 (uint8), got %s data%s" %
-                       (path, data.dtype, " from %d to %d" % (data.min(), data.max()) if data.size else ""))
+      raise DataError("%s: expected CIFAR pixel values 0..255 (uint8), got %s data%s" %
+                      (path, data.dtype, " from %d to %d" % (data.min(), data.max()) if data.size else ""))
     data = data.astype(np.uint8)
   # Stored as planes: 1024 red, 1024 green, 1024 blue values per row.
   return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -54,15 +55,15 @@ def _labels(values, count, num_classes, path, key):
   """The int32 labels of one file, checked against its image count and the class count."""
   labels = np.asarray(values)
   if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
-    raise ValueError("%s: expected %r to be a list of integer labels, got %s of shape %s" %
-                     (path, key.decode(), labels.dtype, labels.shape))
+    raise DataError("%s: expected %r to be a list of integer labels, got %s of shape %s" %
+                    (path, key.decode(), labels.dtype, labels.shape))
   if len(labels) != count:
-    raise ValueError("%s: %d labels for %d images: expected one label per image" % (path, len(labels), count))
+    raise DataError("%s: %d labels for %d images: expected one label per image" % (path, len(labels), count))
   bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
   if len(bad):
-    raise ValueError("%s: label %d of image %d is outside 0..%d (%d classes)%s" %
-                     (path, labels[bad[0]], bad[0], num_classes - 1, num_classes, ", and %d more labels are" %
-                      (len(bad) - 1) if len(bad) > 1 else ""))
+    raise DataError("%s: label %d of image %d is outside 0..%d (%d classes)%s" %
+                    (path, labels[bad[0]], bad[0], num_classes - 1, num_classes, ", and %d more labels are" %
+                     (len(bad) - 1) if len(bad) > 1 else ""))
   return labels.astype(np.int32)
 
 
@@ -78,13 +79,13 @@ def _names(meta_path, key, count):
     return [str(i) for i in range(count)]
   names = _field(safe_pickle.load(meta_path), key, meta_path)
   if not isinstance(names, (list, tuple)) or not names:
-    raise ValueError("%s: expected %r to be a non-empty list of class names" % (meta_path, key.decode()))
+    raise DataError("%s: expected %r to be a non-empty list of class names" % (meta_path, key.decode()))
   return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
 
 
 def _require(path):
   if not os.path.isfile(path):
-    raise ValueError("%s does not exist: expected a CIFAR python-pickle file there" % path)
+    raise DataError("%s does not exist: expected a CIFAR python-pickle file there" % path)
   return path
 
 

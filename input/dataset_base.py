@@ -4,9 +4,10 @@ import numpy as np
 
 from input import image_codec
 from input import messages
+from input.errors import InputError
 
 
-class UnreadableDatasetError(ValueError):
+class UnreadableDatasetError(InputError):
   """A dataset whose image files cannot be read at all (e.g. Git LFS pointer files instead of the images): the
   message is one line naming the dataset and the first few files with their reasons."""
 

@@ -26,6 +26,7 @@ import numpy as np
 from input import cifar, digits, idx, image_codec, image_folder, image_headers, list_file
 from input.dataset_base import FileDataset, unreadable
 from input.messages import quote
+from input.errors import DataError
 
 DATASET_NAMES = ("digits", "auto", "cifar10", "cifar100", "imagefolder", "list", "idx")
 EVAL_SPLIT_NAMES = ("val", "validation", "test")
@@ -45,13 +46,13 @@ def _split_candidates(split):
 
 def _check_dir(data_dir):
   if data_dir is None:
-    raise ValueError("no data_dir given: expected %s" % _EXPECTED)
+    raise DataError("no data_dir given: expected %s" % _EXPECTED)
   try:
     os.stat(data_dir)
   except FileNotFoundError:
-    raise ValueError("%s does not exist: expected %s" % (data_dir, _EXPECTED))
+    raise DataError("%s does not exist: expected %s" % (data_dir, _EXPECTED))
   if os.path.isdir(data_dir) and not os.listdir(data_dir):
-    raise ValueError("%s is empty: expected %s" % (data_dir, _EXPECTED))
+    raise DataError("%s is empty: expected %s" % (data_dir, _EXPECTED))
 
 
 def _image_folder(data_dir, split):
@@ -59,8 +60,8 @@ def _image_folder(data_dir, split):
   has_split_dirs = any(os.path.isdir(os.path.join(data_dir, s)) for s in ["train"] + list(EVAL_SPLIT_NAMES))
   if not sub:
     if has_split_dirs:
-      raise ValueError("%s has no %s folder with class sub-folders for split %r" %
-                       (data_dir, "/ or ".join(_split_candidates(split)) + "/", split))
+      raise DataError("%s has no %s folder with class sub-folders for split %r" %
+                      (data_dir, "/ or ".join(_split_candidates(split)) + "/", split))
     return image_folder.load_image_folder(data_dir, split)
   class_names = None
   train_root = os.path.join(data_dir, "train")
@@ -76,8 +77,8 @@ def _list_file(data_dir, split):
     path = os.path.join(data_dir, s + ".txt")
     if os.path.isfile(path):
       return list_file.load_list_file(path, split)
-  raise ValueError("%s has no %s for split %r: expected a list file of 'relative/path label' lines" %
-                   (data_dir, " or ".join(s + ".txt" for s in _split_candidates(split)), split))
+  raise DataError("%s has no %s for split %r: expected a list file of 'relative/path label' lines" %
+                  (data_dir, " or ".join(s + ".txt" for s in _split_candidates(split)), split))
 
 
 def detect(data_dir):
@@ -86,7 +87,7 @@ def detect(data_dir):
   if os.path.isfile(data_dir):
     if data_dir.lower().endswith(".txt"):
       return "list"
-    raise ValueError("%s is a file but not a .txt list file: expected %s" % (data_dir, _EXPECTED))
+    raise DataError("%s is a file but not a .txt list file: expected %s" % (data_dir, _EXPECTED))
   if cifar.is_cifar10_dir(data_dir):
     return "cifar10"
   if cifar.is_cifar100_dir(data_dir):
@@ -98,7 +99,7 @@ def detect(data_dir):
   roots = [data_dir] + [os.path.join(data_dir, s) for s in ["train"] + list(EVAL_SPLIT_NAMES)]
   if any(image_folder.class_folders(r) for r in roots):
     return "imagefolder"
-  raise ValueError("%s holds neither CIFAR pickles, list files nor class folders: expected %s" % (data_dir, _EXPECTED))
+  raise DataError("%s holds neither CIFAR pickles, list files nor class folders: expected %s" % (data_dir, _EXPECTED))
 
 
 def probe_files(dataset, count=PROBE_FILES):
@@ -158,7 +159,7 @@ def open_dataset(name="auto", data_dir=None, split="train"):
   """
   name = (name or "auto").lower()
   if name not in DATASET_NAMES:
-    raise ValueError("unknown dataset %r: expected one of %s" % (name, ", ".join(DATASET_NAMES)))
+    raise DataError("unknown dataset %r: expected one of %s" % (name, ", ".join(DATASET_NAMES)))
   if name == "digits" or (name == "auto" and data_dir is None):
     return digits.load_digits(split)
   try:
@@ -166,8 +167,8 @@ def open_dataset(name="auto", data_dir=None, split="train"):
     if isinstance(dataset, FileDataset):
       probe_files(dataset)
   except OSError as e:  # e.g. a folder or list without read permission
-    raise ValueError("%s: cannot read it (%s): expected a readable dataset folder or list file" %
-                     (quote(e.filename or data_dir), e.strerror or e))
+    raise DataError("%s: cannot read it (%s): expected a readable dataset folder or list file" %
+                    (quote(e.filename or data_dir), e.strerror or e))
   if split == "train":
     _check_classes(dataset)
   return dataset

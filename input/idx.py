@@ -18,6 +18,7 @@ import numpy as np
 
 from input.dataset_base import ArrayDataset
 from input.messages import quote
+from input.errors import DataError
 
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
 FILES = {
@@ -49,27 +50,26 @@ def _read(path):
     with opener(path, "rb") as f:
       return f.read()
   except (OSError, EOFError) as e:  # gzip's "not a gzipped file", a cut-off .gz stream
-    raise ValueError("%s: cannot be read as %s (%s)" % (quote(path), "gzip" if path.endswith(".gz") else "a file", e))
+    raise DataError("%s: cannot be read as %s (%s)" % (quote(path), "gzip" if path.endswith(".gz") else "a file", e))
 
 
 def read_idx(path, magic, ndim):
   """The uint8 array of an IDX file whose header must say `magic` (uint8 data of `ndim` dimensions)."""
   data = _read(path)
   if len(data) < 4 + 4 * ndim:
-    raise ValueError("%s: %d bytes, shorter than an IDX header of %d dimensions" % (quote(path), len(data), ndim))
+    raise DataError("%s: %d bytes, shorter than an IDX header of %d dimensions" % (quote(path), len(data), ndim))
   found, = struct.unpack(">I", data[:4])
   if found != magic:
     code, dims = (found >> 8) & 0xFF, found & 0xFF
     what = "%s data of %d dimensions" % (_DTYPE_CODES.get(code, "type 0x%02x" % code), dims) if found >> 16 == 0 \
         else "not an IDX file"
-    raise ValueError("%s: magic number 0x%08x (%s); expected 0x%08x (uint8 data of %d dimensions)" %
-                     (quote(path), found, what, magic, ndim))
+    raise DataError("%s: magic number 0x%08x (%s); expected 0x%08x (uint8 data of %d dimensions)" %
+                    (quote(path), found, what, magic, ndim))
   shape = struct.unpack(">%dI" % ndim, data[4:4 + 4 * ndim])
   body = len(data) - 4 - 4 * ndim
   if body != int(np.prod(shape)):
-    raise ValueError("%s: the header declares %s = %d bytes of data but the file has %d (%s)" %
-                     (quote(path), " x ".join(str(s) for s in shape), int(
-                         np.prod(shape)), body, "truncated" if body < np.prod(shape) else "trailing bytes"))
+    raise DataError("%s: the header declares %s = %d bytes of data but the file has %d (%s)" % (quote(path), " x ".join(
+        str(s) for s in shape), int(np.prod(shape)), body, "truncated" if body < np.prod(shape) else "trailing bytes"))
   return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -100,18 +100,18 @@ def load_idx(data_dir, split="train"):
   paths = [find(data_dir, stem) for stem in stems]
   if None in paths:
     missing = [stem for stem, path in zip(stems, paths) if path is None]
-    raise ValueError("%s has no %s for split %r: expected %s (or .gz)" %
-                     (quote(data_dir), " or ".join(m + "[.gz]" for m in missing), split, " and ".join(stems)))
+    raise DataError("%s has no %s for split %r: expected %s (or .gz)" %
+                    (quote(data_dir), " or ".join(m + "[.gz]" for m in missing), split, " and ".join(stems)))
   images = read_idx(paths[0], IMAGES_MAGIC, 3)
   labels = read_idx(paths[1], LABELS_MAGIC, 1)
   if len(images) != len(labels):
-    raise ValueError("%s holds %d images but %s %d labels; expected one label per image" %
-                     (quote(paths[0]), len(images), quote(paths[1]), len(labels)))
+    raise DataError("%s holds %d images but %s %d labels; expected one label per image" %
+                    (quote(paths[0]), len(images), quote(paths[1]), len(labels)))
   names = class_names(data_dir, labels)
   if len(labels) and int(labels.max()) >= len(names):
-    raise ValueError("%s: label %d but %d classes (%s); expected labels 0..%d, or a %s with one name per class "
-                     "beside the files (EMNIST has more than 10)" %
-                     (quote(paths[1]), int(labels.max()), len(names), CLASS_NAMES_FILE if os.path.isfile(
-                         os.path.join(data_dir, CLASS_NAMES_FILE)) else "the MNIST family's 10", len(names) - 1,
-                      CLASS_NAMES_FILE))
+    raise DataError(
+        "%s: label %d but %d classes (%s); expected labels 0..%d, or a %s with one name per class "
+        "beside the files (EMNIST has more than 10)" %
+        (quote(paths[1]), int(labels.max()), len(names), CLASS_NAMES_FILE if os.path.isfile(
+            os.path.join(data_dir, CLASS_NAMES_FILE)) else "the MNIST family's 10", len(names) - 1, CLASS_NAMES_FILE))
   return IdxDataset(split, names, images, labels.astype(np.int32), data_dir)

@@ -19,6 +19,7 @@ import numpy as np
 
 from input import image_headers
 from input import stderr_capture
+from input.errors import InputError
 from input.messages import quote
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -41,7 +42,7 @@ _log = logging.getLogger(__name__)
 jpeg_size = image_headers.jpeg_size
 
 
-class DecodeError(ValueError):
+class DecodeError(InputError):
   """A file that is not a readable image (missing, not a regular file, zero bytes, truncated, corrupt, unknown
   format, too many pixels).
 

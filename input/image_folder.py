@@ -20,6 +20,7 @@ import stat
 from input import image_codec
 from input.dataset_base import FileDataset
 from input.messages import quote
+from input.errors import DataError
 
 MAX_SKIP_LINES = 20
 _EXTENSIONS_TEXT = "/".join(image_codec.IMAGE_EXTENSIONS)
@@ -157,8 +158,8 @@ def _class_identities(root, folders):
     info = os.stat(path)
     key = (info.st_dev, info.st_ino)
     if key in names_by_key:
-      raise ValueError("%s: class folders %s and %s are the same folder (a symlink?): expected one folder per "
-                       "class" % (root, quote(names_by_key[key]), quote(name)))
+      raise DataError("%s: class folders %s and %s are the same folder (a symlink?): expected one folder per "
+                      "class" % (root, quote(names_by_key[key]), quote(name)))
     names_by_key[key] = name
     identities[name] = (key, os.path.realpath(path))
   return identities
@@ -183,14 +184,14 @@ def load_image_folder(root, split, class_names=None):
   root = os.path.abspath(root)
   folders = class_folders(root)
   if not folders:
-    raise ValueError("%s has no class folders: expected one sub-folder per class holding %s images" %
-                     (root, _EXTENSIONS_TEXT))
+    raise DataError("%s has no class folders: expected one sub-folder per class holding %s images" %
+                    (root, _EXTENSIONS_TEXT))
   names = list(class_names) if class_names is not None else folders
   index = {n: i for i, n in enumerate(names)}
   unknown = [f for f in folders if f not in index]
   if unknown:
-    raise ValueError("%s has class folders that the training split lacks (%s): expected the same classes as "
-                     "train/" % (root, ", ".join(quote(u) for u in unknown[:5])))
+    raise DataError("%s has class folders that the training split lacks (%s): expected the same classes as "
+                    "train/" % (root, ", ".join(quote(u) for u in unknown[:5])))
   identities = _class_identities(root, folders)
   paths, labels, skips, hidden = [], [], [], []
   for folder in folders:
@@ -206,6 +207,5 @@ def load_image_folder(root, split, class_names=None):
     hidden.extend(listing.hidden)
   _report(root, skips, hidden)
   if not paths:
-    raise ValueError("%s has class folders but no image files: expected %s files inside them" %
-                     (root, _EXTENSIONS_TEXT))
+    raise DataError("%s has class folders but no image files: expected %s files inside them" % (root, _EXTENSIONS_TEXT))
   return FileDataset("imagefolder", split, names, paths, labels, source=root, listing_skips=skips)

@@ -10,6 +10,8 @@ import collections
 import re
 import struct
 
+from input.errors import InputError
+
 FORMATS = ("jpeg", "png", "bmp", "webp")
 
 Header = collections.namedtuple("Header", ["format", "height", "width", "end", "too_short"])
@@ -24,7 +26,7 @@ Attributes:
 """
 
 
-class HeaderError(ValueError):
+class HeaderError(InputError):
   """Data whose header is not one of FORMATS, is malformed, or (JPEG) cannot hold the image it declares; the message
   is a short reason for a warning line."""
 

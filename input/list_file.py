@@ -16,6 +16,7 @@ import re
 
 from input.dataset_base import FileDataset
 from input.messages import quote
+from input.errors import DataError
 
 CLASS_LIST_FILE = "classes.txt"
 SPLIT_LISTS = ("train.txt", "val.txt", "validation.txt", "test.txt")
@@ -36,8 +37,8 @@ def _text_lines(path):
     try:
       lines.append((number, line.decode("utf-8")))
     except UnicodeDecodeError as e:
-      raise ValueError("%s line %d: not UTF-8 text (byte 0x%02x at column %d): expected a UTF-8 list file" %
-                       (path, number, line[e.start], e.start + 1))
+      raise DataError("%s line %d: not UTF-8 text (byte 0x%02x at column %d): expected a UTF-8 list file" %
+                      (path, number, line[e.start], e.start + 1))
   return lines
 
 
@@ -51,13 +52,13 @@ def parse_list(list_path):
     parts = line.rsplit(None, 1)
     where = "%s line %d" % (list_path, number)
     if len(parts) != 2:
-      raise ValueError("%s: expected 'relative/path label', got %s" % (where, quote(line)))
+      raise DataError("%s: expected 'relative/path label', got %s" % (where, quote(line)))
     name, label = parts
     if not _LABEL.match(label) or int(label) > MAX_LABEL:
-      raise ValueError("%s: label %s is not an integer in 0..%d: expected 'relative/path label'" %
-                       (where, quote(label), MAX_LABEL))
+      raise DataError("%s: label %s is not an integer in 0..%d: expected 'relative/path label'" %
+                      (where, quote(label), MAX_LABEL))
     if "\x00" in name:
-      raise ValueError("%s: the path holds a NUL character: expected 'relative/path label'" % where)
+      raise DataError("%s: the path holds a NUL character: expected 'relative/path label'" % where)
     entries.append((name, int(label)))
   return entries
 
@@ -68,7 +69,7 @@ def _class_names(list_path, labels):
   if os.path.isfile(names_path):
     names = [text.strip() for _, text in _text_lines(names_path) if text.strip()]
     if max(labels) >= len(names):
-      raise ValueError("%s names %d classes but %s uses label %d" % (names_path, len(names), list_path, max(labels)))
+      raise DataError("%s names %d classes but %s uses label %d" % (names_path, len(names), list_path, max(labels)))
     _log.info("input: %d classes, named by %s", len(names), quote(names_path))
     return names
   top, read = max(labels), [list_path]
@@ -88,10 +89,10 @@ def load_list_file(list_path, split):
   """FileDataset over the entries of a `path label` list file; raises ValueError naming the file."""
   list_path = os.path.abspath(list_path)
   if not os.path.isfile(list_path):
-    raise ValueError("%s does not exist: expected a list file of 'relative/path label' lines" % list_path)
+    raise DataError("%s does not exist: expected a list file of 'relative/path label' lines" % list_path)
   entries = parse_list(list_path)
   if not entries:
-    raise ValueError("%s is empty: expected 'relative/path label' lines" % list_path)
+    raise DataError("%s is empty: expected 'relative/path label' lines" % list_path)
   base = os.path.dirname(list_path)
   paths = [p if os.path.isabs(p) else os.path.join(base, p) for p, _ in entries]
   labels = [label for _, label in entries]

@@ -17,9 +17,8 @@ from input import image_codec
 from input import sampling
 from input.augment import Transform
 from input.messages import quote
+from input import workers as workers_lib
 from input.workers import WorkerPool
-from vit_raw.cpu_config import usable_cores
-from vit_raw.configs import image_hw
 
 _log = logging.getLogger(__name__)
 
@@ -47,7 +46,8 @@ class InputPipeline(object):
     as a bad file before it is decoded (None: no budget).
     """
     self.dataset = dataset
-    self.image_size = image_hw(image_size)
+    self.image_size = (int(image_size[0]), int(image_size[1])) if isinstance(image_size, (tuple, list)) else \
+        (int(image_size), int(image_size))
     self.batch_size = int(batch_size)
     self.training = bool(training)
     self.seed = int(seed)
@@ -61,7 +61,7 @@ class InputPipeline(object):
     self._pass_examples = 0  # examples kept in the current eval pass
     self._error = None
     self._transform = Transform(self.image_size, training, center_crop, augment, max_pixels, padding, hflip, erase_prob)
-    self.num_workers = usable_cores() if workers is None else int(workers)
+    self.num_workers = workers_lib.usable_cores() if workers is None else int(workers)
     self._pool = None
     self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
     if self.num_workers > 0:

@@ -8,6 +8,8 @@ import importlib
 import pickle
 import warnings
 
+from input.errors import InputError
+
 # (module, name) pairs a numpy array or bytes object needs to be rebuilt. numpy 2 spells numpy.core as numpy._core;
 # files written by either are accepted on both stacks.
 _ALLOWED = frozenset([
@@ -23,7 +25,7 @@ _ALLOWED = frozenset([
 ])
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(InputError):
   """A pickle that names a global outside the allowed set; the message names the file and the global."""
 
 
@@ -68,4 +70,4 @@ def load(path):
     except UnsafePickleError:
       raise
     except Exception as e:  # truncated/garbage files raise a zoo of exception types
-      raise ValueError("%s: not a readable CIFAR pickle (%s: %s)" % (path, type(e).__name__, e))
+      raise InputError("%s: not a readable CIFAR pickle (%s: %s)" % (path, type(e).__name__, e))

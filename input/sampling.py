@@ -10,6 +10,7 @@ Eval: rank r takes examples r, r + num_ranks, ... in order; every rank runs ceil
 steps (the same number on every rank, so collective ops line up), padding with masked rows.
 """
 import numpy as np
+from input.errors import DataError
 
 _ORDER, _AUGMENT, _REPLACE = 1, 2, 3
 
@@ -39,7 +40,7 @@ class BatchPlan(object):
 
   def __init__(self, dataset_size, batch_size, training, seed=0, rank=0, num_ranks=1):
     if not 0 <= rank < num_ranks:
-      raise ValueError("rank %d is outside 0..%d (num_ranks=%d)" % (rank, num_ranks - 1, num_ranks))
+      raise DataError("rank %d is outside 0..%d (num_ranks=%d)" % (rank, num_ranks - 1, num_ranks))
     self.dataset_size = int(dataset_size)
     self.batch_size = int(batch_size)
     self.training = bool(training)
@@ -48,9 +49,9 @@ class BatchPlan(object):
       self.num_examples = self.dataset_size // num_ranks
       self.steps_per_epoch = self.num_examples // self.batch_size
       if self.steps_per_epoch == 0:
-        raise ValueError("the training shard holds %d examples (%d examples / %d ranks), fewer than one "
-                         "batch of %d: use a smaller batch size" %
-                         (self.num_examples, self.dataset_size, num_ranks, self.batch_size))
+        raise DataError("the training shard holds %d examples (%d examples / %d ranks), fewer than one "
+                        "batch of %d: use a smaller batch size" %
+                        (self.num_examples, self.dataset_size, num_ranks, self.batch_size))
     else:
       self._eval_shard = np.arange(rank, self.dataset_size, num_ranks)
       self.num_examples = len(self._eval_shard)

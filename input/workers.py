@@ -40,6 +40,7 @@ import numpy as np
 from input import batch as batch_lib
 from input.dataset_base import UnreadableDatasetError
 from input.messages import quote
+from input.errors import DataError
 
 _POLL_SECONDS = 0.25
 _CURRENT_BYTES = 1024  # per worker: the path it is reading, NUL-terminated (the tail of a longer one)
@@ -83,6 +84,11 @@ def _die_with_parent(parent_pid):
       pass
   if os.getppid() != parent_pid:  # the parent died before prctl took effect
     os._exit(1)
+
+
+def usable_cores():
+  """Cores this process may run on (a container's CPU set, not the host's count): the default worker count."""
+  return max(1, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class WorkerDiedError(RuntimeError):
@@ -165,7 +171,7 @@ class WorkerPool(object):
   def __init__(self, dataset, transform, batch_size, num_workers, num_slots, seed, start_method="fork"):
     if start_method not in ("fork", "spawn"):
       # forkserver would make the fork server, not us, the workers' parent (breaks the parent-death checks).
-      raise ValueError("start_method %r is not supported: expected 'fork' or 'spawn'" % start_method)
+      raise DataError("start_method %r is not supported: expected 'fork' or 'spawn'" % start_method)
     out_h, out_w = transform.out_size
     shape = (num_slots, batch_size, out_h, out_w, 3)
     size = int(np.prod(shape))

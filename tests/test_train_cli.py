@@ -26,6 +26,12 @@ def _cli(*args):
     (["--lr=nan"], "--lr=nan is not a finite number"),
     (["--lean_backward=mlp,softmax"], "--lean_backward=mlp,softmax: expected auto, none, or a comma list"),
     (["--over_dump", "--data_dump_flag", "--over_dump_path=/a", "--data_dump_path=/b"], "one dump_path"),
+    (["--mixup=-0.2"], "--mixup=-0.2: a Beta alpha must be > 0"),
+    (["--ema_decay=1.5"], "--ema_decay=1.5: expected a decay in (0, 1)"),
+    (["--layer_decay=0"], "--layer_decay=0.0: expected a factor in (0, 1]"),
+    (["--layer_decay=1.2"], "--layer_decay=1.2: expected a factor in (0, 1]"),
+    (["--random_erasing=2"], "--random_erasing=2.0: expected a probability in [0, 1]"),
+    (["--drop_path=1"], "--drop_path must be in [0, 1)"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, expected):
   result = _cli("--model_dir=%s" % tmp_path, *args)
@@ -47,6 +53,8 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, args, expected):
     (["--init_checkpoint=/no/such.npz"], "does not exist"),
     (["--loss_scale=banana"], "--loss_scale=banana"),
     (["--rank=2", "--num_ranks=2"], "outside"),
+    (["--randaugment=rand-m9-mstd0.5"], "--randaugment=rand-m9-mstd0.5: not built yet"),
+    (["--dataset=idx", "--data_dir=/no/such/mnist"], "/no/such/mnist does not exist"),
 ])
 def test_bad_combinations_are_one_clear_error(tmp_path, args, expected):
   with pytest.raises(FlagError) as err:

@@ -31,13 +31,23 @@ def run_command(run):
   app.run(main_with_usage_errors(run), flags_parser=_parse_flags)
 
 
+def bad_input_errors():
+  """The exception classes that mean bad input, not a bug: this module's UsageError, each layer's family
+  (input.errors.InputError, vit_raw.errors.ModelError, launch.errors.UsageError) and OSError (a path that cannot be
+  read or written). Any other exception keeps its traceback."""
+  from input.errors import InputError  # pylint: disable=g-import-not-at-top
+  from launch.errors import UsageError as LaunchUsageError  # pylint: disable=g-import-not-at-top
+  from vit_raw.errors import ModelError  # pylint: disable=g-import-not-at-top
+  return (UsageError, InputError, ModelError, LaunchUsageError, IOError, OSError)
+
+
 def main_with_usage_errors(run):
-  """An absl `main(argv)` that calls run(argv) and turns UsageError / ValueError / OSError into one line, exit 2."""
+  """An absl `main(argv)` that calls run(argv) and turns bad input (bad_input_errors) into one line, exit 2."""
 
   def main(argv):
     try:
       run(argv)
-    except (UsageError, ValueError, IOError, OSError) as e:
+    except bad_input_errors() as e:
       text = str(e).strip().splitlines()
       sys.stderr.write("error: %s\n" % (text[0] if text else type(e).__name__))
       sys.exit(2)

@@ -1,6 +1,8 @@
 """The official ViT variants: patch size and transformer shape of each published model."""
 import collections
 
+from vit_raw.errors import ModelError
+
 ViTConfig = collections.namedtuple("ViTConfig",
                                    ["name", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"])
 ViTConfig.__doc__ = """Shape of one ViT.
@@ -57,17 +59,17 @@ def get_config(name, **overrides):
   line for an unknown name or a shape that cannot be built."""
   config = name if isinstance(name, ViTConfig) else _BY_KEY.get(_key(str(name)))
   if config is None:
-    raise ValueError("unknown model %r; known models: tiny, %s" % (name, ", ".join(MODEL_NAMES)))
+    raise ModelError("unknown model %r; known models: tiny, %s" % (name, ", ".join(MODEL_NAMES)))
   unknown = set(overrides) - set(SHAPE_FIELDS)
   if unknown:
-    raise ValueError("unknown shape field(s) %s; expected %s" % (", ".join(sorted(unknown)), ", ".join(SHAPE_FIELDS)))
+    raise ModelError("unknown shape field(s) %s; expected %s" % (", ".join(sorted(unknown)), ", ".join(SHAPE_FIELDS)))
   given = {k: int(v) for k, v in overrides.items() if v is not None}
   for key, value in given.items():
     if value <= 0:
-      raise ValueError("--%s must be positive, got %d" % (key, value))
+      raise ModelError("--%s must be positive, got %d" % (key, value))
   config = config._replace(**given)
   if config.hidden_size % config.num_heads:
-    raise ValueError("hidden size %d of %s is not divisible by %d heads" %
+    raise ModelError("hidden size %d of %s is not divisible by %d heads" %
                      (config.hidden_size, config.name, config.num_heads))
   return config
 
