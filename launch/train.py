@@ -62,13 +62,13 @@ _COSMETIC_FLAGS = frozenset([
 _PER_RANK_FLAGS = _COSMETIC_FLAGS | {"data_dir"}
 
 TrainGraph = collections.namedtuple("TrainGraph", [
-    "init_fn", "best_top1", "best_input", "set_best", "train_pipe", "train_iterator", "loop", "probe", "eval_pipe",
+    "initializer", "best_top1", "best_input", "set_best", "train_pipe", "train_iterator", "loop", "probe", "eval_pipe",
     "eval", "checkpoints", "parallel", "broadcast", "weights_spread"
 ])
 TrainGraph.__doc__ = """Every op of a run.
 
 Attributes:
-  init_fn: fn(sess) loading --init_checkpoint (None when resuming or without one).
+  initializer: the vit_raw.checkpoint.Initializer loading --init_checkpoint (None when resuming or without one).
   best_top1, best_input, set_best: the checkpointed best top-1, and how to set it.
   train_pipe, train_iterator, loop: the training input pipeline, its iterator and the N-step train op (None in
     --mode=eval).
@@ -103,10 +103,10 @@ def build_graph(f, plan, start_step, restoring, parallel):
   size = plan.image_size
   # Variables first, from a dummy batch, so their initial values never depend on what is built after them.
   train_graph.forward_with_reads(model_fn, tf.zeros([1, size, size, 3], tf.uint8), False, record=False)
-  init_fn = None
+  initializer = None
   if f.init_checkpoint and not restoring:
     try:
-      init_fn = vit_checkpoint.init_from_checkpoint(f.init_checkpoint, plan.config, plan.num_classes, size)
+      initializer = vit_checkpoint.init_from_checkpoint(f.init_checkpoint, plan.config, plan.num_classes, size)
     except ValueError as e:
       raise FlagError("--init_checkpoint: %s" % e)
   global_step = tf.get_variable("global_step", [], tf.int64, tf.zeros_initializer(), trainable=False, use_resource=True)
@@ -159,7 +159,7 @@ def build_graph(f, plan, start_step, restoring, parallel):
   broadcast = parallel.broadcast_variables(tf.global_variables())
   parallel.build_agreement()
   spread = parallel.weights_spread(tf.trainable_variables())
-  return TrainGraph(init_fn, best_top1, best_input, set_best, train_pipe, train_iterator, loop, probe, eval_pipe,
+  return TrainGraph(initializer, best_top1, best_input, set_best, train_pipe, train_iterator, loop, probe, eval_pipe,
                     eval_graph, Checkpoints(plan.model_dir, f.keep_checkpoints), parallel, broadcast, spread)
 
 
@@ -199,9 +199,9 @@ def restore_or_initialise(sess, graph, plan, latest, start_step):
   if latest:
     graph.checkpoints.restore(sess, latest)
     logging.info(log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.steps_per_epoch))
-  elif graph.init_fn is not None:
-    graph.init_fn(sess)
-    for line in graph.init_fn.report:
+  elif graph.initializer is not None:
+    graph.initializer.init_fn(sess)
+    for line in graph.initializer.report:
       logging.info("init_checkpoint: %s", line)
 
 
