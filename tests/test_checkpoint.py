@@ -1,4 +1,5 @@
-"""vit_raw.checkpoint: official .npz in both namings, our TF checkpoints, posemb resize, transfer, clear errors."""
+"""vit_raw.checkpoint: official .npz in both namings and our TF checkpoints loaded into a graph, posemb resize,
+transfer, clear errors (the NumPy-only mapping alone: tests/test_checkpoint_mapping.py)."""
 import os
 import tempfile
 
@@ -29,17 +30,17 @@ def _build(num_classes=5, image_size=(8, 8), representation=None, config=TINY):
 
 def _load(path, num_classes=5, image_size=(8, 8), representation=None, keep_pre_logits=False):
   x, y = _build(num_classes, image_size, representation)
-  assign = checkpoint.init_from_checkpoint(path, TINY, num_classes, image_size, keep_pre_logits=keep_pre_logits)
+  initializer = checkpoint.init_from_checkpoint(path, TINY, num_classes, image_size, keep_pre_logits=keep_pre_logits)
   sess = tf.Session()
   sess.run(tf.global_variables_initializer())
-  assign(sess)
-  return sess, assign, x, y
+  initializer.init_fn(sess)
+  return sess, initializer, x, y
 
 
 def test_original_naming_load_save_load_is_exact():
   params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 5, 5, representation=6)
-  sess, assign, _, _ = _load(_write_npz(params), representation=6, keep_pre_logits=True)
-  assert assign.missing == [] and assign.unused == []
+  sess, initializer, _, _ = _load(_write_npz(params), representation=6, keep_pre_logits=True)
+  assert initializer.missing == [] and initializer.unused == []
   out = os.path.join(tempfile.mkdtemp(), "out.npz")
   checkpoint.export_npz(sess, TINY, out)
   with np.load(out, allow_pickle=False) as saved:
@@ -54,8 +55,8 @@ def test_big_vision_naming_gives_the_same_model_as_original_naming():
   big_vision = numpy_vit.to_big_vision(params)
   big_vision["opt/state/mu/head/kernel"] = np.zeros([16, 5], np.float32)
   assert "params/Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel" in big_vision
-  sess, assign, x, y = _load(_write_npz(big_vision))
-  assert assign.missing == [] and assign.unused == ["[big_vision] opt/state/mu/head/kernel"]
+  sess, initializer, x, y = _load(_write_npz(big_vision))
+  assert initializer.missing == [] and initializer.unused == ["[big_vision] opt/state/mu/head/kernel"]
   images = np.random.RandomState(0).uniform(-1, 1, [2, 8, 8, 3]).astype(np.float32)
   expected = numpy_vit.forward(params, images, patch=4, num_heads=2)
   np.testing.assert_allclose(sess.run(y, {x: images}), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
@@ -67,43 +68,35 @@ def test_big_vision_naming_gives_the_same_model_as_original_naming():
       np.testing.assert_array_equal(saved[key], params[key], err_msg=key)
 
 
-def test_resize_equals_scipy_zoom_and_keeps_class_token():
-  posemb = np.random.RandomState(2).randn(1, 1 + 7 * 7, 8).astype(np.float32)
-  resized = checkpoint.resize_pos_embedding(posemb, (12, 10))
-  expected_grid = scipy.ndimage.zoom(posemb[0, 1:].reshape(7, 7, 8), (12 / 7.0, 10 / 7.0, 1), order=1)
-  assert resized.shape == (1, 1 + 120, 8)
-  np.testing.assert_array_equal(resized[0, 0], posemb[0, 0])
-  np.testing.assert_allclose(resized[0, 1:].reshape(12, 10, 8), expected_grid, rtol=1e-6)
-
-
 def test_loading_at_another_image_size_resizes_the_position_embedding():
   params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 1 + 2 * 2, 5, seed=3)  # trained at 8x8: 2x2 grid
-  sess, assign, _, _ = _load(_write_npz(params), image_size=(12, 16))  # now a 3x4 grid
+  sess, initializer, _, _ = _load(_write_npz(params), image_size=(12, 16))  # now a 3x4 grid
   pos = checkpoint.model_values(sess)["pos_embedding"]
   grid = scipy.ndimage.zoom(params[POSEMB][0, 1:].reshape(2, 2, 16), (3 / 2.0, 4 / 2.0, 1), order=1)
   np.testing.assert_array_equal(pos[0, 0], params[POSEMB][0, 0])
   np.testing.assert_allclose(pos[0, 1:], grid.reshape(12, 16), rtol=1e-6)
-  assert assign.missing == []
-  assert "position embeddings resized (2x2 -> 3x4 grid)" in assign.report
+  assert initializer.missing == []
+  assert "position embeddings resized (2x2 -> 3x4 grid)" in initializer.report
 
 
 def test_new_class_count_drops_head_and_pre_logits_and_lists_them_in_one_line():
   params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 5, 21, representation=16, seed=4)
   x, _ = _build(num_classes=3, representation=16)
   variables = {v.op.name: v for v in tf.global_variables()}
-  assign = checkpoint.init_from_checkpoint(_write_npz(params), TINY, 3, 8)
+  initializer = checkpoint.init_from_checkpoint(_write_npz(params), TINY, 3, 8)
   with tf.Session() as sess:
     sess.run(tf.global_variables_initializer())
     sess.run(tf.assign(variables["vit/head/kernel"], tf.ones([16, 3])))  # must be re-zeroed
-    assign(sess)
+    initializer.init_fn(sess)
     values = checkpoint.model_values(sess)
-  assert assign.unused == ["head/bias", "head/kernel", "pre_logits/bias", "pre_logits/kernel"]
-  assert assign.missing == ["head/bias", "head/kernel", "pre_logits/bias", "pre_logits/kernel"]
-  assert "\n" not in assign.message
-  assert "head re-initialised to zeros (21 -> 3 classes)" in assign.report
+  assert initializer.unused == ["head/bias", "head/kernel", "pre_logits/bias", "pre_logits/kernel"]
+  assert initializer.missing == ["head/bias", "head/kernel", "pre_logits/bias", "pre_logits/kernel"]
+  assert "\n" not in initializer.message
+  assert "head re-initialised to zeros (21 -> 3 classes)" in initializer.report
   assert any(
-      line.startswith("model tensors not in the checkpoint") and "pre_logits/kernel" in line for line in assign.report)
-  assert not any("position embeddings resized" in line for line in assign.report)  # same 8x8 / patch 4 grid
+      line.startswith("model tensors not in the checkpoint") and "pre_logits/kernel" in line
+      for line in initializer.report)
+  assert not any("position embeddings resized" in line for line in initializer.report)  # same 8x8 / patch 4 grid
   assert np.all(values["head/kernel"] == 0) and np.all(values["head/bias"] == 0)
   assert not np.allclose(values["pre_logits/kernel"], params["pre_logits/kernel"])
   np.testing.assert_array_equal(values["cls"], params["cls"])
@@ -111,17 +104,17 @@ def test_new_class_count_drops_head_and_pre_logits_and_lists_them_in_one_line():
 
 def test_keep_pre_logits_keeps_the_representation_layer():
   params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 5, 21, representation=16, seed=4)
-  sess, assign, _, _ = _load(_write_npz(params), num_classes=3, representation=16, keep_pre_logits=True)
+  sess, initializer, _, _ = _load(_write_npz(params), num_classes=3, representation=16, keep_pre_logits=True)
   np.testing.assert_array_equal(checkpoint.model_values(sess)["pre_logits/kernel"], params["pre_logits/kernel"])
-  assert assign.missing == ["head/bias", "head/kernel"]
+  assert initializer.missing == ["head/bias", "head/kernel"]
 
 
 def test_missing_key_is_listed_and_keeps_its_initial_value():
   params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 5, 5, seed=5)
   del params["Transformer/encoder_norm/scale"]
   params["extra/thing"] = np.zeros(3, np.float32)
-  sess, assign, _, _ = _load(_write_npz(params))
-  assert assign.missing == ["encoder_norm/scale"] and assign.unused == ["extra/thing"]
+  sess, initializer, _, _ = _load(_write_npz(params))
+  assert initializer.missing == ["encoder_norm/scale"] and initializer.unused == ["extra/thing"]
   np.testing.assert_array_equal(checkpoint.model_values(sess)["encoder_norm/scale"], np.ones(16))
 
 
@@ -134,14 +127,6 @@ def test_checkpoint_of_another_hidden_size_names_key_shapes_and_cause():
   assert "\n" not in message
   assert "MultiHeadDotProductAttention_1/query/kernel" in message
   assert "(24, 2, 12)" in message and "(16, 2, 8)" in message and "hidden 24" in message
-
-
-def test_likely_cause_names_the_official_families():
-  values = {"embedding/kernel": np.zeros([16, 16, 3, 768], np.float32)}
-  assert (checkpoint._likely_cause(values, configs.get_config("Ti/16"))  # pylint: disable=protected-access
-          == "checkpoint looks like ViT-B (hidden 768), model is ViT-Ti (hidden 192)")
-  values = {"embedding/kernel": np.zeros([32, 32, 3, 768], np.float32)}
-  assert "patch size 32" in checkpoint._likely_cause(values, configs.get_config("B/16"))  # pylint: disable=protected-access
 
 
 def test_other_patch_size_fails_naming_key_and_both_shapes():
@@ -192,8 +177,8 @@ def test_our_tf_checkpoint_loads_exactly_and_ignores_optimizer_slots():
       sess.run(step, {x: np.ones([1, 8, 8, 3], np.float32)})
       expected = checkpoint.model_values(sess)
       tf.train.Saver().save(sess, os.path.join(directory, "model.ckpt"), global_step=1)
-  sess, assign, _, _ = _load(directory)
-  assert assign.missing == [] and assign.unused == []
+  sess, initializer, _, _ = _load(directory)
+  assert initializer.missing == [] and initializer.unused == []
   got = checkpoint.model_values(sess)
   assert sorted(got) == sorted(expected)
   for key in expected:

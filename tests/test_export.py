@@ -125,12 +125,12 @@ def test_npz_uses_official_names_and_loads_with_init_checkpoint(work):
   images = tool_helpers.uint8_images(3)
   x = tf.placeholder(tf.float32, [None, 8, 8, 3])
   logits = model.vit(x, config, 3, False)
-  assign = vit_checkpoint.init_from_checkpoint(out, config, 3, 8)
+  initializer = vit_checkpoint.init_from_checkpoint(out, config, 3, 8)
   with tf.Session() as sess:
     sess.run(tf.global_variables_initializer())
-    assign(sess)
+    initializer.init_fn(sess)
     got = sess.run(logits, {x: images / 127.5 - 1})
-  assert not assign.missing and not assign.unused
+  assert not initializer.missing and not initializer.unused
   reference = runtimes.session_runner(source)
   _assert_close(got, reference.logits(images), 1e-5)
   reference.close()

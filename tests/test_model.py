@@ -96,10 +96,10 @@ def _load_official(params, config, num_classes, image_size, representation=None,
   h, w = image_size
   x = tf.placeholder(tf.float32, [None, h, w, 3])
   y = model.vit(x, config, num_classes, is_training=False, representation_size=representation, **kwargs)
-  assign = checkpoint.init_from_checkpoint(path, config, num_classes, image_size, keep_pre_logits=True)
+  initializer = checkpoint.init_from_checkpoint(path, config, num_classes, image_size, keep_pre_logits=True)
   sess = tf.Session()
   sess.run(tf.global_variables_initializer())
-  assign(sess)
+  initializer.init_fn(sess)
   return sess, x, y
 
 

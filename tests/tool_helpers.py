@@ -32,7 +32,7 @@ def write_npz(path, params):
 def write_run(model_dir, params, step=2):
   """A run folder: flags.txt and class_names.txt through launch.run_record, and a TF checkpoint of ours holding
   `params` (under the model scope "vit", as the trainer saves it, plus a global step)."""
-  from vit_raw import checkpoint as vit_checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_raw import checkpoint_mapping  # pylint: disable=g-import-not-at-top
   from vit_raw import configs  # pylint: disable=g-import-not-at-top
   from vit_raw import model  # pylint: disable=g-import-not-at-top
   os.makedirs(model_dir)
@@ -40,7 +40,7 @@ def write_run(model_dir, params, step=2):
   run_record.write_flag_lines(model_dir, lines)
   run_record.write_class_names(model_dir, CLASS_NAMES)
   config = configs.get_config("tiny", **SHAPE)
-  ours, _ = vit_checkpoint.official_to_ours(params, config)
+  ours, _ = checkpoint_mapping.official_to_ours(params, config)
   with tf.Graph().as_default():
     model.vit(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]), config, len(CLASS_NAMES), False)
     step_var = tf.train.get_or_create_global_step()

@@ -2,7 +2,7 @@
 
 pb: the inference graph frozen (tools/inference_graph.py: variables folded, grappler cleanup, TF 1.15-readable);
 saved_model: the inference graph with its variables and a serving_default signature; onnx: the frozen graph through
-tf2onnx; npz: the weights in the official layout (vit_raw/checkpoint.py). Each is written under a temporary name,
+tf2onnx; npz: the weights in the official layout (vit_raw/checkpoint_mapping.py). Each is written under a temporary name,
 loaded back from disk, run on probe images and compared with the checkpoint in a session before it is renamed into
 place.
 """
@@ -119,7 +119,7 @@ def export(source, fmt, out, batch_size=None, input_kind="uint8", precision="flo
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   from tools import inference_graph  # pylint: disable=g-import-not-at-top
   from tools import runtimes  # pylint: disable=g-import-not-at-top
-  from vit_raw import checkpoint as vit_checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_raw import checkpoint_mapping  # pylint: disable=g-import-not-at-top
   if batch_size is None:
     batch_size = 1 if fmt == "pb" else 0
   batch = batch_size or None
@@ -145,7 +145,7 @@ def export(source, fmt, out, batch_size=None, input_kind="uint8", precision="flo
     elif fmt == "onnx":
       _write_onnx(graph_def, tmp, opset)
     else:
-      vit_checkpoint.save_official_npz(source.values, source.config, tmp)
+      checkpoint_mapping.save_official_npz(source.values, source.config, tmp)
     runner = _reload(fmt, tmp, source)
     exported = runner.logits(probes)
     runner.close()

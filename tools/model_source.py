@@ -138,6 +138,7 @@ def _grid_of(values, config):
 def _load(path, config, image_size, num_classes, class_names, resize_pos_embedding, scope):
   """Reads `path`, checks it against the model and returns the ModelSource."""
   from vit_raw import checkpoint as vit_checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_raw import checkpoint_mapping  # pylint: disable=g-import-not-at-top
   from vit_raw import model  # pylint: disable=g-import-not-at-top
   try:
     values, _ = vit_checkpoint.read_checkpoint(path, config, scope)
@@ -173,13 +174,13 @@ def _load(path, config, image_size, num_classes, class_names, resize_pos_embeddi
   representation = int(values["pre_logits/kernel"].shape[-1]) if "pre_logits/kernel" in values else None
   shapes = model.variable_shapes(config, num_classes, image_size, representation)
   try:
-    fitted, missing, _ = vit_checkpoint.fit_to_model(values, shapes, config, image_size, keep_pre_logits=True)
+    fit = checkpoint_mapping.fit_to_model(values, shapes, config, image_size, keep_pre_logits=True)
   except ValueError as e:
     raise UsageError("checkpoint %s does not fit %s: %s" % (path, config.name, e))
-  if missing:
+  if fit.missing:
     raise UsageError("checkpoint %s lacks %s of %s (another variant or a partial checkpoint?)" %
-                     (path, ", ".join(missing[:4]), config.name))
+                     (path, ", ".join(fit.missing[:4]), config.name))
   if class_names is not None and len(class_names) != num_classes:
     class_names = None
-  fitted = {k: v.astype("float32") for k, v in fitted.items()}
+  fitted = {k: v.astype("float32") for k, v in fit.values.items()}
   return ModelSource(config, tuple(image_size), num_classes, class_names, path, representation, fitted)

@@ -1,4 +1,5 @@
-"""The chains around the matmuls (layer norm, bias + GELU, softmax, the attention core, dropout), one set per backend.
+"""The chains around the matmuls (layer norm, bias + GELU, softmax, the attention core, dropout, drop path), one set
+per backend.
 
 The model asks a `KernelSet` for each chain instead of writing the ops itself, so a backend can swap in its own
 implementation without touching the model:
@@ -230,9 +231,20 @@ def dropout(x, rate):
   return tf.nn.dropout(x, rate=rate)
 
 
+def drop_path(x, rate, seed):
+  """Stochastic depth: each example of x (the leading axis) is zeroed with probability `rate` and the others scaled
+  by 1 / (1 - rate). The draw is stateless, a function of `seed` ([2] int32/int64) alone, so the same seed gives the
+  same examples dropped, in any session and after a restart."""
+  with tf.name_scope("drop_path"):
+    keep = 1.0 - rate
+    draw = tf.random.stateless_uniform(tf.shape(x)[:1], seed=seed)
+    scale = tf.multiply(tf.cast(draw < keep, tf.float32), 1.0 / keep, name="keep_scale")
+    return x * tf.cast(tf.reshape(scale, [-1] + [1] * (x.shape.ndims - 1)), x.dtype)
+
+
 class KernelSet(
     collections.namedtuple("KernelSet",
-                           "name layer_norm bias_gelu gelu_matmul softmax attention dropout lean_backward")):
+                           "name layer_norm bias_gelu gelu_matmul softmax attention dropout drop_path lean_backward")):
   """The chains one backend implements.
 
   Attributes:
@@ -243,6 +255,8 @@ class KernelSet(
     softmax: (scores, out_dtype) -> softmax over the last axis in out_dtype.
     attention: (q, k, v, scale, out_dtype) -> softmax(scale * q k^T) v, q/k/v [..., T, head_dim].
     dropout: (x, rate) -> x with elements dropped with probability rate and the rest scaled by 1 / (1 - rate).
+    drop_path: (x, rate, seed) -> x with whole examples (the leading axis) dropped with probability rate, the rest
+      scaled by 1 / (1 - rate), drawn statelessly from seed [2].
     lean_backward: the LEAN_PARTS that use the hand-written gradients (lean_*); () for none.
   """
 
@@ -257,7 +271,7 @@ def _in_jit_scope(fn):
   return wrapped
 
 
-PLAIN = KernelSet("plain", layer_norm, bias_gelu, gelu_matmul, softmax, attention, dropout, ())
+PLAIN = KernelSet("plain", layer_norm, bias_gelu, gelu_matmul, softmax, attention, dropout, drop_path, ())
 
 
 def lean_parts(lean_backward):
@@ -302,7 +316,7 @@ def for_backend(name, npu_gelu=None, npu_dropout=None, one_pass_layer_norm=True,
     attend = functools.partial(attention, softmax_fn=sm)
   ln, gelu = jit(ln), jit(gelu)
   if name != "npu":
-    return KernelSet(name, ln, gelu, gelu_mm, sm, attend, dropout, lean)
+    return KernelSet(name, ln, gelu, gelu_mm, sm, attend, dropout, drop_path, lean)
   if npu_gelu is None or npu_dropout is None:
     raise ValueError("the npu kernel set needs npu_gelu and npu_dropout (launch.npu.kernel_set() passes them)")
 
@@ -320,5 +334,5 @@ def for_backend(name, npu_gelu=None, npu_dropout=None, one_pass_layer_norm=True,
   def npu_dropout_rate(x, rate):
     return npu_dropout(x, keep_prob=1.0 - rate)
 
-  return KernelSet("npu", ln, npu_bias_gelu, npu_gelu_matmul, sm, attend, npu_dropout_rate,
+  return KernelSet("npu", ln, npu_bias_gelu, npu_gelu_matmul, sm, attend, npu_dropout_rate, drop_path,
                    tuple(p for p in lean if p != "mlp"))

@@ -1,6 +1,7 @@
 """The Vision Transformer forward pass, written with tf.get_variable and plain ops (graph mode, no Keras).
 
-Variable layout under `scope` (float32 masters; see checkpoint.py for the mapping to the official names):
+Variable layout under `scope` (float32 masters; parameters.py lists them without TensorFlow, checkpoint_mapping.py
+maps them to the official names):
   embedding/kernel [p,p,3,D], embedding/bias [D], cls [1,1,D], pos_embedding [1,T,D],
   encoderblock_{i}/{ln_attn,ln_mlp}/{scale,bias} [D],
   encoderblock_{i}/attention/qkv/kernel [D,3D] (columns: query | key | value, each head-major), qkv/bias [3D],
@@ -11,6 +12,11 @@ Variable layout under `scope` (float32 masters; see checkpoint.py for the mappin
 Dtype policy: the variables are float32 and are cast to `compute_dtype` where they are used, so gradients and the
 optimizer stay float32. Layer-norm statistics, the attention softmax and the head (logits) are computed in float32
 whatever the compute dtype, because these are the places where float16/bfloat16 lose accuracy or overflow.
+
+Stochastic depth (drop_path_rate) follows DeiT/timm: block i of L drops its attention and MLP branches, per example,
+with probability drop_path_rate * i / (L - 1) while training. The masks are stateless draws from `rng_seed`, so a
+run that feeds the same seed at the same step (the trainer derives it from the global step) draws the same masks
+after a resume.
 """
 import math
 
@@ -18,17 +24,14 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from vit_raw import kernels as kernels_lib
+from vit_raw import parameters
 from vit_raw.configs import image_hw
 
 LAYER_NORM_EPSILON = kernels_lib.LAYER_NORM_EPSILON
 gelu_tanh = kernels_lib.gelu_tanh
 gelu_exact = kernels_lib.gelu_exact
-
-
-def num_tokens(config, image_size):
-  """Tokens per image (patches + class token) for an int or (height, width) image size."""
-  h, w = image_hw(image_size)
-  return (h // config.patch_size) * (w // config.patch_size) + 1
+num_tokens = parameters.num_tokens
+variable_shapes = parameters.variable_shapes
 
 
 def _xavier_uniform(fan_in, fan_out):
@@ -69,6 +72,39 @@ def _dropout(x, rate, is_training, kernels=kernels_lib.PLAIN):
   if isinstance(is_training, bool):
     return kernels.dropout(x, rate) if is_training else x
   return tf.cond(is_training, lambda: kernels.dropout(x, rate), lambda: tf.identity(x))
+
+
+def drop_path_rates(drop_path_rate, num_layers):
+  """Per-block drop path rates, linear in depth as DeiT/timm: block i of L gets drop_path_rate * i / (L - 1), so the
+  first block never drops and the last drops with drop_path_rate (a single block: 0, as torch.linspace)."""
+  if num_layers < 2:
+    return [0.0] * num_layers
+  return [drop_path_rate * i / (num_layers - 1) for i in range(num_layers)]
+
+
+def _drop_path(x2d, rate, is_training, seeds, index, batch, tokens, kernels):
+  """Drop path on a residual branch [batch*tokens, D] per example with the seed seeds[index], only when training
+  and rate > 0 (otherwise no op at all); is_training may be a Python bool or a boolean tensor."""
+  if not rate or is_training is False:
+    return x2d
+
+  def dropped():
+    d = int(x2d.shape[-1])
+    return tf.reshape(kernels.drop_path(tf.reshape(x2d, [batch, tokens, d]), rate, seeds[index]), [batch * tokens, d])
+
+  if isinstance(is_training, bool):
+    return dropped()
+  return tf.cond(is_training, dropped, lambda: tf.identity(x2d))
+
+
+def _drop_path_seeds(rng_seed, num_layers):
+  """[num_layers, 2 branches, 2] int32 seeds, one per block and branch (attention, MLP), from one stateless draw:
+  offsetting rng_seed per block instead would give block i + 1 at one seed the masks of block i at the next."""
+  seed = tf.convert_to_tensor(rng_seed)
+  if seed.dtype not in (tf.int32, tf.int64) or not seed.shape.is_compatible_with([2]):
+    raise ValueError("rng_seed must be an int32/int64 tensor of shape [2], got %s %s" % (seed.dtype.name, seed.shape))
+  with tf.name_scope("drop_path_seeds"):
+    return tf.random.stateless_uniform([num_layers, 2, 2], seed, minval=0, maxval=2**31 - 1, dtype=tf.int32)
 
 
 def _attention(x2d, batch, tokens, config, dtype, attention_dropout_rate, is_training, kernels, with_probs):
@@ -139,12 +175,18 @@ def _embed_patches(images, config, dtype):
 
 def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dropout_rate=0.0,
         representation_size=None, compute_dtype=tf.float32, gelu="tanh", return_attention=False, scope="vit",
-        kernels=None):
+        kernels=None, drop_path_rate=0.0, rng_seed=None):
   """Builds ViT on `images` [B,H,W,3] (scaled to [-1,1], static H and W divisible by the patch).
 
   Returns float32 logits [B, num_classes]; with return_attention=True, (logits, list of per-layer attention
   probabilities [B, heads, T, T] in float32). Calling twice with the same scope shares the variables.
-  kernels: the vit_raw.kernels.KernelSet of the layer norms, GELU, softmax and dropout (default: the plain ops).
+  kernels: the vit_raw.kernels.KernelSet of the layer norms, GELU, softmax, dropout and drop path (default: the
+    plain ops).
+  drop_path_rate: stochastic depth of the deepest block, in [0, 1); block i drops with drop_path_rates(...)[i]. Only
+    while training; with 0 or is_training False the graph is the same as without it.
+  rng_seed: int32/int64 [2] tensor the drop path masks are drawn from (statelessly; each block and branch gets its
+    own seed derived from it). Required when drop path is on; feed a value that is a function of the step (e.g.
+    [seed, global_step]) so that a resumed run draws exactly the masks the uninterrupted run would have.
   """
   dtype = tf.as_dtype(compute_dtype)
   if dtype not in (tf.float32, tf.float16, tf.bfloat16):
@@ -152,6 +194,11 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
   if gelu not in kernels_lib.GELUS:
     raise ValueError("gelu must be one of %s, got %r" % (sorted(kernels_lib.GELUS), gelu))
   kernels = kernels or kernels_lib.PLAIN
+  if not 0.0 <= drop_path_rate < 1.0:
+    raise ValueError("drop_path_rate must be in [0, 1), got %r" % (drop_path_rate,))
+  rates = drop_path_rates(drop_path_rate, config.num_layers) if is_training is not False else []
+  if any(rates) and rng_seed is None:
+    raise ValueError("drop_path_rate > 0 in training needs rng_seed, an int32/int64 [2] tensor (e.g. [seed, step])")
   if config.hidden_size % config.num_heads:
     raise ValueError("hidden size %d is not divisible by %d heads" % (config.hidden_size, config.num_heads))
   if images.shape.ndims != 4 or images.shape[1:].is_fully_defined() is False:
@@ -170,7 +217,9 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
     x = _dropout(x, dropout_rate, is_training, kernels)
     # The residual stream stays 2-D [B*T, D] so every dense layer is one plain MatMul without reshapes.
     x = tf.reshape(x, [batch * seq, d])
+    seeds = _drop_path_seeds(rng_seed, config.num_layers) if any(rates) else None
     for i in range(config.num_layers):
+      rate = rates[i] if rates else 0.0
       with tf.variable_scope("encoderblock_%d" % i):
         with tf.variable_scope("ln_attn"):
           y = layer_norm(x, dtype, kernels)
@@ -179,12 +228,14 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
                                 return_attention)
         if return_attention:
           attentions.append(tf.cast(probs, tf.float32))
-        x = x + _dropout(y, dropout_rate, is_training, kernels)
+        y = _dropout(y, dropout_rate, is_training, kernels)
+        x = x + _drop_path(y, rate, is_training, seeds, (i, 0), batch, seq, kernels)
         with tf.variable_scope("ln_mlp"):
           y = layer_norm(x, dtype, kernels)
         with tf.variable_scope("mlp"):
           y = _mlp(y, config, dtype, gelu, dropout_rate, is_training, kernels)
-        x = x + _dropout(y, dropout_rate, is_training, kernels)
+        y = _dropout(y, dropout_rate, is_training, kernels)
+        x = x + _drop_path(y, rate, is_training, seeds, (i, 1), batch, seq, kernels)
     # Only the class token reaches the head, and layer norm is per token, so normalising that row alone is exact.
     pooled = tf.reshape(x, [batch, seq, d])[:, 0]
     with tf.variable_scope("encoder_norm"):
@@ -203,27 +254,6 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
 def count_parameters(config, num_classes, image_size, representation_size=None):
   """Analytic parameter count of vit(...) (equal to the sum of its variable sizes) without building a graph."""
   return sum(int(np.prod(s)) for s in variable_shapes(config, num_classes, image_size, representation_size).values())
-
-
-def variable_shapes(config, num_classes, image_size, representation_size=None):
-  """Ordered {name relative to the scope: shape} of every variable vit(...) creates."""
-  p, d, m = config.patch_size, config.hidden_size, config.mlp_dim
-  shapes = [("embedding/kernel", (p, p, 3, d)), ("embedding/bias", (d,)), ("cls", (1, 1, d)),
-            ("pos_embedding", (1, num_tokens(config, image_size), d))]
-  for i in range(config.num_layers):
-    b = "encoderblock_%d/" % i
-    shapes += [(b + "ln_attn/scale", (d,)), (b + "ln_attn/bias", (d,)), (b + "attention/qkv/kernel", (d, 3 * d)),
-               (b + "attention/qkv/bias", (3 * d,)), (b + "attention/out/kernel", (d, d)),
-               (b + "attention/out/bias", (d,)), (b + "ln_mlp/scale", (d,)), (b + "ln_mlp/bias", (d,)),
-               (b + "mlp/dense_0/kernel", (d, m)), (b + "mlp/dense_0/bias", (m,)), (b + "mlp/dense_1/kernel", (m, d)),
-               (b + "mlp/dense_1/bias", (d,))]
-  shapes += [("encoder_norm/scale", (d,)), ("encoder_norm/bias", (d,))]
-  width = d
-  if representation_size:
-    shapes += [("pre_logits/kernel", (d, representation_size)), ("pre_logits/bias", (representation_size,))]
-    width = representation_size
-  shapes += [("head/kernel", (width, num_classes)), ("head/bias", (num_classes,))]
-  return dict(shapes)
 
 
 def forward_flops(config, image_size, num_classes=1000, representation_size=None):
