@@ -39,8 +39,8 @@ class WeightAverage(callbacks.Callback):
     with tf.init_scope():
       self._weights = [v for v in tf.trainable_variables() if not v.op.name.startswith(SCOPE + "/")]
       for v in self._weights:
-        self.shadows[v] = tf.get_variable(shadow_name(v.op.name), dtype=v.dtype.base_dtype,
-                                          initializer=v.initial_value, trainable=False, use_resource=True)
+        self.shadows[v] = tf.get_variable(shadow_name(v.op.name), dtype=v.dtype.base_dtype, initializer=v.initial_value,
+                                          trainable=False, use_resource=True)
 
   def _update(self, update):
     if not self.shadows:

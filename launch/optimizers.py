@@ -8,7 +8,7 @@ import collections
 
 import tensorflow.compat.v1 as tf
 
-from vit_raw import model as model_lib
+from vit_raw import parameters
 
 OPTIMIZERS = ("momentum", "sgd", "adam", "adamw")
 
@@ -44,8 +44,7 @@ def decays(var, exempt="timm"):
   biases, norms, the position embedding or the class token; "none": every variable."""
   if exempt == "none":
     return True
-  name = var.op.name
-  return var.shape.ndims is not None and var.shape.ndims >= 2 and "pos_embedding" not in name and "/cls" not in name
+  return var.shape.ndims is not None and not parameters.exempt_from_weight_decay(var.op.name, var.shape.as_list())
 
 
 def _single(optim, learning_rate):
@@ -76,7 +75,7 @@ def make_optimizer(optim, learning_rate, num_layers=None):
 
 
 class LayerwiseOptimizer(tf.train.Optimizer):
-  """Layer-wise lr decay (BEiT / MAE fine-tuning): a variable of layer id i (vit_raw.model.layer_id: embeddings 0,
+  """Layer-wise lr decay (BEiT / MAE fine-tuning): a variable of layer id i (vit_raw.parameters.layer_id: embeddings 0,
   block b b + 1, final norm and head L + 1) trains at lr x decay^(L + 1 - i), with an optimizer of its own per
   layer (so Adam's moments and momentum slots stay per variable as always)."""
 
@@ -86,10 +85,10 @@ class LayerwiseOptimizer(tf.train.Optimizer):
     self._by_layer = {}
 
   def scale_of(self, var):
-    return self._decay**(self._num_layers + 1 - model_lib.layer_id(var.op.name, self._num_layers))
+    return self._decay**(self._num_layers + 1 - parameters.layer_id(var.op.name, self._num_layers))
 
   def _optimizer(self, var):
-    layer = model_lib.layer_id(var.op.name, self._num_layers)
+    layer = parameters.layer_id(var.op.name, self._num_layers)
     if layer not in self._by_layer:
       scale, lr = self.scale_of(var), self._lr
       self._by_layer[layer] = self._make(lambda: (lr() if callable(lr) else lr) * scale)

@@ -387,9 +387,8 @@ def make_model_fn(plan):
   kernel_set = device_lib.kernel_set(model.kernels, model.lean_backward)
 
   def model_fn(images, is_training, rng_seed=None):
-    depth = {"drop_path_rate": model.drop_path, "rng_seed": rng_seed} if model.drop_path else {}
     return vit(scale_input(images, dtype), model.config, model.num_classes, is_training, dropout_rate=model.dropout,
-               compute_dtype=dtype, kernels=kernel_set, **depth)
+               compute_dtype=dtype, kernels=kernel_set, drop_path_rate=model.drop_path, rng_seed=rng_seed)
 
   return model_fn
 

@@ -46,8 +46,12 @@ def build(iterations=1, optimizer="momentum", schedule="cosine", loss_scale="off
   averager = ema.WeightAverage(ema_hook_decay) if ema_hook_decay else None
   training = train_graph.build_training(plan, train_graph.BatchSource(iterator), model_fn=model_fn,
                                         step_hooks=averager.step_hooks(plan) if averager else ())
-  parts = {"global_step": training.global_step, "loss_scale": training.loss_scale, "optimizer": training.optimizer,
-           "ema": averager}
+  parts = {
+      "global_step": training.global_step,
+      "loss_scale": training.loss_scale,
+      "optimizer": training.optimizer,
+      "ema": averager
+  }
   return training.loop, iterator, parts
 
 

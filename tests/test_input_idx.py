@@ -101,8 +101,7 @@ def test_workers_slice_the_arrays_into_the_same_batches(tmp_path):
   ds = open_dataset("auto", folder)
   batches = {}
   for workers in (0, 2):
-    with InputPipeline(ds, 28, 8, True, workers=workers, seed=1, augment="crop", padding=2,
-                       erase_prob=0.5) as pipe:
+    with InputPipeline(ds, 28, 8, True, workers=workers, seed=1, augment="crop", padding=2, erase_prob=0.5) as pipe:
       it = pipe.batches()
       batches[workers] = [next(it) for _ in range(6)]
   for a, b in zip(batches[0], batches[2]):

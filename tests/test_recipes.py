@@ -30,8 +30,10 @@ def _values(path):
 
 def test_the_documented_recipes_are_all_there():
   names = {os.path.basename(p) for p in RECIPES}
-  assert {"fashion_mnist.flags", "cifar10_scratch.flags", "deit_tiny_imagenet.flags", "deit_small_imagenet.flags",
-          "deit_base_imagenet.flags", "finetune_cifar100_b16_384.flags"} <= names
+  assert {
+      "fashion_mnist.flags", "cifar10_scratch.flags", "deit_tiny_imagenet.flags", "deit_small_imagenet.flags",
+      "deit_base_imagenet.flags", "finetune_cifar100_b16_384.flags"
+  } <= names
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
@@ -47,7 +49,7 @@ def test_recipe_trains_a_few_steps_on_tiny_data(tmp_path, recipe):
                         tiny=False)
   assert summary["steps"] >= 1 and math.isfinite(summary["final_loss"])
   run = read_metrics(str(tmp_path / "run"), "run")[-1]
-  flags = dict(l[2:].split("=", 1) for l in run["flags"] if "=" in l)
+  flags = {l[2:].split("=", 1)[0] for l in run["flags"]} | {l[4:] for l in run["flags"] if l.startswith("--no")}
   for name, value in values.items():  # what the recipe sets reaches the run, unless the test overrode it
     if "--%s" % name not in " ".join(a.split("=")[0] for a in SMALL + length) and name != "model_dir":
       assert name in flags, "--%s of %s did not reach the run" % (name, os.path.basename(recipe))

@@ -120,4 +120,3 @@ def test_a_dataset_of_unreadable_files_is_one_line_and_exit_2(tmp_path):
   lines = [l for l in err.splitlines() if "launch.train: error:" in l]
   assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
   assert "Git LFS" in lines[0]
-

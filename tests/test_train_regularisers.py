@@ -71,10 +71,10 @@ def test_layer_decay_scales_each_layers_sgd_update():
         before = gh.model_weights(sess)
         sess.run(loop.fetches)
         results[layer_decay] = {k: v - before[k] for k, v in gh.model_weights(sess).items()}
-  from vit_raw import model as model_lib  # pylint: disable=g-import-not-at-top
+  from vit_raw import parameters  # pylint: disable=g-import-not-at-top
   seen = set()
   for name, full in results[1.0].items():
-    layer = model_lib.layer_id(name, num_layers)
+    layer = parameters.layer_id(name, num_layers)
     seen.add(layer)
     np.testing.assert_allclose(results[decay][name], full * decay**(num_layers + 1 - layer), rtol=1e-4, atol=1e-7)
   assert seen == {0, 1, 2, 3}  # embeddings, both blocks, head

@@ -178,7 +178,8 @@ def main(argv):
                                            xla=FLAGS.xla, xla_fusible_only=FLAGS.xla_fusible,
                                            fast_mkl_on_amd=FLAGS.fast_mkl_on_amd)
   lean = device_lib.lean_backward_parts(FLAGS.lean_backward, dtype)
-  kernel_set = kernels.for_backend(device_lib.resolve_kernels("cpu", FLAGS.kernels), one_pass_layer_norm=FLAGS.ln_one_pass,
+  kernel_set = kernels.for_backend(device_lib.resolve_kernels("cpu",
+                                                              FLAGS.kernels), one_pass_layer_norm=FLAGS.ln_one_pass,
                                    softmax_in_float32=FLAGS.softmax_f32, lean_backward=lean)
   probe = MatmulProbe(cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, fast_mkl_on_amd=FLAGS.fast_mkl_on_amd),
                       dtype, FLAGS.matmul_size) if FLAGS.matmul_size else None

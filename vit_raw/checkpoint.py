@@ -13,6 +13,7 @@ import tensorflow.compat.v1 as tf
 from vit_raw import checkpoint_mapping
 from vit_raw import configs
 from vit_raw import parameters
+from vit_raw.errors import ModelError
 
 Initializer = collections.namedtuple("Initializer", ["init_fn", "report", "message", "missing", "unused"])
 Initializer.__doc__ = """Loading a checkpoint into the model variables of a graph (init_from_checkpoint).
@@ -47,14 +48,14 @@ def read_tf_checkpoint(prefix, scope="vit"):
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError("%s is not a readable TensorFlow checkpoint (%s)" % (prefix, str(e).splitlines()[0]))
+    raise ModelError("%s is not a readable TensorFlow checkpoint (%s)" % (prefix, str(e).splitlines()[0]))
   head = scope.rstrip("/") + "/"
   out = {}
   for name in shapes:
     if name.startswith(head) and name.split("/")[-1] in parameters.WEIGHT_LEAVES:
       out[name[len(head):]] = reader.get_tensor(name)
   if not out:
-    raise ValueError("TensorFlow checkpoint %s holds no variables under scope %r (found e.g. %s)" %
+    raise ModelError("TensorFlow checkpoint %s holds no variables under scope %r (found e.g. %s)" %
                      (prefix, scope, ", ".join(sorted(shapes)[:3]) or "nothing"))
   return out
 
@@ -62,13 +63,13 @@ def read_tf_checkpoint(prefix, scope="vit"):
 def read_checkpoint(path, config, scope="vit"):
   """Reads an official .npz (either naming) or a TF checkpoint of ours; returns ({our name: array}, unused names)."""
   if not path or not (os.path.exists(path) or tf.io.gfile.exists(path + ".index")):
-    raise ValueError("checkpoint %s does not exist; expected an official .npz file or a TensorFlow checkpoint "
+    raise ModelError("checkpoint %s does not exist; expected an official .npz file or a TensorFlow checkpoint "
                      "(prefix or directory)" % path)
   if _is_npz(path):
     return checkpoint_mapping.read_official_npz(path, config)
   prefix = _tf_prefix(path)
   if prefix is None:
-    raise ValueError("%s is neither a valid .npz checkpoint nor a TensorFlow checkpoint (prefix or directory)" % path)
+    raise ModelError("%s is neither a valid .npz checkpoint nor a TensorFlow checkpoint (prefix or directory)" % path)
   return read_tf_checkpoint(prefix, scope), []
 
 
@@ -92,11 +93,11 @@ def init_from_checkpoint(path, config, num_classes, image_size, keep_pre_logits=
   config = configs.get_config(config)
   variables = _model_variables(scope)
   if not variables:
-    raise ValueError("no model variables under scope %r in the default graph; build the model before "
+    raise ModelError("no model variables under scope %r in the default graph; build the model before "
                      "init_from_checkpoint" % scope)
   head = variables.get("head/kernel")
   if head is not None and int(head.shape[-1]) != num_classes:
-    raise ValueError("model head has %d classes but num_classes=%d" % (int(head.shape[-1]), num_classes))
+    raise ModelError("model head has %d classes but num_classes=%d" % (int(head.shape[-1]), num_classes))
   values, unused_file = read_checkpoint(path, config, scope)
   shapes = {name: tuple(v.shape.as_list()) for name, v in variables.items()}
   fit = checkpoint_mapping.fit_to_model(values, shapes, config, image_size, keep_pre_logits)

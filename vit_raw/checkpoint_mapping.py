@@ -23,6 +23,7 @@ import scipy.ndimage
 
 from vit_raw import configs
 from vit_raw import parameters
+from vit_raw.errors import ModelError
 
 _BLOCK = "Transformer/encoderblock_{i}/"
 _ATTN = _BLOCK + "MultiHeadDotProductAttention_1/"
@@ -146,7 +147,7 @@ def read_npz(path):
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
       return {k: npz[k] for k in npz.files}
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError("%s is not a valid .npz checkpoint (%s: %s)" % (path, type(e).__name__, e))
+    raise ModelError("%s is not a valid .npz checkpoint (%s: %s)" % (path, type(e).__name__, e))
 
 
 def _normalise_big_vision(raw):
@@ -185,7 +186,7 @@ def read_official_npz(path, config):
   official = _normalise_big_vision(read_npz(path))
   ours, unused = official_to_ours(official, config)
   if not ours:
-    raise ValueError("%s holds no ViT weights in the official layout (found e.g. %s)" %
+    raise ModelError("%s holds no ViT weights in the official layout (found e.g. %s)" %
                      (path, ", ".join(sorted(official)[:3]) or "no arrays"))
   return ours, unused
 
@@ -219,7 +220,7 @@ def official_to_ours(official, config):
           ours[our_name] = to_ours(arrays, config)
         except ValueError:
           expected = _expected_official_shape(entry, our_name, config)
-          raise ValueError("checkpoint key %s has shape %s, model %s expects %s: %s" %
+          raise ModelError("checkpoint key %s has shape %s, model %s expects %s: %s" %
                            (names[0], arrays[0].shape, config.name, expected, likely_cause(official, config)))
         used.update(names)
   return ours, sorted(set(official) - used)
@@ -273,7 +274,7 @@ def resize_pos_embedding(posemb, new_grid, old_grid=None):
   if old_grid is None:
     side = int(round(np.sqrt(rows)))
     if side * side != rows:
-      raise ValueError("position embedding with %d grid rows is not square; cannot infer its grid to resize it" % rows)
+      raise ModelError("position embedding with %d grid rows is not square; cannot infer its grid to resize it" % rows)
     old_grid = (side, side)
   new_h, new_w = new_grid
   old_h, old_w = old_grid
@@ -302,7 +303,7 @@ def fit_to_model(values, target_shapes, config, image_size, keep_pre_logits=Fals
   unused = []
   layers = count_layers(values)
   if layers and layers != config.num_layers:
-    raise ValueError("checkpoint does not fit %s: %s" % (config.name, likely_cause(values, config)))
+    raise ModelError("checkpoint does not fit %s: %s" % (config.name, likely_cause(values, config)))
   head = values.get("head/kernel")
   target_head = target_shapes.get("head/kernel")
   new_head = None
@@ -326,7 +327,7 @@ def fit_to_model(values, target_shapes, config, image_size, keep_pre_logits=Fals
       pos_grids = (_grid_text(value.shape[1] - 1), "%dx%d" % grid)
       value = resize_pos_embedding(value, grid)
     if tuple(value.shape) != shape:
-      raise ValueError("checkpoint key %s has shape %s, model expects %s: %s" %
+      raise ModelError("checkpoint key %s has shape %s, model expects %s: %s" %
                        (name, tuple(value.shape), shape, likely_cause(values, config)))
     out[name] = value
   missing = sorted(set(target_shapes) - set(out))

@@ -26,6 +26,7 @@ import tensorflow.compat.v1 as tf
 from vit_raw import kernels as kernels_lib
 from vit_raw import parameters
 from vit_raw.configs import image_hw
+from vit_raw.errors import ModelError
 
 LAYER_NORM_EPSILON = kernels_lib.LAYER_NORM_EPSILON
 gelu_tanh = kernels_lib.gelu_tanh
@@ -160,7 +161,7 @@ def _embed_patches(images, config, dtype):
   p, d = config.patch_size, config.hidden_size
   h, w, c = [int(s) for s in images.shape[1:]]
   if h % p or w % p:
-    raise ValueError("image size %dx%d is not divisible by the patch size %d of %s" % (h, w, p, config.name))
+    raise ModelError("image size %dx%d is not divisible by the patch size %d of %s" % (h, w, p, config.name))
   gh, gw = h // p, w // p
   with tf.variable_scope("embedding"):
     kernel = _variable("kernel", [p, p, c, d], _lecun_normal(p * p * c))
@@ -200,7 +201,7 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
   if any(rates) and rng_seed is None:
     raise ValueError("drop_path_rate > 0 in training needs rng_seed, an int32/int64 [2] tensor (e.g. [seed, step])")
   if config.hidden_size % config.num_heads:
-    raise ValueError("hidden size %d is not divisible by %d heads" % (config.hidden_size, config.num_heads))
+    raise ModelError("hidden size %d is not divisible by %d heads" % (config.hidden_size, config.num_heads))
   if images.shape.ndims != 4 or images.shape[1:].is_fully_defined() is False:
     raise ValueError("images must be [B,H,W,C] with static H, W, C; got %s" % images.shape)
   d = config.hidden_size
