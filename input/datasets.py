@@ -9,6 +9,8 @@
                                                               the class folders is used as-is for the split asked
   list          train.txt, val.txt (or test.txt), or          train -> train.txt, else val.txt, validation.txt,
                 data_dir is itself a .txt list file           test.txt; a .txt data_dir is used as-is
+  idx           train-images-idx3-ubyte[.gz] and              train -> train-*-ubyte, else t10k-*-ubyte
+                -labels-idx1-ubyte[.gz], t10k-* likewise      (MNIST, Fashion-MNIST, KMNIST...; class_names.txt)
   auto          any of the above, recognised from its files;  data_dir=None -> digits
 
 Every path problem is a ValueError with one line that names the path and what was expected (an OSError while
@@ -21,16 +23,17 @@ import os
 
 import numpy as np
 
-from input import cifar, digits, image_codec, image_folder, image_headers, list_file
+from input import cifar, digits, idx, image_codec, image_folder, image_headers, list_file
 from input.dataset_base import FileDataset, unreadable
 from input.messages import quote
 
-DATASET_NAMES = ("digits", "auto", "cifar10", "cifar100", "imagefolder", "list")
+DATASET_NAMES = ("digits", "auto", "cifar10", "cifar100", "imagefolder", "list", "idx")
 EVAL_SPLIT_NAMES = ("val", "validation", "test")
 PROBE_FILES = 16
 _log = logging.getLogger(__name__)
 _EXPECTED = ("a CIFAR-10/100 python-pickle folder, an ImageFolder tree (class sub-folders, or train/ and val/ "
-             "holding them) or a list file (train.txt / val.txt of 'path label' lines)")
+             "holding them), a list file (train.txt / val.txt of 'path label' lines) or MNIST-family IDX files "
+             "(train-images-idx3-ubyte[.gz] ...)")
 
 
 def _split_candidates(split):
@@ -78,7 +81,7 @@ def _list_file(data_dir, split):
 
 
 def detect(data_dir):
-  """The reader name for what `data_dir` holds: "cifar10", "cifar100", "list" or "imagefolder"."""
+  """The reader name for what `data_dir` holds: "cifar10", "cifar100", "idx", "list" or "imagefolder"."""
   _check_dir(data_dir)
   if os.path.isfile(data_dir):
     if data_dir.lower().endswith(".txt"):
@@ -88,12 +91,15 @@ def detect(data_dir):
     return "cifar10"
   if cifar.is_cifar100_dir(data_dir):
     return "cifar100"
+  if idx.is_idx_dir(data_dir):
+    return "idx"
   if any(os.path.isfile(os.path.join(data_dir, s + ".txt")) for s in ["train"] + list(EVAL_SPLIT_NAMES)):
     return "list"
   roots = [data_dir] + [os.path.join(data_dir, s) for s in ["train"] + list(EVAL_SPLIT_NAMES)]
   if any(image_folder.class_folders(r) for r in roots):
     return "imagefolder"
-  raise ValueError("%s holds neither CIFAR pickles, list files nor class folders: expected %s" % (data_dir, _EXPECTED))
+  raise ValueError("%s holds neither CIFAR pickles, list files, class folders nor IDX files: expected %s" %
+                   (data_dir, _EXPECTED))
 
 
 def probe_files(dataset, count=PROBE_FILES):
@@ -140,6 +146,8 @@ def _open(name, data_dir, split):
     return cifar.load_cifar100(data_dir, split)
   if name == "list":
     return _list_file(data_dir, split)
+  if name == "idx":
+    return idx.load_idx(data_dir, split)
   return _image_folder(data_dir, split)
 
 
