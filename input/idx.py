@@ -111,17 +111,17 @@ def _expected(magic):
 def _check_magic(path, head, magic, cut):
   if len(head) < 4:
     raise DataError("%s: truncated: %d bytes%s where the 4-byte magic number belongs: %s" %
-                     (quote(path), len(head), " before the gzip data ends" if cut else "", _expected(magic)))
+                    (quote(path), len(head), " before the gzip data ends" if cut else "", _expected(magic)))
   if head[:2] != b"\0\0":
     raise DataError("%s: not an IDX file (it starts with %r): %s" % (quote(path), bytes(head[:4]), _expected(magic)))
   code, ndim = head[2], head[3]
   if code != _UNSIGNED_BYTE:
     raise DataError("%s: IDX data type 0x%02x (%s) is not supported: %s" %
-                     (quote(path), code, _TYPE_NAMES.get(code, "unknown"), _expected(magic)))
+                    (quote(path), code, _TYPE_NAMES.get(code, "unknown"), _expected(magic)))
   if ndim != magic & 0xFF:
     other = {1: " (a labels file?)", 3: " (an images file?)"}.get(ndim, "")
     raise DataError("%s: IDX data of %d dimension%s%s: %s" %
-                     (quote(path), ndim, "" if ndim == 1 else "s", other, _expected(magic)))
+                    (quote(path), ndim, "" if ndim == 1 else "s", other, _expected(magic)))
 
 
 def _parse(stream, path, magic, compressed, file_size):
@@ -131,12 +131,12 @@ def _parse(stream, path, magic, compressed, file_size):
   dim_bytes, cut = _read_upto(stream, 4 * ndim)
   if len(dim_bytes) < 4 * ndim:
     raise DataError("%s: truncated inside its header: expected %d dimension sizes (%d bytes) after the magic number, "
-                     "found %d bytes" % (quote(path), ndim, 4 * ndim, len(dim_bytes)))
+                    "found %d bytes" % (quote(path), ndim, 4 * ndim, len(dim_bytes)))
   dims = struct.unpack(">%dI" % ndim, bytes(dim_bytes))
   kind, meaning = _KINDS[magic]
   if 0 in dims:
     raise DataError("%s: its header gives %s = %s: expected no zero dimension" %
-                     (quote(path), meaning, " x ".join(str(d) for d in dims)))
+                    (quote(path), meaning, " x ".join(str(d) for d in dims)))
   header_size = 4 + 4 * ndim
   expected = functools.reduce(operator.mul, dims, 1)  # python ints: no overflow whatever the header says
   shape = " x ".join(str(d) for d in dims)
@@ -170,7 +170,7 @@ def read_idx(path, magic):
         return _parse(stream, path, magic, True, file_size)
     except (OSError, EOFError, zlib.error) as e:  # a bad gzip header, corrupt deflate data, a CRC mismatch
       raise DataError("%s: cannot be decompressed (%s): expected a complete gzip-compressed IDX file" %
-                       (quote(path), str(e).strip() or type(e).__name__))
+                      (quote(path), str(e).strip() or type(e).__name__))
 
 
 def read_class_names(path):
@@ -189,12 +189,12 @@ def read_class_names(path):
     raise DataError("%s is empty: expected one class name per line (label i is the name on line i + 1)" % quote(path))
   if "" in names:
     raise DataError("%s: line %d is blank: expected one class name per line (label i is the name on line i + 1)" %
-                     (quote(path), names.index("") + 1))
+                    (quote(path), names.index("") + 1))
   first = {}
   for line, name in enumerate(names, 1):
     if name in first:
       raise DataError("%s: lines %d and %d both name %s: expected distinct class names" %
-                       (quote(path), first[name], line, quote(name)))
+                      (quote(path), first[name], line, quote(name)))
     first[name] = line
   return names
 
@@ -243,29 +243,29 @@ def _check_labels(labels, num_classes, labels_path, names_origin, names_file):
     fix = ("name every class in it, one per line"
            if names_file else "a %s beside the files, one name per line, sets the classes" % CLASS_NAMES_FILE)
     raise DataError("%s: label %d of example %d is outside 0..%d (%d classes, %s)%s; %s" %
-                     (quote(labels_path), labels[bad[0]], bad[0], num_classes - 1, num_classes, names_origin,
-                      ", and %d more labels are" % (len(bad) - 1) if len(bad) > 1 else "", fix))
+                    (quote(labels_path), labels[bad[0]], bad[0], num_classes - 1, num_classes, names_origin,
+                     ", and %d more labels are" % (len(bad) - 1) if len(bad) > 1 else "", fix))
 
 
 def load_idx(data_dir, split="train"):
   """The IdxDataset of `split` in data_dir (see the module docstring); ValueError with one line otherwise."""
   if not os.path.isdir(data_dir):
     raise DataError("%s is not a folder: expected a folder holding MNIST-family IDX files (%s[.gz], ...)" %
-                     (quote(data_dir), file_names("train")[0]))
+                    (quote(data_dir), file_names("train")[0]))
   wanted = file_names(split)
   paths = [find(data_dir, name) for name in wanted]
   if None in paths:
     present = _idx_files_in(data_dir)
     raise DataError("%s has no %s for split %r: expected %s (MNIST-family IDX files, optionally .gz); %s" %
-                     (quote(data_dir), " or ".join(n + "[.gz]" for n, p in zip(wanted, paths) if p is None), split,
-                      " and ".join(n + "[.gz]" for n in wanted),
-                      "the folder holds only " + ", ".join(present) if present else "the folder holds no IDX file"))
+                    (quote(data_dir), " or ".join(n + "[.gz]" for n, p in zip(wanted, paths) if p is None), split,
+                     " and ".join(n + "[.gz]" for n in wanted),
+                     "the folder holds only " + ", ".join(present) if present else "the folder holds no IDX file"))
   images_path, labels_path = paths
   dims, pixels = read_idx(images_path, IMAGES_MAGIC)
   (count,), label_bytes = read_idx(labels_path, LABELS_MAGIC)
   if count != dims[0]:
     raise DataError("%s: %d labels for the %d images of %s: expected one label per image" %
-                     (quote(labels_path), count, dims[0], quote(images_path)))
+                    (quote(labels_path), count, dims[0], quote(images_path)))
   names, origin = class_names(data_dir)
   labels = np.frombuffer(label_bytes, np.uint8)
   _check_labels(labels, len(names), labels_path, origin, os.path.isfile(os.path.join(data_dir, CLASS_NAMES_FILE)))
