@@ -3,7 +3,6 @@
 The NPU session config lives in `launch.npu` (the one module that imports npu_bridge).
 """
 import os
-import time
 
 from absl import logging
 import numpy as np
@@ -44,7 +43,31 @@ def resolve_precision(device, precision_mode):
   return "must_keep_origin_dtype" if device == "cpu" else "allow_mix_precision"
 
 
-_BF16 = {}
+# The CPU's own bfloat16 instructions (/proc/cpuinfo flags): without either, oneDNN converts bf16 to float32 and back.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# TF 1.x never computes in bfloat16 on the CPU for the allow modes: measured side by side (docs/benchmarks.md,
+# "bfloat16 on the CPU: one rule per stack"), its bf16 step is several times slower while its bf16 matmul ties fp32's.
+TF1_BF16_REASON = "intel-tensorflow 1.15's bfloat16 ViT training step runs 3-7x slower than float32 (docs/benchmarks.md)"
+# The --precision_mode that computes in bfloat16 on the CPU whatever the rule says (where the kernels exist).
+FORCED_BF16_MODE = "force_fp16"
+
+_BF16 = {}  # per process: "kernels" -> bool, "status" -> (usable, reason)
+
+
+def _tf_major():
+  return tf.__version__.split(".")[0]
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+  """The CPU's feature flags (the first "flags" line of /proc/cpuinfo); empty where there is no such file."""
+  try:
+    with open(path) as f:
+      for line in f:
+        if line.startswith("flags"):
+          return set(line.split(":", 1)[1].split())
+  except (IOError, OSError):
+    pass
+  return set()
 
 
 def _bfloat16_kernels_run():
@@ -71,62 +94,68 @@ def _bfloat16_kernels_run():
     return False
 
 
-def _matmul_seconds(dtype, size=768, repeats=5):
-  """Best time of a [size, size] x [size, size] matmul in `dtype` on the CPU (after one warm-up run)."""
-  graph = tf.Graph()
-  with graph.as_default():
-    a = tf.Variable(tf.cast(tf.random.normal([size, size], seed=1), dtype))
-    product = tf.reduce_sum(tf.cast(tf.matmul(a, a), tf.float32))
-    with tf.Session(graph=graph, config=tf.ConfigProto(device_count={"GPU": 0})) as sess:
-      sess.run(tf.global_variables_initializer())
-      sess.run(product)
-      best = float("inf")
-      for _ in range(repeats):
-        start = time.time()
-        sess.run(product)
-        best = min(best, time.time() - start)
-  return best
+def bfloat16_kernels_run():
+  """_bfloat16_kernels_run, asked once per process."""
+  if "kernels" not in _BF16:
+    _BF16["kernels"] = _bfloat16_kernels_run()
+  return _BF16["kernels"]
+
+
+def _bfloat16_verdict():
+  """(usable, reason) of cpu_bfloat16_status, decided afresh."""
+  if _tf_major() == "1":
+    return False, TF1_BF16_REASON
+  if not bfloat16_kernels_run():
+    return False, "this TensorFlow build lacks CPU bfloat16 kernels"
+  native = sorted(set(NATIVE_BF16_FLAGS) & cpu_flags())
+  if not native:
+    return False, "this CPU has no native bfloat16 (no %s flag in /proc/cpuinfo)" % " or ".join(NATIVE_BF16_FLAGS)
+  return True, "TF %s with native bfloat16 on this CPU (%s)" % (tf.__version__, ", ".join(native))
 
 
 def cpu_bfloat16_status():
-  """(usable, reason): bfloat16 is used on the CPU only where its kernels exist AND a bf16 matmul is not slower
-  than a float32 one. Probed once per process.
+  """(usable, reason): whether the CPU computes in bfloat16 for the allow modes (allow_mix_precision,
+  allow_fp32_to_fp16): one rule per TensorFlow major version, from the steps measured in docs/benchmarks.md.
 
-  The speed check matters: intel-tensorflow 1.15 has the kernels but runs ViT ~6x slower in bf16 than in fp32,
-  while TF 2.x with oneDNN uses AMX / AVX512-BF16 and runs it ~2x faster (README, speed table).
+  TF 1.x: never (TF1_BF16_REASON). TF 2.x: where the bf16 kernels run and the CPU has native bfloat16
+  (NATIVE_BF16_FLAGS), the CPUs whose measured bf16 step is faster. Nothing is timed: a matmul probe on a shared
+  machine moved by 3x from run to run (issue 20); the same machine and TensorFlow always get the same answer.
   """
   if "status" not in _BF16:
-    if not _bfloat16_kernels_run():
-      _BF16["status"] = (False, "this TensorFlow build lacks CPU bfloat16 kernels")
-    else:
-      bf16, fp32 = _matmul_seconds(tf.bfloat16), _matmul_seconds(tf.float32)
-      if bf16 > fp32:
-        _BF16["status"] = (False, "bfloat16 matmuls run %.1fx slower than float32 in this TensorFlow build "
-                           "on this CPU" % (bf16 / fp32))
-      else:
-        _BF16["status"] = (True, "bfloat16 matmuls run %.1fx faster than float32" % (fp32 / bf16))
+    _BF16["status"] = _bfloat16_verdict()
   return _BF16["status"]
 
 
 def cpu_has_bfloat16():
-  """True when the CPU compute for reduced precision modes is bfloat16 (see cpu_bfloat16_status)."""
+  """True when the CPU compute for the allow modes is bfloat16 (see cpu_bfloat16_status)."""
   return cpu_bfloat16_status()[0]
 
 
 def compute_dtype(device, precision_mode):
-  """The model's compute dtype for `precision_mode` on `device`.
+  """The model's compute dtype for `precision_mode` on `device`, the CPU's choice logged with its reason.
 
   NPU: float32 graphs (the adapter lowers precision itself according to precision_mode). GPU: float16 for the
-  reduced modes. CPU: bfloat16 for the reduced modes where it is available and fast, else float32 with one notice.
+  reduced modes. CPU: bfloat16 for FORCED_BF16_MODE where the kernels exist; for the allow modes bfloat16 where
+  cpu_bfloat16_status says so, else float32.
   """
   if device == "npu" or precision_mode not in REDUCED_PRECISION_MODES:
     return tf.float32
   if device == "gpu":
     return tf.float16
+  if precision_mode == FORCED_BF16_MODE:
+    if not bfloat16_kernels_run():
+      logging.warning("--precision_mode=%s: this TensorFlow build lacks CPU bfloat16 kernels; computing in float32",
+                      precision_mode)
+      return tf.float32
+    logging.info("--precision_mode=%s: computing in bfloat16 on the CPU, as forced%s", precision_mode,
+                 "; expect a slower step: " + TF1_BF16_REASON if _tf_major() == "1" else "")
+    return tf.bfloat16
   usable, reason = cpu_bfloat16_status()
   if usable:
+    logging.info("--precision_mode=%s: computing in bfloat16 on the CPU: %s", precision_mode, reason)
     return tf.bfloat16
-  logging.warning("--precision_mode=%s: %s; computing in float32", precision_mode, reason)
+  logging.warning("--precision_mode=%s: %s; computing in float32 (--precision_mode=%s forces bfloat16)", precision_mode,
+                  reason, FORCED_BF16_MODE)
   return tf.float32
 
 

@@ -14,7 +14,8 @@ from input.datasets import DATASET_NAMES
 
 PRECISION_MODES = ("auto", "allow_mix_precision", "force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
                    "force_fp32")
-# The modes that ask for reduced-precision compute (float16 on a GPU, bfloat16 on a CPU where it is fast).
+# The modes that ask for reduced-precision compute (float16 on a GPU; bfloat16 on a CPU: forced by force_fp16, by
+# launch/device.py's rule for the others).
 REDUCED_PRECISION_MODES = ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16")
 DEFAULT_NUM_EPOCHS = 50.0
 DEFAULT_LR_WARMUP_EPOCHS = 2.0
@@ -173,9 +174,10 @@ def define_flags():
   # Precision.
   flags.DEFINE_enum(
       "precision_mode", "auto", list(PRECISION_MODES), "NPU: passed to the adapter as is (auto = "
-      "allow_mix_precision). GPU: float16 compute for the mixed/fp16 modes. CPU: bfloat16 compute for "
-      "the mixed/fp16 modes where this TF build runs bf16 matmuls faster than fp32, else float32. "
-      "auto on GPU = allow_mix_precision, on CPU = float32.")
+      "allow_mix_precision). GPU: float16 compute for the mixed/fp16 modes. CPU: force_fp16 = bfloat16 "
+      "compute; allow_mix_precision / allow_fp32_to_fp16 = bfloat16 only on TF 2.x with native bf16 "
+      "(avx512_bf16/amx_bf16) and a bf16 matmul >= 1.25x fp32's, else float32 (TF 1.x: always, its "
+      "bf16 step is slower; docs/benchmarks.md). auto on GPU = allow_mix_precision, on CPU = float32.")
   flags.DEFINE_string(
       "loss_scale", "auto", "dynamic | a number | off. auto: dynamic for float16 compute (GPU, NPU "
       "mixed precision), off for float32/bfloat16.")

@@ -91,8 +91,9 @@ def test_precision_modes_map_and_train_on_cpu(monkeypatch, bf16_fast):
   # The probe's verdict is set here, so the expectation does not come from the probe under test.
   monkeypatch.setattr(device_lib, "_BF16", {"status": (bf16_fast, "set by the test")})
   reduced = tf.bfloat16 if bf16_fast else tf.float32
-  for mode in ("allow_mix_precision", "force_fp16", "allow_fp32_to_fp16"):
+  for mode in ("allow_mix_precision", "allow_fp32_to_fp16"):
     assert device_lib.compute_dtype("cpu", mode) == reduced
+  assert device_lib.compute_dtype("cpu", "force_fp16") == tf.bfloat16  # forced (both stacks have the kernels)
   for mode in ("must_keep_origin_dtype", "force_fp32"):
     assert device_lib.compute_dtype("cpu", mode) == tf.float32
   losses, before, after, step = _train(3, compute_dtype=reduced)

@@ -31,6 +31,8 @@ from vit_raw import kernels  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "ViT-B/16", "Model variant, e.g. ViT-B/16, ViT-Ti/16.")
+for _field in configs.SHAPE_FIELDS:
+  flags.DEFINE_integer(_field, None, "Override the model's %s (as the trainer's flag of that name)." % _field)
 flags.DEFINE_integer("image_size", 224, "Square input image side in pixels.")
 flags.DEFINE_integer("batch_size", 8, "Images per training step.")
 flags.DEFINE_integer("num_classes", 1000, "Classes of the head.")
@@ -172,7 +174,7 @@ def train_step_graph(config, batch_size, image_size, num_classes, dtype, optimiz
 
 def main(argv):
   del argv
-  config = configs.get_config(FLAGS.model)
+  config = configs.get_config(FLAGS.model, **{k: FLAGS[k].value for k in configs.SHAPE_FIELDS})
   dtype = tf.as_dtype(FLAGS.dtype)
   sess_config = cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, FLAGS.inter_op_threads or None,
                                            xla=FLAGS.xla, xla_fusible_only=FLAGS.xla_fusible,
