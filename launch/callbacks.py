@@ -10,12 +10,12 @@ ranks every rank must run loops of the same lengths, or their collectives would 
 """
 import collections
 import math
-import os
 import time
 
 from absl import logging
 import numpy as np
 
+from input.pipeline import InputPipeline
 from launch import debugging
 from launch import errors
 from launch import evaluation
@@ -207,7 +207,6 @@ class Evaluator(Callback):
     self._evaluated_step = None
 
   def setup_graph(self, ctx):
-    from input.pipeline import InputPipeline  # pylint: disable=g-import-not-at-top
     plan, data = ctx.plan, ctx.plan.data
     self.pipeline = InputPipeline(data.eval_ds, plan.model.image_size, data.eval_batch_size, False,
                                   workers=data.workers, seed=data.seed, rank=plan.dist.rank,
@@ -344,7 +343,7 @@ def make_callbacks(plan):
   """The callbacks of a run, in the order they see each loop (logging and dumps before the NaN guard, which comes
   before evaluation and checkpoints so that a diverged loop is never saved; the EMA before the evaluation, whose
   views it adds to). --mode=eval: the EMA (when on) and the evaluation only."""
-  from launch import ema  # pylint: disable=g-import-not-at-top
+  from launch import ema  # pylint: disable=g-import-not-at-top  (ema.WeightAverage is a Callback: no cycle)
   averaging = [ema.WeightAverage(plan.optim.ema_decay)] if plan.optim.ema_decay else []
   evaluating = plan.mode != "train" and plan.data.eval_ds is not None
   if plan.mode == "eval":

@@ -60,7 +60,8 @@ class Probe(object):
     with tf.name_scope("debug_probe"):
       self.images = tf.placeholder(batch_shapes[2], batch_shapes[0], name="images")
       self.labels = tf.placeholder(batch_shapes[3], batch_shapes[1], name="labels")
-      logits, reads = train_graph.forward_with_reads(model_fn, self.images, True)
+      # A fixed seed for the model's stateless random ops (stochastic depth): the probe re-runs one batch.
+      logits, reads = train_graph.forward_with_reads(model_fn, self.images, True, rng_seed=tf.zeros([2], tf.int64))
       loss = train_graph.cross_entropy(logits, self.labels, num_classes, label_smoothing)
       grads = tf.gradients(loss, [r for _, r in reads.pairs])
     self._ops = graph.get_operations()[first_op:]

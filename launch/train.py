@@ -27,7 +27,6 @@ import tensorflow.compat.v1 as tf
 
 from input.dataset_base import UnreadableDatasetError
 from input.pipeline import InputPipeline
-from vit_raw.model_input import scale_input
 from launch import callbacks as callbacks_lib
 from launch import device as device_lib
 from launch import distributed
@@ -241,7 +240,7 @@ def agreement_values(plan, start_step):
   """What every rank must agree on before training (launch.distributed.AGREEMENT_FIELDS, in that order)."""
   model, data, schedule = plan.model, plan.data, plan.schedule
   params = count_parameters(model.config, model.num_classes, model.image_size)
-  lines = [l for l in plan_flag_lines(plan) if l.lstrip("-").split("=")[0] not in flags_lib.PER_RANK_FLAGS]
+  lines = [l for l in plan.flag_lines if l.lstrip("-").split("=")[0] not in flags_lib.PER_RANK_FLAGS]
   return [
       start_step, schedule.total_steps, schedule.iterations, schedule.steps_per_epoch, data.accum_steps,
       data.train_batch_size,
@@ -394,10 +393,6 @@ def describe_augment(plan):
     parts += ["mixup %g" % mix.mixup] if mix.mixup else []
     parts += ["cutmix %g" % mix.cutmix] if mix.cutmix else []
   return "+".join(parts)
-
-
-def plan_flag_lines(plan):
-  return plan.flag_lines
 
 
 def warn_about_changed_flags(model_dir, lines):

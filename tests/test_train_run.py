@@ -211,3 +211,11 @@ def test_over_dump_names_the_first_nonfinite_op_and_data_dump_saves_npy(tmp_path
   assert {"images", "labels", "logits", "loss"} <= names
   assert any(n.startswith("grad__vit__head__kernel") for n in names)
   assert np.load(os.path.join(d, "data_dump", "step_2", "images.npy")).shape == (32, 8, 8, 3)
+
+
+def test_the_data_dump_probe_runs_a_model_with_stochastic_depth(tmp_path):
+  d = str(tmp_path)
+  summary = run_trainer(d, "--train_steps=4", "--iterations_per_loop=1", "--num_layers=2", "--drop_path=0.2",
+                        "--data_dump_flag", "--data_dump_step=2", "--mode=train")
+  assert summary["steps"] == 4
+  assert os.path.exists(os.path.join(d, "data_dump", "step_2", "logits.npy"))
