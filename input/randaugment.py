@@ -94,8 +94,7 @@ def blend(image, degenerate, factor):
   """PIL's ImageEnhance rule: degenerate + factor * (image - degenerate), saturated to 0..255 (rounded)."""
   if factor == 1.0:
     return image
-  out = degenerate.astype(np.float32) + np.float32(factor) * (image.astype(np.float32) - degenerate)
-  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+  return cv2.addWeighted(image, float(factor), degenerate, 1.0 - float(factor), 0.0)
 
 
 def auto_contrast(image):
@@ -151,18 +150,22 @@ def solarize_add(image, add, threshold=128):
 
 def color(image, factor):
   """Saturation: blend with the grey image (factor 0: grey, 1: unchanged)."""
-  return blend(image, np.repeat(_gray(image)[..., None], 3, axis=-1), factor)
+  return blend(image, cv2.cvtColor(_gray(image), cv2.COLOR_GRAY2RGB), factor)
 
 
 def contrast(image, factor):
   """Blend with a flat image of the mean grey level (rounded, as PIL)."""
   mean = int(_gray(image).mean() + 0.5)
-  return blend(image, np.full_like(image, mean), factor)
+  if factor == 1.0:
+    return image
+  return cv2.addWeighted(image, float(factor), image, 0.0, (1.0 - float(factor)) * mean)
 
 
 def brightness(image, factor):
   """Blend with black: a scaling of every value."""
-  return blend(image, np.zeros_like(image), factor)
+  if factor == 1.0:
+    return image
+  return cv2.addWeighted(image, float(factor), image, 0.0, 0.0)
 
 
 _SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
@@ -304,6 +307,12 @@ class RandAugment(object):
   def __init__(self, spec):
     self.spec = parse_randaugment(spec) if isinstance(spec, str) else spec
     self.ops = INCREASING_OPS if self.spec.increasing else OPS
+
+  def __getstate__(self):  # the op table holds lambdas: pickle (spawned workers) carries the spec only
+    return {"spec": self.spec}
+
+  def __setstate__(self, state):
+    self.__init__(state["spec"])
 
   def _magnitude(self, rng):
     s = self.spec

@@ -164,3 +164,12 @@ def test_eval_and_no_mix_spec_change_nothing():
     a, b = list(with_mix.batches()), list(without.batches())
   assert all(len(x) == 3 for x in a) and len(a) == len(b)
   assert all(np.array_equal(x, y) for pa, pb in zip(a, b) for x, y in zip(pa, pb))
+
+
+def test_spawned_workers_make_the_same_mixed_batches():
+  ds = _indexed(48, size=12)
+  common = dict(seed=2, augment=_all_options(), mix=mixing.MixSpec(0.8, 1.0), rank=1, num_ranks=2)
+  with InputPipeline(ds, 12, 4, True, workers=0, **common) as local, \
+      InputPipeline(ds, 12, 4, True, workers=1, start_method="spawn", **common) as spawned:
+    for a, b in zip(_take(local, 3), _take(spawned, 3)):
+      assert all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -1,5 +1,7 @@
 """RandAugment: each op on a constructed image (geometry moves a marked pixel where it must go, point ops give exact
 values, the enhance ops agree with PIL's definitions), timm's magnitude maps, the spec language and its errors."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -162,3 +164,11 @@ def test_randaugment_is_a_pure_function_of_its_rng_and_changes_images():
   assert all(x.dtype == np.uint8 and x.shape == image.shape for x in a)
   never = ra.RandAugment("rand-m9-p0")
   assert all(never.apply(image, np.random.default_rng(i)) is image for i in range(5))
+
+
+def test_randaugment_pickles_for_spawned_workers():
+  aug = ra.RandAugment("rand-m7-n3-inc1")
+  again = pickle.loads(pickle.dumps(aug))
+  image = np.random.RandomState(2).randint(0, 256, (12, 12, 3)).astype(np.uint8)
+  assert again.spec == aug.spec and np.array_equal(again.apply(image, np.random.default_rng(3)),
+                                                   aug.apply(image, np.random.default_rng(3)))
