@@ -2,7 +2,9 @@
 
 One batch's journey: sampling.BatchPlan says which examples form global batch k; a worker (workers.py) decodes and
 augments them (augment.py, batch.py) into a shared-memory slot; the consumer here takes batches in order, copies the
-slot into the array handed to tf.data and frees the slot; the graph scales to [-1, 1] (preprocess.py).
+slot into the array handed to tf.data and frees the slot; the graph scales to [-1, 1] (vit_raw/model_input.py).
+Training with a mixing.MixSpec: the worker also mixes each batch (Mixup / CutMix, input/mixing.py) and every batch
+carries, per row, the partner's label and the weight of the row's own label.
 Bad files are logged here (logger input.pipeline), once per file per pipeline: `input: skipped <path>: <reason>`,
 and counted per file; every epoch end (train) or eval pass end logs the count so far. TensorFlow is imported only by
 tf_dataset(), so the pipeline and its workers also run in a process without it.
@@ -14,7 +16,9 @@ import numpy as np
 
 from input import batch as batch_lib
 from input import image_codec
+from input import mixing
 from input import sampling
+from input.errors import InputError
 from input.augment import Transform
 from input.messages import quote
 from input import workers as workers_lib
@@ -32,16 +36,21 @@ class InputPipeline(object):
     skipped: distinct bad files met so far (train: replaced, eval: masked out) in the batches handed out.
     bad_files: {path: reason} of those files.
     image_size: (height, width).
+    mix: the mixing.MixSpec applied (training only), or None; with one, batches are 5-tuples (see batches()).
   """
 
   def __init__(self, dataset, image_size, batch_size, training, workers=None, seed=0, rank=0, num_ranks=1,
                center_crop=False, start_batch=0, augment="inception", max_pixels=image_codec.DEFAULT_MAX_PIXELS,
-               start_method="fork", num_slots=None, padding=4, hflip=None, erase_prob=0.0):
+               start_method="fork", num_slots=None, padding=4, hflip=None, erase_prob=0.0, randaugment="",
+               color_jitter=0.0, mix=None):
     """workers=None uses every core; workers=0 builds batches in the calling thread (debugging).
 
-    augment="none" trains on the eval resize (still reshuffled every epoch): for data that a crop or a
-    mirror destroys, such as the 8x8 digits; augment="crop": pad by `padding` and random-crop (input/augment.py);
-    hflip: mirror with probability 1/2 (None: the augment's default); erase_prob: random erasing's probability.
+    augment: an augment.AugmentSpec, or a preset completed by padding / hflip / erase_prob / randaugment /
+    color_jitter (input/augment.py). augment="none" trains on the eval resize (still reshuffled every epoch): for
+    data that a crop or a mirror destroys, such as the 8x8 digits; augment="crop": pad by `padding` and
+    random-crop; hflip: mirror with probability 1/2 (None: the augment's default); erase_prob: random erasing's
+    probability; randaugment: a timm spec such as rand-m9-mstd0.5-inc1; color_jitter: strength (0: off).
+    mix: a mixing.MixSpec (Mixup / CutMix, training only; None: no mixing and the usual 3-tuples).
     max_pixels: an image whose header declares more pixels is skipped
     as a bad file before it is decoded (None: no budget).
     """
@@ -60,7 +69,12 @@ class InputPipeline(object):
     self._passes = 0  # eval passes started
     self._pass_examples = 0  # examples kept in the current eval pass
     self._error = None
-    self._transform = Transform(self.image_size, training, center_crop, augment, max_pixels, padding, hflip, erase_prob)
+    self._transform = Transform(self.image_size, training, center_crop, augment, max_pixels, padding, hflip, erase_prob,
+                                randaugment, color_jitter)
+    if mix is not None and not isinstance(mix, mixing.MixSpec):
+      raise InputError("mix must be a mixing.MixSpec or None, got %r" % (mix,))
+    self.mix = mix if self.training else None
+    self._partner_rows = self.plan.partner_rows() if self.mix is not None else None
     self.num_workers = workers_lib.usable_cores() if workers is None else int(workers)
     self._pool = None
     self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
@@ -71,8 +85,20 @@ class InputPipeline(object):
 
   # -- consumer side ---------------------------------------------------------------------------------------------
 
-  def _finish(self, batch_id, final, skips, images):
-    """(images, labels, mask) for one batch from a worker's report; warns about and counts bad files."""
+  def _mix_task(self, batch_id, epoch):
+    """The batch.MixTask of global batch `batch_id`, or None when it is not mixed."""
+    if self.mix is None:
+      return None
+    decision = mixing.decide(self.mix, self.seed, epoch, batch_id, self.image_size)
+    if decision.kind is None:
+      return None
+    _, partners = self.plan.mix_partners(batch_id)
+    return batch_lib.MixTask(decision, partners, self._partner_rows)
+
+  def _finish(self, batch_id, filled, skips, images, mix_task):
+    """(images, labels, mask[, mix_labels, mix_weight]) of one batch from a worker's report; warns about and counts
+    bad files."""
+    final, partner_final = filled
     labels = np.zeros([self.batch_size], np.int32)
     mask = np.zeros([self.batch_size], np.float32)
     final = np.asarray(final, dtype=np.int64)
@@ -93,7 +119,12 @@ class InputPipeline(object):
       if not self.training and self.num_examples and not self._pass_examples:
         _log.warning("input: %s of %s %s had no usable example: all %d were skipped", when, self.dataset.name,
                      self.dataset.split, self.num_examples)
-    return images, labels, mask
+    if self.mix is None:
+      return images, labels, mask
+    if mix_task is None:
+      return images, labels, mask, labels.copy(), np.ones([self.batch_size], np.float32)
+    mix_labels = self.dataset.labels[np.asarray(partner_final, dtype=np.int64)].astype(np.int32)
+    return images, labels, mask, mix_labels, np.full([self.batch_size], mix_task.decision.lam, np.float32)
 
   def _local_batches(self, first, stop):
     h, w = self.image_size
@@ -101,12 +132,14 @@ class InputPipeline(object):
     while stop is None or k < stop:
       epoch, indices = self.plan.batch(k)
       images = np.empty([self.batch_size, h, w, 3], np.uint8)
+      mix_task = self._mix_task(k, epoch)
       try:
-        final, skips = batch_lib.fill_batch(self.dataset, self._transform, images, epoch, indices, self.seed)
+        final, skips, partner_final = batch_lib.fill_batch(self.dataset, self._transform, images, epoch, indices,
+                                                           self.seed, mix=mix_task)
       except Exception as e:
         self._error = e
         raise
-      yield self._finish(k, final, skips, images)
+      yield self._finish(k, (final, partner_final), skips, images, mix_task)
       k += 1
 
   def _pool_batches(self, first, stop):
@@ -128,7 +161,7 @@ class InputPipeline(object):
       while free and (stop is None or next_submit < stop):
         slot = free.pop()
         epoch, indices = self.plan.batch(next_submit)
-        pool.submit(gen, next_submit, slot, epoch, indices)
+        pool.submit(gen, next_submit, slot, epoch, indices, self._mix_task(next_submit, epoch))
         next_submit += 1
       while next_yield not in ready:
         kind, rgen, batch_id, slot, final, skips = pool.get_result()
@@ -140,12 +173,17 @@ class InputPipeline(object):
       # A copy, because tf.data may keep the yielded array alive while the slot is refilled.
       images = pool.ring[slot].copy()
       free.append(slot)
-      result = self._finish(next_yield, final, skips, images)
+      mix_task = self._mix_task(next_yield, self.plan.batch(next_yield)[0]) if self.mix is not None else None
+      result = self._finish(next_yield, final, skips, images, mix_task)
       next_yield += 1
       yield result
 
   def batches(self, first=None):
     """Python generator of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]).
+
+    With a MixSpec (training): (images, labels, mask, mix_labels int32 [B], mix_weight float32 [B]); row i's soft
+    target is mix_weight[i] * onehot(labels[i]) + (1 - mix_weight[i]) * onehot(mix_labels[i]) (unmixed batches
+    and epochs >= off_epoch: mix_labels = labels, mix_weight = 1).
 
     Train: endless, from global batch `first` (default start_batch). Eval: one pass over this rank's shard.
     One iterator at a time: starting a new one abandons the previous one (which raises if resumed).
@@ -160,7 +198,8 @@ class InputPipeline(object):
     return self._pool_batches(first, stop)
 
   def tf_dataset(self, prefetch=2):
-    """tf.data.Dataset of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]), fully static shapes.
+    """tf.data.Dataset of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]), fully static shapes;
+    with a MixSpec (training) also mix_labels int32 [B] and mix_weight float32 [B] (see batches()).
 
     Every new iterator over it restarts at start_batch (train) or at the first batch (eval).
     """
@@ -169,6 +208,9 @@ class InputPipeline(object):
     b = self.batch_size
     types = (tf.uint8, tf.int32, tf.float32)
     shapes = (tf.TensorShape([b, h, w, 3]), tf.TensorShape([b]), tf.TensorShape([b]))
+    if self.mix is not None:
+      types += (tf.int32, tf.float32)
+      shapes += (tf.TensorShape([b]), tf.TensorShape([b]))
     if "output_signature" in inspect.signature(tf.data.Dataset.from_generator).parameters:
       # TF 2.x: the same thing without the deprecation warning that output_types/shapes print.
       signature = tuple(tf.TensorSpec(s, t) for s, t in zip(shapes, types))

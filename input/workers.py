@@ -1,9 +1,9 @@
 """Worker processes that fill batch slots in shared memory, and the parent-side handle that feeds and watches them.
 
 Design: the parent allocates a ring of `num_slots` batch slots ([slots, B, H, W, 3] uint8) before starting the
-workers. It sends small task tuples (generation, batch id, slot, epoch, example indices) over one task queue; a free
-worker decodes and augments the batch straight into that slot and answers with (batch id, slot, replacements, skips)
-on a result queue. Pixels never go through a pipe or pickle.
+workers. It sends small task tuples (generation, batch id, slot, epoch, example indices, mixing task or None) over one
+task queue; a free worker decodes and augments the batch straight into that slot (and mixes it) and answers with
+(batch id, slot, (replacements, mixing partners), skips) on a result queue. Pixels never go through a pipe or pickle.
 
 Start method: fork (default). The parent has TensorFlow imported and its thread pools running; forking a threaded
 process is safe as long as the child never touches what those threads may hold locked, and the workers only run
@@ -126,6 +126,7 @@ def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, curre
   ring = np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
   my_row = np.frombuffer(current, dtype=np.uint8).reshape(-1, _CURRENT_BYTES)[worker_id]
   record = _current_writer(my_row)
+  scratch = None
   while True:
     try:
       task = tasks.get(timeout=1.0)
@@ -135,14 +136,17 @@ def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, curre
       continue
     if task is None:
       return
-    gen, batch_id, slot, epoch, indices = task
+    gen, batch_id, slot, epoch, indices, mix = task
     if gen != generation.value:  # superseded by a newer iterator: give the slot back without work
       results.put(("stale", gen, batch_id, slot, None, None))
       continue
     try:
-      final, skips = batch_lib.fill_batch(dataset, transform, ring[slot], epoch, indices, seed, record)
+      if mix is not None and scratch is None:
+        scratch = np.empty(shape[1:], np.uint8)  # partner rows held by other ranks
+      final, skips, partner_final = batch_lib.fill_batch(dataset, transform, ring[slot], epoch, indices, seed, record,
+                                                         mix, scratch)
       my_row[0] = 0
-      results.put(("ok", gen, batch_id, slot, final, skips))
+      results.put(("ok", gen, batch_id, slot, (final, partner_final), skips))
     except UnreadableDatasetError as e:
       results.put(("unreadable", gen, batch_id, slot, worker_id, str(e)))
     except Exception:
@@ -224,9 +228,10 @@ class WorkerPool(object):
     self._generation.value += 1
     return self._generation.value
 
-  def submit(self, gen, batch_id, slot, epoch, indices):
+  def submit(self, gen, batch_id, slot, epoch, indices, mix=None):
+    """Queues one batch; mix: None or the batch's batch.MixTask."""
     self._check_usable()
-    self._tasks.put((gen, batch_id, slot, epoch, np.asarray(indices, dtype=np.int64)))
+    self._tasks.put((gen, batch_id, slot, epoch, np.asarray(indices, dtype=np.int64), mix))
 
   def current_files(self):
     """What each worker is reading right now (a path, or None when it is between batches)."""
@@ -244,7 +249,7 @@ class WorkerPool(object):
       raise self._error
 
   def get_result(self):
-    """The next result tuple (kind, gen, batch_id, slot, final, skips).
+    """The next result tuple (kind, gen, batch_id, slot, (final, partner_final), skips).
 
     Raises WorkerDiedError if a worker died, UnreadableDatasetError if a worker met only bad files, RuntimeError
     (with the worker's traceback) for any other exception in a worker.

@@ -8,9 +8,10 @@ import os
 
 from absl import flags
 
-from launch import errors
-
+from input import augment
 from input.datasets import DATASET_NAMES
+from input.errors import InputError
+from launch import errors
 
 PRECISION_MODES = ("auto", "allow_mix_precision", "force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
                    "force_fp32")
@@ -309,6 +310,11 @@ def _check_regularisers(f):
     raise FlagError("--mixup_off_epoch=%s: expected an epoch >= 0" % f.mixup_off_epoch)
   if f.color_jitter < 0:
     raise FlagError("--color_jitter=%s: expected a strength >= 0 (0: off)" % f.color_jitter)
+  if f.randaugment:
+    try:
+      augment.parse_randaugment(f.randaugment)
+    except InputError as e:
+      raise FlagError("--randaugment=%s: %s" % (f.randaugment, str(e).split(": ", 1)[-1]))
   if f.crop_padding < 0:
     raise FlagError("--crop_padding=%s: expected pixels >= 0" % f.crop_padding)
   if not 0 <= f.drop_path < 1:

@@ -312,17 +312,9 @@ def recorded_flags(f, adapted):
   return lines
 
 
-# Recipe flags that are defined and checked but whose input-worker side is not built yet.
-NOT_BUILT = ("randaugment", "color_jitter", "mixup", "cutmix")
-
-
 def _augment(f, train_ds):
   crop = f.augment if f.augment != "auto" else ("none" if train_ds.name == "digits" else "inception")
   hflip = f.hflip if f.hflip is not None else crop != "none"
-  for name in NOT_BUILT:
-    if getattr(f, name):
-      raise FlagError("--%s=%s: not built yet in this version (issue 15: RandAugment, colour jitter, Mixup and CutMix "
-                      "in the input workers); leave it off" % (name, getattr(f, name)))
   return AugmentPlan(crop=crop, padding=f.crop_padding, hflip=hflip, randaugment=f.randaugment,
                      color_jitter=f.color_jitter, random_erasing=f.random_erasing)
 

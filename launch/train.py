@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from input.dataset_base import UnreadableDatasetError
+from input.mixing import MixSpec
 from input.pipeline import InputPipeline
 from launch import callbacks as callbacks_lib
 from launch import device as device_lib
@@ -123,12 +124,15 @@ def build_graph(plan, start_step, restoring, parallel):
 
 def input_options(plan):
   """The training pipeline's augmentation and mixing arguments (input.pipeline.InputPipeline) from the plan."""
-  augment = plan.data.augment
+  augment, mix = plan.data.augment, plan.data.mix
   return {
       "augment": augment.crop,
       "padding": augment.padding,
       "hflip": augment.hflip,
-      "erase_prob": augment.random_erasing
+      "erase_prob": augment.random_erasing,
+      "randaugment": augment.randaugment,
+      "color_jitter": augment.color_jitter,
+      "mix": None if mix is None else MixSpec(mix.mixup, mix.cutmix, mix.prob, mix.switch_prob, mix.off_epoch)
   }
 
 

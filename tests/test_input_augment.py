@@ -148,3 +148,80 @@ def test_random_erasing_stays_within_its_area_bound_and_leaves_the_rest():
     assert not outside.any()
     assert changed[y:y + h, x:x + w].mean() > 0.9  # per-pixel noise, not a constant
   assert 100 < erased < 200  # probability 0.5
+
+
+def test_augment_spec_presets_and_field_errors():
+  assert augment.AugmentSpec.preset("inception") == augment.AugmentSpec("inception", 4, True)
+  assert augment.AugmentSpec.preset("crop", padding=2).crop == "pad"
+  assert augment.AugmentSpec.preset("none") == augment.AugmentSpec("resize", 4, False)
+  assert augment.Transform((8, 8), True, augment="none").spec.hflip is False
+  spec = augment.AugmentSpec("crop", 3, False, "rand-m9", 0.4, 0.25)
+  assert augment.Transform((8, 8), True, augment=spec).spec is spec and spec.crop == "pad"
+  for kwargs, why in ((dict(crop="mixup"), "crop 'mixup': expected inception"), (dict(padding=-1), "padding=-1"),
+                      (dict(randaugment="rand-m9-x"), "unknown part 'x'"), (dict(color_jitter=-0.1), "color_jitter"),
+                      (dict(erase_prob=1.5), "erase_prob=1.5")):
+    try:
+      augment.AugmentSpec(**kwargs)
+    except ValueError as e:
+      assert why in str(e) and "\n" not in str(e)
+    else:
+      raise AssertionError("accepted %s" % kwargs)
+  try:
+    augment.Transform((8, 8), True, augment=spec, erase_prob=0.5)
+  except ValueError as e:
+    assert "not both" in str(e)
+  else:
+    raise AssertionError("a spec with extra options was accepted")
+
+
+def test_pad_spec_output_is_a_shifted_copy_with_zero_fill():
+  image = np.random.RandomState(3).randint(1, 256, (12, 12, 3)).astype(np.uint8)  # no zero pixel
+  ds = ArrayDataset("t", "train", ["a"], image[None], [0])
+  transform = augment.Transform((12, 12), True, augment=augment.AugmentSpec("pad", 3, False))
+  for seed in range(30):
+    out = np.zeros((12, 12, 3), np.uint8)
+    transform.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
+    found = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4) if np.array_equal(out, _shift_zero(image, dy, dx))]
+    assert len(found) == 1
+
+
+def _shift_zero(image, dy, dx):
+  padded = np.pad(image, ((3, 3), (3, 3), (0, 0)))
+  return padded[3 - dy:3 - dy + image.shape[0], 3 - dx:3 - dx + image.shape[1]]
+
+
+def test_hflip_mirrors_exactly():
+  image = np.random.RandomState(4).randint(0, 256, (6, 9, 3)).astype(np.uint8)
+  ds = ArrayDataset("t", "train", ["a"], image[None], [0])
+  transform = augment.Transform((6, 9), True, augment=augment.AugmentSpec("resize", hflip=True))
+  outs = set()
+  for seed in range(20):
+    out = np.zeros((6, 9, 3), np.uint8)
+    transform.apply(ds, 0, sampling.augment_rng(seed, 0, 0), out)
+    assert np.array_equal(out, image) or np.array_equal(out, image[:, ::-1])
+    outs.add(np.array_equal(out, image))
+  assert outs == {True, False}
+
+
+def test_color_jitter_factors_stay_in_range_and_zero_strength_is_identity():
+  image = np.random.RandomState(5).randint(0, 256, (10, 10, 3)).astype(np.uint8)
+  rng = np.random.default_rng(0)
+  assert np.array_equal(augment.color_jitter(image, 0.0, rng), image)
+  flat = np.full((4, 4, 3), 100, np.uint8)  # grey: contrast and saturation leave it, brightness scales it
+  values = {int(augment.color_jitter(flat, 0.4, rng)[0, 0, 0]) for _ in range(200)}
+  assert min(values) >= 60 and max(values) <= 140 and len(values) > 30
+
+
+def test_every_option_keeps_shape_dtype_and_is_a_pure_function_of_the_rng():
+  image = _gradient(28, 28)
+  ds = ArrayDataset("t", "train", ["a"], image[None], [0])
+  spec = augment.AugmentSpec("pad", 4, True, "rand-m9-mstd0.5-inc1", 0.4, 0.5)
+  transform = augment.Transform((28, 28), True, augment=spec)
+  for seed in range(10):
+    a, b = np.zeros((28, 28, 3), np.uint8), np.ones((28, 28, 3), np.uint8)
+    transform.apply(ds, 0, sampling.augment_rng(seed, 1, 0), a)
+    transform.apply(ds, 0, sampling.augment_rng(seed, 1, 0), b)
+    assert np.array_equal(a, b)
+  eval_out = np.zeros((28, 28, 3), np.uint8)
+  augment.Transform((28, 28), False, augment=spec).apply(ds, 0, None, eval_out)
+  assert np.array_equal(eval_out, image)  # eval ignores the training spec

@@ -1,5 +1,6 @@
-"""InputPipeline: determinism across worker counts, reshuffling, shards, resume, exact-once eval, bad files (counted
-per file, said through the input logger only), unreadable datasets, and the tf.data hand-off."""
+"""InputPipeline: determinism across worker counts, reshuffling, shards, resume (also with every augmentation and
+mixing on), exact-once eval, bad files (counted per file, said through the input logger only), unreadable datasets,
+and the tf.data hand-off (3 tensors, or 5 with mixing)."""
 import logging
 import os
 import signal
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from input.augment import AugmentSpec
 from input.dataset_base import ArrayDataset, FileDataset, UnreadableDatasetError
 from input.datasets import open_dataset
+from input.mixing import MixSpec
 from input.pipeline import InputPipeline
 from vit_raw.model_input import scale_input
 from input.sampling import BatchPlan
@@ -239,3 +242,42 @@ def test_workers_start_after_the_parent_used_opencv_threads(digits):
   finally:
     signal.alarm(0)
   assert images.shape == (16, 8, 8, 3)
+
+
+def _every_option():
+  return dict(augment=AugmentSpec("pad", 2, True, "rand-m9-mstd0.5-inc1", 0.4, 0.5),
+              mix=MixSpec(0.8, 1.0, prob=0.9, switch_prob=0.5, off_epoch=1))
+
+
+def test_every_option_gives_the_same_batches_with_0_1_2_workers(digits):
+  runs = []
+  for workers in (0, 1, 2):
+    with InputPipeline(digits, 12, 200, True, workers=workers, seed=7, **_every_option()) as pipe:
+      runs.append(_take(pipe, 9))  # crosses into epoch 1, where mixing is off
+  for other in runs[1:]:
+    for a, b in zip(runs[0], other):
+      assert len(a) == len(b) == 5 and all(np.array_equal(x, y) for x, y in zip(a, b))
+  assert any(float(batch[4][0]) < 1 for batch in runs[0][:7]) and all(np.all(b[4] == 1) for b in runs[0][7:])
+
+
+def test_every_option_resumes_at_start_batch_as_the_uninterrupted_sequence(digits):
+  with InputPipeline(digits, 8, 300, True, workers=2, seed=3, **_every_option()) as pipe:
+    full = _take(pipe, 7)
+  with InputPipeline(digits, 8, 300, True, workers=1, seed=3, start_batch=4, **_every_option()) as pipe:
+    resumed = _take(pipe, 3)
+  for a, b in zip(full[4:], resumed):
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_tf_dataset_with_mixing_yields_five_static_tensors(digits):
+  with InputPipeline(digits, 8, 16, True, workers=1, seed=2, **_every_option()) as pipe:
+    dataset = pipe.tf_dataset()
+    tensors = tf.data.make_one_shot_iterator(dataset).get_next() \
+        if hasattr(tf.data, "make_one_shot_iterator") else dataset.make_one_shot_iterator().get_next()
+    assert [t.dtype for t in tensors] == [tf.uint8, tf.int32, tf.float32, tf.int32, tf.float32]
+    assert [t.shape.as_list() for t in tensors] == [[16, 8, 8, 3], [16], [16], [16], [16]]
+    with tf.Session() as sess:
+      got = [sess.run(tensors) for _ in range(2)]
+    expected = _take(pipe, 2)
+  for a, b in zip(got, expected):
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -53,7 +53,8 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, args, expected):
     (["--init_checkpoint=/no/such.npz"], "does not exist"),
     (["--loss_scale=banana"], "--loss_scale=banana"),
     (["--rank=2", "--num_ranks=2"], "outside"),
-    (["--randaugment=rand-m9-mstd0.5"], "--randaugment=rand-m9-mstd0.5: not built yet"),
+    (["--randaugment=rand-m9-x"], "--randaugment=rand-m9-x: unknown part 'x'; expected rand-m<magnitude"),
+    (["--mixup=-0.5"], "--mixup=-0.5: a Beta alpha must be > 0 (or 0 for off)"),
     (["--dataset=idx", "--data_dir=/no/such/mnist"], "/no/such/mnist does not exist"),
 ])
 def test_bad_combinations_are_one_clear_error(tmp_path, args, expected):

@@ -8,6 +8,7 @@ from launch import callbacks as callbacks_lib
 from launch import optimizers
 from launch import train_graph
 from tests import graph_helpers as gh
+from tests.train_helpers import log_text, run_trainer
 
 
 def test_mixed_soft_targets_are_the_weighted_sum_of_both_smoothed_losses():
@@ -133,3 +134,14 @@ def test_after_train_runs_when_the_loop_fails_and_checkpoints_are_not_written():
       train.run_loop(run, [recorder, Boom(), saver])
   assert isinstance(recorder.failure, callbacks_lib.TrainingStopped)
   assert run.step == 1 and Graph.checkpoints.saved == []  # after_train never saves a failing loop
+
+
+def test_mixing_reaches_the_loss_and_off_epoch_turns_it_off(tmp_path):
+  """Mixup / CutMix flags travel from the command line through the plan to the workers and the soft-target loss."""
+  steps = ["--train_steps=6", "--iterations_per_loop=3"]
+  plain = run_trainer(str(tmp_path / "plain"), *steps)
+  off = run_trainer(str(tmp_path / "off"), "--mixup=0.8", "--cutmix=1.0", "--mixup_off_epoch=0", *steps)
+  mixed = run_trainer(str(tmp_path / "mixed"), "--mixup=0.8", "--cutmix=1.0", *steps)
+  assert off["final_loss"] == plain["final_loss"]  # off from epoch 0: the very same batches and targets
+  assert mixed["final_loss"] != plain["final_loss"]
+  assert "mixup 0.8" in log_text(str(tmp_path / "mixed")) and "cutmix 1" in log_text(str(tmp_path / "mixed"))
