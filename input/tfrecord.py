@@ -121,10 +121,15 @@ def _split_shards(shards, data_dir, split):
 
 
 def _check_complete(paths, layout):
-  """Warns when the x-of-y names say shards are missing (a partial copy changes the dataset)."""
+  """Warns when the x-of-y names say shards are missing (a partial copy changes the dataset); ValueError for two
+  shard counts in one split (two conversions into one folder would double the data)."""
   pattern = _OFFICIAL_NAME if layout == OFFICIAL else _TFDS_NAME
   found = [pattern.match(os.path.basename(p)) for p in paths]
   counts = {int(m.group("count")) for m in found}
+  if len(counts) > 1:
+    raise ValueError("%s: the %s shards come in %d counts (%s): expected one set of shards per split" %
+                     (os.path.dirname(paths[0]), os.path.basename(paths[0]).split("-0")[0], len(counts), ", ".join(
+                         "-of-%05d" % c for c in sorted(counts))))
   numbers = {int(m.group("shard")) for m in found}
   if len(counts) == 1 and len(numbers) < next(iter(counts)):
     missing = sorted(set(range(next(iter(counts)))) - numbers)

@@ -263,6 +263,10 @@ def test_mixed_layouts_are_one_line(tmp_path):
   _write(str(tmp_path / "renamed" / "train-00000-of-00001"), [{"image": _jpeg(0), "label": 0}])
   with pytest.raises(ValueError, match="no record has a 'image/class/label' feature \\(the first has: image, label\\)"):
     open_dataset("auto", str(tmp_path / "renamed"), "train")
+  _official_folder(tmp_path / "counts", [[1]])
+  _official_folder(tmp_path / "counts", [[1], [2]])  # a second conversion into the same folder
+  with pytest.raises(ValueError, match="the train shards come in 2 counts \\(-of-00001, -of-00002\\)"):
+    open_dataset("auto", str(tmp_path / "counts"), "train")
   _official_folder(tmp_path / "two", [[1, 2]])
   _write(str(tmp_path / "two" / "validation-00000-of-00001"), [dict(_official(5, 1), **{"image/class/synset": b"x"})])
   with pytest.raises(ValueError, match="label 1 is .* one label, one class expected"):
@@ -317,3 +321,5 @@ def test_make_tfrecords_round_trip_of_cifar_arrays_and_rerun_skips_finished_shar
   make_tfrecords.convert(str(tmp_path / "cifar"), str(tmp_path / "tfds"), "tfds", num_shards=2, out=io.StringIO())
   assert calls == [("train", i) for i in range(7, 15)]  # only the missing shard is written again
   assert np.array_equal(open_dataset("auto", str(tmp_path / "tfds"), "train").labels, labels)
+  with pytest.raises(make_tfrecords.UsageError, match="already holds train shards of another count"):
+    make_tfrecords.convert(str(tmp_path / "cifar"), str(tmp_path / "tfds"), "tfds", num_shards=3, out=io.StringIO())

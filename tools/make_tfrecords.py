@@ -46,6 +46,15 @@ def shard_names(layout, split, count, name=""):
   return ["%s-%s.tfrecord-%05d-of-%05d" % (name, split, k, count) for k in range(count)]
 
 
+def _listing(output_dir, layout, split, name):
+  """Names of the shards of `split` already in output_dir, whatever their count."""
+  from input import tfrecord  # pylint: disable=g-import-not-at-top
+  found = tfrecord.find_shards(output_dir)
+  if found is None or found.layout != layout or (layout == "tfds" and found.tfds_name != name):
+    return []
+  return [os.path.basename(p) for p in found.splits.get(split, [])]
+
+
 def _encoded(dataset, i):
   """(bytes, format name, height, width, file name) of example i: a file's own bytes, an array as PNG."""
   import cv2  # pylint: disable=g-import-not-at-top
@@ -118,6 +127,10 @@ def write_split(dataset, output_dir, layout, split, num_shards, name, keys, out=
   bounds = [n * k // num_shards for k in range(num_shards + 1)]
   progress = Progress(n, out=out)
   paths = []
+  others = sorted(set(_listing(output_dir, layout, split, name)) - set(names))
+  if others:
+    raise UsageError("%s already holds %s shards of another count (%s): remove them or pass their --num_shards" %
+                     (output_dir, split, others[0]))
   for k, shard in enumerate(names):
     path = os.path.join(output_dir, shard)
     paths.append(path)
