@@ -11,6 +11,9 @@
                 data_dir is itself a .txt list file           test.txt; a .txt data_dir is used as-is
   idx           train-images-idx3-ubyte[.gz], train-labels-   train -> train-*, else t10k-* (input/idx.py)
                 idx1-ubyte[.gz], t10k-* (the MNIST family)
+  tfrecord      train-NNNNN-of-NNNNN, validation-... (official  train -> train shards, else the asked name, then
+                ImageNet) or <name>-<split>.tfrecord-NNNNN-   validation, val, test shards; label_offset: None =
+                of-NNNNN (TFDS); see input/tfrecord.py        the layout's (official -1, tfds 0)
   auto          any of the above, recognised from its files;  data_dir=None -> digits
 
 Every path problem is a ValueError with one line that names the path and what was expected (an OSError while
@@ -23,18 +26,18 @@ import os
 
 import numpy as np
 
-from input import cifar, digits, idx, image_codec, image_folder, image_headers, list_file
+from input import cifar, digits, idx, image_codec, image_folder, image_headers, list_file, tfrecord
 from input.dataset_base import FileDataset, unreadable
 from input.messages import quote
 from input.errors import DataError
 
-DATASET_NAMES = ("digits", "auto", "cifar10", "cifar100", "imagefolder", "list", "idx")
+DATASET_NAMES = ("digits", "auto", "cifar10", "cifar100", "imagefolder", "list", "idx", "tfrecord")
 EVAL_SPLIT_NAMES = ("val", "validation", "test")
 PROBE_FILES = 16
 _log = logging.getLogger(__name__)
 _EXPECTED = ("a CIFAR-10/100 python-pickle folder, an MNIST-family IDX folder (train-images-idx3-ubyte[.gz], ...), "
-             "an ImageFolder tree (class sub-folders, or train/ and val/ holding them) or a list file (train.txt / "
-             "val.txt of 'path label' lines)")
+             "an ImageFolder tree (class sub-folders, or train/ and val/ holding them), a list file (train.txt / "
+             "val.txt of 'path label' lines) or TFRecord shards (official ImageNet or TFDS names)")
 
 
 def _split_candidates(split):
@@ -82,7 +85,7 @@ def _list_file(data_dir, split):
 
 
 def detect(data_dir):
-  """The reader name for what `data_dir` holds: "cifar10", "cifar100", "idx", "list" or "imagefolder"."""
+  """The reader name for what `data_dir` holds: "cifar10", "cifar100", "idx", "list", "tfrecord" or "imagefolder"."""
   _check_dir(data_dir)
   if os.path.isfile(data_dir):
     if data_dir.lower().endswith(".txt"):
@@ -96,10 +99,13 @@ def detect(data_dir):
     return "idx"
   if any(os.path.isfile(os.path.join(data_dir, s + ".txt")) for s in ["train"] + list(EVAL_SPLIT_NAMES)):
     return "list"
+  if tfrecord.is_tfrecord_dir(data_dir):
+    return "tfrecord"
   roots = [data_dir] + [os.path.join(data_dir, s) for s in ["train"] + list(EVAL_SPLIT_NAMES)]
   if any(image_folder.class_folders(r) for r in roots):
     return "imagefolder"
-  raise DataError("%s holds neither CIFAR pickles, list files nor class folders: expected %s" % (data_dir, _EXPECTED))
+  raise DataError("%s holds neither CIFAR pickles, IDX files, list files, TFRecord shards nor class folders: "
+                  "expected %s" % (data_dir, _EXPECTED))
 
 
 def probe_files(dataset, count=PROBE_FILES):
@@ -135,11 +141,16 @@ def _check_classes(dataset):
                  dataset.num_classes, ", ".join(quote(n) for n in empty[:5]), ", ..." if len(empty) > 5 else "")
 
 
-def _open(name, data_dir, split):
+def _open(name, data_dir, split, label_offset):
   if name == "auto":
     name = detect(data_dir)
   else:
     _check_dir(data_dir)
+  if name == "tfrecord":
+    return tfrecord.load_tfrecords(data_dir, split, label_offset)
+  if label_offset not in (None, 0):
+    raise DataError("label_offset %r applies to TFRecord shards only, %s is read as %s (labels 0-based)" %
+                    (label_offset, data_dir, name))
   if name == "cifar10":
     return cifar.load_cifar10(data_dir, split)
   if name == "cifar100":
@@ -151,8 +162,11 @@ def _open(name, data_dir, split):
   return _image_folder(data_dir, split)
 
 
-def open_dataset(name="auto", data_dir=None, split="train"):
+def open_dataset(name="auto", data_dir=None, split="train", label_offset=None):
   """Opens a dataset (see the module table) and returns a dataset_base.Dataset.
+
+  label_offset: added to the raw labels of TFRecord shards (None = the layout's); other datasets accept only
+  None or 0.
 
   Raises ValueError with one line naming the path (or name) and what was expected; its subclass
   UnreadableDatasetError when a dataset of image files has nothing that looks like an image.
@@ -161,9 +175,12 @@ def open_dataset(name="auto", data_dir=None, split="train"):
   if name not in DATASET_NAMES:
     raise DataError("unknown dataset %r: expected one of %s" % (name, ", ".join(DATASET_NAMES)))
   if name == "digits" or (name == "auto" and data_dir is None):
+    if label_offset not in (None, 0):
+      raise DataError("label_offset %r applies to TFRecord shards only, the embedded digits' labels are 0-based" %
+                      (label_offset,))
     return digits.load_digits(split)
   try:
-    dataset = _open(name, data_dir, split)
+    dataset = _open(name, data_dir, split, label_offset)
     if isinstance(dataset, FileDataset):
       probe_files(dataset)
   except OSError as e:  # e.g. a folder or list without read permission

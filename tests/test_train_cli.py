@@ -54,6 +54,7 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, args, expected):
     (["--loss_scale=banana"], "--loss_scale=banana"),
     (["--rank=2", "--num_ranks=2"], "outside"),
     (["--randaugment=rand-m9-x"], "--randaugment=rand-m9-x: unknown part 'x'; expected rand-m<magnitude"),
+    (["--label_offset=-1"], "label_offset -1 applies to TFRecord shards only"),
     (["--mixup=-0.5"], "--mixup=-0.5: a Beta alpha must be > 0 (or 0 for off)"),
     (["--dataset=idx", "--data_dir=/no/such/mnist"], "/no/such/mnist does not exist"),
 ])

@@ -1,6 +1,7 @@
 """Whole runs of launch.train on a tiny model: what a run writes, resume, finished runs, adapted defaults, the NaN
 guard, evaluation and the debugging emulation."""
 import glob
+import io
 import json
 import os
 
@@ -219,3 +220,29 @@ def test_the_data_dump_probe_runs_a_model_with_stochastic_depth(tmp_path):
                         "--data_dump_flag", "--data_dump_step=2", "--mode=train")
   assert summary["steps"] == 4
   assert os.path.exists(os.path.join(d, "data_dump", "step_2", "logits.npy"))
+
+
+def _final_weights(model_dir):
+  reader = tf.train.NewCheckpointReader(tf.train.latest_checkpoint(model_dir))
+  return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map() if not n.startswith("global_step")}
+
+
+@pytest.mark.parametrize("layout", ["official", "tfds"])
+def test_a_folder_and_its_tfrecords_train_the_same_weights(tmp_path, layout):
+  from tools import make_tfrecords  # pylint: disable=g-import-not-at-top
+  folder = _image_folder(tmp_path / "images", classes=3, per_class=12, val_per_class=3)
+  make_tfrecords.convert(folder, str(tmp_path / "records"), layout, splits=["train", "validation"], num_shards=2,
+                         out=io.StringIO())
+  args = [
+      "--train_steps=6", "--iterations_per_loop=3", "--train_batch_size=8", "--eval_batch_size=9",
+      "--augment=inception", "--workers=1"
+  ]
+  run_trainer(str(tmp_path / "from_folder"), "--data_dir=%s" % folder, *args)
+  run_trainer(str(tmp_path / "from_records"), "--data_dir=%s" % (tmp_path / "records"), *args)
+  a, b = _final_weights(str(tmp_path / "from_folder")), _final_weights(str(tmp_path / "from_records"))
+  assert sorted(a) == sorted(b) and len(a) > 10
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+  _, folder_evals, _ = read_log(str(tmp_path / "from_folder"))
+  _, record_evals, _ = read_log(str(tmp_path / "from_records"))
+  assert folder_evals == record_evals and folder_evals  # the same 9 validation images, the same accuracy
