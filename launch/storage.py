@@ -82,8 +82,9 @@ def check_writable(folder):
     os.remove(probe)
   except OSError as e:
     reason = REASONS.get(e.errno, e.strerror or str(e))
-    raise errors.UsageError("--model_dir=%s is not writable (%s): the run would lose its checkpoints; make it "
-                            "writable or choose another --model_dir" % (os.path.abspath(folder), reason))
+    raise errors.UsageError("--model_dir=%s cannot be written now (%s): the run would lose its checkpoints; free "
+                            "space or make it writable, or choose another --model_dir" %
+                            (os.path.abspath(folder), reason))
 
 
 class FolderWatch(object):
