@@ -43,6 +43,12 @@ def storage_errno(error):
   return None
 
 
+def reason(error):
+  """What a storage failure means in a few words, e.g. "the disk is full (ENOSPC)"; None for another error."""
+  number = storage_errno(error)
+  return None if number is None else "%s (%s)" % (REASONS[number], errno.errorcode[number])
+
+
 def failure(error, what, folder, intact=None):
   """The StorageFailed for `error` (see storage_errno) met while writing `what` into `folder`, or None when
   `error` is not a storage failure. `intact`: the last good checkpoint to name in the line ("" when there is none

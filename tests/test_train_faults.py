@@ -1,5 +1,5 @@
 """Storage faults: a full disk while writing (one line, exit 1, the previous checkpoint restores, the same command
-resumes once space is freed), damaged checkpoints (the newest usable one is resumed, the broken ones named; none
+resumes once space is freed; an export leaves nothing), damaged checkpoints (the newest usable one is resumed, the broken ones named; none
 usable: one line, exit 2, nothing deleted), a read-only run folder at start and one that vanishes mid-run."""
 import glob
 import os
@@ -16,6 +16,7 @@ from launch import errors
 from launch import metrics
 from launch import monitors
 from launch import storage
+from tests import tool_helpers
 from tests.train_helpers import TINY_ARGS, log_text, read_metrics, run_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,3 +224,15 @@ def test_a_run_folder_deleted_mid_run_stops_the_run_with_one_line(tmp_path):
   assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
   (line,) = _error_lines(err)
   assert d in line and ("vanished at step" in line or "the folder no longer exists" in line)
+
+
+def test_a_full_disk_under_an_export_is_one_line_and_leaves_nothing(small_disk, tmp_path):
+  run = tool_helpers.write_run(str(tmp_path / "run"), tool_helpers.tiny_params())
+  _fill(small_disk, leave=8 * 1024)
+  out = os.path.join(small_disk, "vit")
+  done = tool_helpers.run_tool("tools.export", "--model_dir=%s" % run, "--format=saved_model", "--out=%s" % out)
+  assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  (line,) = tool_helpers.error_lines(done.stderr)
+  assert line == ("error: cannot write the saved_model export vit to %s: the disk is full (ENOSPC); nothing was "
+                  "written at %s" % (small_disk, out))
+  assert os.listdir(small_disk) == ["filler"]  # the temporary folder is gone too
