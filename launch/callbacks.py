@@ -20,6 +20,7 @@ from launch import debugging
 from launch import errors
 from launch import evaluation
 from launch import metrics
+from launch import storage
 
 LoopResult = collections.namedtuple("LoopResult", ["index", "first_step", "step", "steps", "seconds", "values"])
 LoopResult.__doc__ = """One sess.run of the training op.
@@ -256,6 +257,20 @@ class CheckpointSaver(Callback):
       run.graph.checkpoints.save(run.sess, run.step)
 
 
+class StorageGuard(Callback):
+  """After every loop (rank 0): stops the run (launch.storage.StorageFailed, one line) when the run folder vanished
+  or train.log could not be written; the files a run keeps open would otherwise go on being written into nothing,
+  or not at all, for the rest of the run. Comes before the checkpoint saver, which then writes nothing."""
+  rank0_only = True
+
+  def __init__(self, model_dir):
+    self.watch = storage.FolderWatch(model_dir)
+
+  def after_loop(self, run, loop):
+    self.watch.check(run.step, run.graph.checkpoints.last_saved_path)
+    run.monitors.check()
+
+
 class Profiler(Callback):
   """CPU/GPU --profiling: Chrome traces of `count` loops, the first ones after the timing warm-up (or the last loops
   of a run too short for that; never the first loop, which builds the graph)."""
@@ -361,6 +376,7 @@ def make_callbacks(plan):
   steps_per_epoch = plan.schedule.steps_per_epoch
   if evaluating:
     callbacks.append(Evaluator(Trigger(plan.loop.eval_every_loops, steps_per_epoch)))
+  callbacks.append(StorageGuard(plan.model_dir))
   callbacks.append(CheckpointSaver(Trigger(plan.loop.save_every_loops, steps_per_epoch)))
   return callbacks
 

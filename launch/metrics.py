@@ -79,6 +79,7 @@ def _plain(value):
 
 class JsonlWriter(object):
   """Appends records to a metrics.jsonl file, one flushed line each (a killed run loses at most one line)."""
+  what = METRICS_FILE
 
   def __init__(self, path):
     directory = os.path.dirname(path)

@@ -1,18 +1,24 @@
 """Where a run's records go: the console and train.log (text lines), metrics.jsonl, and TensorBoard.
 
 Every record (launch/metrics.py) is put once to `Monitors`, which hands it to each writer, so the console, the
-JSON file that tools read and TensorBoard always show the same numbers (tensorpack's monitors).
+JSON file that tools read and TensorBoard always show the same numbers (tensorpack's monitors). A file that cannot be
+written (a full disk, a read-only or vanished folder) stops the run with one launch.storage.StorageFailed line; the
+console goes on showing every record.
 """
 import logging as py_logging
 import logging.handlers  # pylint: disable=unused-import
 import math
 import os
+import socket
+import sys
+import time
 
 from absl import logging
 import tensorflow.compat.v1 as tf
 
 from launch import log_format
 from launch import metrics
+from launch import storage
 
 LOG_FILE = "train.log"
 # Loggers whose records reach the console and train.log besides absl's: the input pipeline's warnings.
@@ -67,7 +73,7 @@ class RunLog(object):
     directory = os.path.dirname(self.path)
     if directory and not os.path.isdir(directory):
       os.makedirs(directory)
-    self._file = py_logging.FileHandler(self.path)
+    self._file = _FileHandler(self.path)
     self._file.setFormatter(logging.PythonFormatter())
     self._buffer.setTarget(self._file)
     self._buffer.flush()
@@ -85,7 +91,32 @@ class RunLog(object):
     self._buffer.setTarget(None)
     self._buffer.close()
     if self._file is not None:
-      self._file.close()
+      try:
+        self._file.close()
+      except OSError:  # the write that failed was reported already (failure)
+        pass
+
+  @property
+  def failure(self):
+    """The OSError that stopped train.log being written, or None."""
+    return self._file.failure if self._file is not None else None
+
+
+class _FileHandler(py_logging.FileHandler):
+  """train.log: after a write fails (a full disk) it keeps the error in `failure` and writes nothing more, instead
+  of printing logging's own traceback for every later record; the run reads `failure` after every loop."""
+  failure = None
+
+  def emit(self, record):
+    if self.failure is None:
+      super(_FileHandler, self).emit(record)
+
+  def handleError(self, record):
+    error = sys.exc_info()[1]
+    if isinstance(error, OSError):
+      self.failure = error
+    else:
+      super(_FileHandler, self).handleError(record)
 
 
 def _stderr_handler():
@@ -96,6 +127,7 @@ def _stderr_handler():
 
 class ConsoleMonitor(object):
   """Writes each record as its text line through absl logging (so to the console and train.log)."""
+  what = "the console"
 
   def write(self, record):
     kind = record["event"]
@@ -112,16 +144,43 @@ class ConsoleMonitor(object):
     pass
 
 
+class EventFile(object):
+  """A TensorBoard event file written in the calling thread, one flushed record per event (tf.summary.FileWriter
+  writes from a thread of its own, which on a full disk loses events silently on TF 1.15 and dies with a
+  traceback on TF 2.x; a TFRecord file of Event protos is all TensorBoard reads)."""
+
+  def __init__(self, log_dir, graph=None):
+    name = "events.out.tfevents.%010d.%s" % (int(time.time()), socket.gethostname())
+    self.path = os.path.join(log_dir, name)
+    self._records = tf.io.TFRecordWriter(self.path)
+    self.add_event(tf.Event(file_version="brain.Event:2"))
+    if graph is not None:
+      self.add_event(tf.Event(graph_def=graph.as_graph_def(add_shapes=True).SerializeToString()))
+
+  def add_event(self, event):
+    if not event.wall_time:
+      event.wall_time = time.time()
+    self._records.write(event.SerializeToString())
+    self._records.flush()
+
+  def add_summary(self, summary, step):
+    self.add_event(tf.Event(step=int(step), summary=summary))
+
+  def close(self):
+    self._records.close()
+
+
 class TensorBoardMonitor(object):
   """Scalars of train and eval records, and the run's flags as text (no summary ops in the graph, so nothing runs
   inside the training loop)."""
+  what = "TensorBoard events"
   SCALARS = {
       "train": ("loss", "lr", "img_per_sec", "loss_scale", "skipped"),
       "eval": ("top1", "top5", "ema_top1", "ema_top5"),
   }
 
   def __init__(self, log_dir, graph=None):
-    self.writer = tf.summary.FileWriter(log_dir, graph)
+    self.writer = EventFile(log_dir, graph)
 
   def write(self, record):
     names = self.SCALARS.get(record["event"], ())
@@ -142,31 +201,70 @@ class TensorBoardMonitor(object):
     self.writer.add_summary(tf.Summary(value=[value]), step)
 
   def close(self):
-    self.writer.flush()
     self.writer.close()
 
 
 class Monitors(object):
-  """Puts each record to every writer; `rank0` writers (files shared by the run) only exist on rank 0."""
+  """Puts each record to every writer; `rank0` writers (files shared by the run) only exist on rank 0.
 
-  def __init__(self, writers):
+  A writer whose file cannot be written is dropped and the put raises launch.storage.StorageFailed naming it (the
+  console has the record already: it comes first); so does `check` once the run's train.log failed.
+
+  Attributes:
+    writers: the writers still writing (each with `what` it writes, `write(record)` and `close()`).
+    model_dir: the run folder, named in the error line.
+    run_log: the RunLog writing train.log (None when this process writes none).
+  """
+
+  def __init__(self, writers, model_dir=".", run_log=None):
     self.writers = list(writers)
+    self.model_dir, self.run_log = model_dir, run_log
+    self._log_reported = False
 
   def put(self, record):
-    for writer in self.writers:
-      writer.write(record)
+    for writer in list(self.writers):
+      try:
+        writer.write(record)
+      except (OSError, tf.errors.OpError) as e:
+        self._drop(writer, e)
+    self.check()
+
+  def check(self):
+    """Raises StorageFailed once when train.log could not be written."""
+    error = self.run_log.failure if self.run_log is not None else None
+    if error is not None and not self._log_reported:
+      self._log_reported = True
+      raise storage.failure(error, LOG_FILE, self.model_dir) or error
+
+  def _drop(self, writer, error):
+    self.writers.remove(writer)
+    try:
+      writer.close()
+    except (OSError, tf.errors.OpError):
+      pass
+    failed = storage.failure(error, writer.what, self.model_dir)
+    if failed is None:
+      raise error
+    raise failed from None
 
   def close(self):
+    """Closes every writer; a failure here is only logged, so that it never hides the error that ends a run."""
     for writer in self.writers:
-      writer.close()
+      try:
+        writer.close()
+      except (OSError, tf.errors.OpError) as e:
+        logging.warning("could not close %s in %s: %s", writer.what, self.model_dir, e)
 
 
-def make_monitors(model_dir, graph, rank):
+def make_monitors(model_dir, graph, rank, run_log=None):
   """Console on every rank; metrics.jsonl and TensorBoard from rank 0 only."""
   writers = [ConsoleMonitor()]
   if rank == 0:
-    writers += [
-        metrics.JsonlWriter(os.path.join(model_dir, metrics.METRICS_FILE)),
-        TensorBoardMonitor(model_dir, graph)
-    ]
-  return Monitors(writers)
+    try:
+      writers += [
+          metrics.JsonlWriter(os.path.join(model_dir, metrics.METRICS_FILE)),
+          TensorBoardMonitor(model_dir, graph)
+      ]
+    except (OSError, tf.errors.OpError) as e:
+      raise storage.failure(e, "metrics.jsonl and TensorBoard events", model_dir) or e
+  return Monitors(writers, model_dir, run_log)

@@ -11,6 +11,7 @@ import tensorflow.compat.v1 as tf
 
 from input import datasets
 from input import sampling
+from launch import checkpoints
 from launch import device as device_lib
 from launch import distributed
 from launch.flags import (DEFAULT_LR_WARMUP_EPOCHS, DEFAULT_NUM_EPOCHS, REDUCED_PRECISION_MODES, FlagError,
@@ -256,7 +257,7 @@ def make_plan(f):
 
   compute_dtype = device_lib.compute_dtype(device, precision_mode)
   ls_mode, ls_init = _loss_scale(f, device, precision_mode, compute_dtype)
-  if f.mode == "eval" and not f.init_checkpoint and not tf.train.latest_checkpoint(f.model_dir):
+  if f.mode == "eval" and not f.init_checkpoint and not checkpoints.checkpoint_prefixes(f.model_dir):
     raise FlagError("--mode=eval needs a checkpoint: none in --model_dir=%s and no --init_checkpoint" % f.model_dir)
   if f.init_checkpoint and not _checkpoint_exists(f.init_checkpoint):
     raise FlagError("--init_checkpoint=%s does not exist; give an official .npz or a checkpoint prefix/folder" %

@@ -53,10 +53,17 @@ def write_class_names(model_dir, class_names):
 
 
 def _write_atomic(path, text):
+  """Writes `path` under a temporary name, then renames it: a full disk leaves the previous file, never half a
+  file (nor the temporary one)."""
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except OSError:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def read_flags(model_dir):

@@ -40,9 +40,10 @@ from launch import monitors as monitors_lib
 from launch import npu
 from launch import run_lock
 from launch import run_record
+from launch import storage
 from launch import train_graph
 from launch import watchdog
-from launch.checkpoints import Checkpoints, step_of_checkpoint
+from launch.checkpoints import Checkpoints, checkpoint_prefixes, newest_readable, step_of_checkpoint
 from launch.flags import FlagError
 from launch.plan import make_plan
 from launch.plan import to_json as to_plan_json
@@ -74,9 +75,10 @@ Attributes:
 """
 
 
-def build_graph(plan, start_step, restoring, parallel):
+def build_graph(plan, restoring, parallel):
   """Builds every op of the run in the default graph from the plan alone; returns a TrainGraph. Every rank builds
-  the same graph in the same order, so their collectives pair up."""
+  the same graph in the same order, so their collectives pair up. The training pipeline starts at batch 0 until
+  the restore says where the run is (its generator reads start_batch when the iterator starts)."""
   tf.set_random_seed(plan.seed)
   model_fn = train_graph.make_model_fn(plan)
   train_graph.create_model_variables(plan, model_fn)  # first: initial values never depend on later ops
@@ -95,7 +97,7 @@ def build_graph(plan, start_step, restoring, parallel):
     # train_batch_size x accum_steps, so accumulation changes memory, not what is learned.
     train_pipe = InputPipeline(data.train_ds, plan.model.image_size, data.train_batch_size * data.accum_steps, True,
                                workers=data.workers, seed=data.seed, rank=plan.dist.rank, num_ranks=plan.dist.num_ranks,
-                               start_batch=start_step, **input_options(plan))
+                               **input_options(plan))
     pipelines.append(train_pipe)
     train_iterator = tf.data.make_initializable_iterator(train_pipe.tf_dataset())
     hooks = [hook for c in callbacks for hook in c.step_hooks(plan)]
@@ -136,13 +138,14 @@ def input_options(plan):
   }
 
 
-def train(plan):
+def train(plan, run_log=None):
   """Builds the graph, restores or initialises, runs the loop (or one evaluation); returns the summary record.
 
   With several ranks every rank restores the same checkpoint (or initialises), then takes rank 0's variables, and
-  checks that all ranks run the same plan from the same step before the first training collective."""
-  latest = tf.train.latest_checkpoint(plan.model_dir)
-  start_step = step_of_checkpoint(latest)
+  checks that all ranks run the same plan from the same step before the first training collective. A folder that
+  holds checkpoints is never trained afresh: the newest one that restores is used, or the run stops
+  (checkpoints.NoUsableCheckpoint). run_log: the RunLog writing train.log, whose failures stop the run."""
+  candidates = checkpoint_prefixes(plan.model_dir)
   engine = plan.dist.engine
   parallel = distributed.DataParallel(engine, plan.dist.allreduce_bucket_mb)
   config = engine.configure(device_lib.session_config(plan))
@@ -151,12 +154,12 @@ def train(plan):
   graph = None
   try:
     with tf.device(engine.device):
-      graph = build_graph(plan, start_step, restoring=latest is not None, parallel=parallel)
-    monitors = monitors_lib.make_monitors(plan.model_dir, tf.get_default_graph(), plan.dist.rank)
+      graph = build_graph(plan, restoring=bool(candidates), parallel=parallel)
+    monitors = monitors_lib.make_monitors(plan.model_dir, tf.get_default_graph(), plan.dist.rank, run_log)
     guard = watchdog.RankGuard(engine, plan.model_dir).start()
     try:
       with tf.Session(engine.target, config=config) as sess:
-        restore_or_initialise(sess, graph, plan, latest, start_step)
+        start_step = restore_or_initialise(sess, graph, plan, candidates)
         return train_in_session(sess, plan, graph, monitors, guard, start_step)
     except tf.errors.OpError:
       raise_input_failure(graph)
@@ -169,17 +172,24 @@ def train(plan):
       pipe.close()
 
 
-def restore_or_initialise(sess, graph, plan, latest, start_step):
-  """Initialises every variable, then restores the latest checkpoint of the run, or loads --init_checkpoint."""
+def restore_or_initialise(sess, graph, plan, candidates):
+  """Initialises every variable, then restores the newest usable checkpoint of `candidates` (the run's
+  model.ckpt-* prefixes, newest first), or loads --init_checkpoint; returns the global step the run starts at
+  and points the training pipeline there."""
   sess.run(tf.global_variables_initializer())
-  if latest:
-    graph.checkpoints.restore(sess, latest)
+  start_step = 0
+  if candidates:
+    latest = graph.checkpoints.restore_newest(sess, candidates)
+    start_step = graph.checkpoints.last_saved_step
     logging.info(
         log_format.RESUMED.format(path=latest, step=start_step, epoch=start_step / plan.schedule.steps_per_epoch))
   elif graph.initializer is not None:
     graph.initializer.init_fn(sess)
     for line in graph.initializer.report:
       logging.info("init_checkpoint: %s", line)
+  if graph.train_pipe is not None:
+    graph.train_pipe.start_batch = start_step  # the iterator is started by run_loop, after this
+  return start_step
 
 
 def train_in_session(sess, plan, graph, monitors, guard, start_step):
@@ -418,7 +428,7 @@ def warn_about_changed_flags(model_dir, lines):
 
 def finished_run(model_dir, total_steps):
   """The stored summary of a run in `model_dir` that already reached `total_steps`, or None."""
-  latest = tf.train.latest_checkpoint(model_dir)
+  latest = newest_readable(model_dir)
   step = step_of_checkpoint(latest)
   if not latest or step < total_steps:
     return None
@@ -443,6 +453,7 @@ def run(f):
         lock = run_lock.RunLock(plan.model_dir).acquire()
       except ValueError as e:  # RunLockedError included
         raise FlagError(str(e))
+      storage.check_writable(plan.model_dir)  # before anything is trained: a read-only folder keeps nothing
     if plan.mode != "eval":
       done = finished_run(plan.model_dir, plan.schedule.total_steps)
       if done is not None:
@@ -455,19 +466,33 @@ def run(f):
         return done
     if plan.dist.rank == 0:
       # train.log is rank 0's; the other ranks' lines go to their console (launch.spawn files them as rank_<r>.log).
-      log.start_file()
-      if tf.train.latest_checkpoint(plan.model_dir):
-        warn_about_changed_flags(plan.model_dir, plan.flag_lines)
-      run_record.write_class_names(plan.model_dir, plan.data.class_names)
-      run_record.write_flag_lines(plan.model_dir, plan.flag_lines)
-      run_record.write_plan(plan.model_dir, to_plan_json(plan))
+      write_run_record(plan, log)
     for note in plan.notes:
       (logging.warning if note.startswith("WARNING: ") else logging.info)("plan: %s", note.replace("WARNING: ", ""))
-    return train(plan)
+    return train(plan, log if plan.dist.rank == 0 else None)
   finally:
     log.close()
     if lock is not None:
       lock.release()
+
+
+def write_run_record(plan, log):
+  """Starts train.log and writes the files that describe the run (launch.run_record); a folder that cannot take
+  them stops the run with one line (launch.storage.StorageFailed) before anything is trained."""
+  what = monitors_lib.LOG_FILE
+  try:
+    log.start_file()
+    if checkpoint_prefixes(plan.model_dir):
+      warn_about_changed_flags(plan.model_dir, plan.flag_lines)
+    for what, write, value in ((run_record.CLASS_NAMES_FILE, run_record.write_class_names, plan.data.class_names),
+                               (run_record.FLAGS_FILE, run_record.write_flag_lines,
+                                plan.flag_lines), (run_record.PLAN_FILE, run_record.write_plan, to_plan_json(plan))):
+      write(plan.model_dir, value)
+    what = monitors_lib.LOG_FILE
+    if log.failure is not None:
+      raise log.failure
+  except OSError as e:
+    raise storage.failure(e, what, plan.model_dir) or e
 
 
 def main(argv):

@@ -129,6 +129,19 @@ def test_bad_files_in_eval_are_masked_and_counted(tmp_path):
     assert sum(m.sum() for _, _, m in batches) == 10  # evaluated count excludes the 4 bad files
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_deleted_after_listing_is_skipped_and_counted_like_a_corrupt_one(tmp_path, workers):
+  for i in range(6):
+    write_image(str(tmp_path / "val" / ("c%d" % (i % 2)) / ("%d.png" % i)), noisy(i))
+  ds = open_dataset("imagefolder", str(tmp_path), "val")
+  gone = ds.paths[3]
+  os.remove(gone)  # between listing and reading, as a data set being cleaned up under a running job
+  with InputPipeline(ds, 8, 4, False, workers=workers) as pipe:
+    batches = list(pipe.batches())
+    assert pipe.skipped == 1 and list(pipe.bad_files) == [gone] and "does not exist" in pipe.bad_files[gone]
+    assert sum(m.sum() for _, _, m in batches) == 5  # evaluated count excludes the vanished file
+
+
 def test_tf_dataset_static_shapes_and_values(digits):
   with InputPipeline(digits, (8, 12), 50, True, workers=2, seed=11) as pipe:
     dataset = pipe.tf_dataset()

@@ -77,7 +77,10 @@ def test_resume_continues_step_count_and_loss_curve(tmp_path):
   d = str(tmp_path)
   run_trainer(d, "--train_steps=12", "--iterations_per_loop=4", "--save_every_loops=1", "--mode=train")
   first, _, _ = read_log(d)
-  # Pretend the run died right after the checkpoint of step 8.
+  # Pretend the run died right after the checkpoint of step 8 (the trainer resumes from the files, not from the
+  # state file alone).
+  for path in glob.glob(os.path.join(d, "model.ckpt-12.*")):
+    os.remove(path)
   tf.train.update_checkpoint_state(d, os.path.join(d, "model.ckpt-8"))
   run_trainer(d, "--train_steps=12", "--iterations_per_loop=4", "--save_every_loops=1", "--mode=train")
   both, _, _ = read_log(d)

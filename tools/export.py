@@ -51,8 +51,19 @@ def run(argv):
     raise UsageError("--batch_size must be >= 0 (0: dynamic), got %d" % FLAGS.batch_size)
   source = model_source.from_flags()
   _quiet_tensorflow()
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from launch import storage  # pylint: disable=g-import-not-at-top
   try:
     exporters.export(source, FLAGS.format, FLAGS.out, FLAGS.batch_size, FLAGS.input, FLAGS.precision, FLAGS.opset)
+  except (OSError, tf.errors.OpError) as e:
+    why = storage.reason(e)
+    if why is None:
+      raise
+    # The export was written under a temporary name beside --out (command.atomic_output), removed on failure.
+    sys.stderr.write(
+        "error: cannot write the %s export %s to %s: %s; nothing was written at %s\n" %
+        (FLAGS.format, os.path.basename(FLAGS.out), os.path.dirname(os.path.abspath(FLAGS.out)), why, FLAGS.out))
+    sys.exit(1)
   except RuntimeError as e:
     sys.stderr.write("error: %s\n" % str(e).splitlines()[0])
     sys.exit(1)

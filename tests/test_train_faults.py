@@ -1,0 +1,238 @@
+"""Storage faults: a full disk while writing (one line, exit 1, the previous checkpoint restores, the same command
+resumes once space is freed; an export leaves nothing), damaged checkpoints (the newest usable one is resumed, the broken ones named; none
+usable: one line, exit 2, nothing deleted), a read-only run folder at start and one that vanishes mid-run."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow.compat.v1 as tf
+
+from launch import checkpoints
+from launch import errors
+from launch import metrics
+from launch import monitors
+from launch import storage
+from tests import tool_helpers
+from tests.train_helpers import TINY_ARGS, log_text, read_metrics, run_trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWO_LOOPS = ["--train_steps=8", "--iterations_per_loop=4", "--save_every_loops=1", "--mode=train"]
+# A checkpoint of ~430 KB: bigger than what a run writes to its logs and TensorBoard (~270 KB with the graph).
+WIDE = ["--hidden_size=64", "--mlp_dim=256", "--iterations_per_loop=2", "--mode=train"]
+
+
+def _trainer(model_dir, *args):
+  """Runs launch.train as a process; (exit code, stderr)."""
+  command = [sys.executable, "-m", "launch.train", "--model_dir=%s" % model_dir] + TINY_ARGS + list(args)
+  proc = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+  return proc.returncode, proc.stderr
+
+
+def _error_lines(stderr):
+  return [l for l in stderr.splitlines() if l.startswith("launch.train: error: ")]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 4 MB tmpfs mounted for the test (skipped where mounting is not permitted)."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  done = subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], stderr=subprocess.PIPE, universal_newlines=True)
+  if done.returncode != 0:
+    pytest.skip("cannot mount a tmpfs for the full-disk tests (%s); they need root" % done.stderr.strip())
+  yield str(mount)
+  subprocess.run(["umount", "-l", str(mount)])
+
+
+def _fill(folder, leave):
+  """Fills the file system of `folder` up to `leave` free bytes with one file; returns its path."""
+  path = os.path.join(folder, "filler")
+  fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+  try:
+    while True:
+      os.write(fd, b"\0" * 65536)
+  except OSError:
+    pass
+  os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+  os.close(fd)
+  return path
+
+
+def _resumed_from(model_dir):
+  return read_metrics(model_dir, "run")[-1]["step"]
+
+
+def test_a_full_disk_at_the_checkpoint_is_one_line_and_the_same_command_resumes_once_space_is_freed(small_disk):
+  d = os.path.join(small_disk, "run")
+  run_trainer(d, "--train_steps=4", *WIDE)
+  filler = _fill(small_disk, leave=320 * 1024)  # room for the logs and the event file, not for the checkpoint
+  code, err = _trainer(d, "--train_steps=8", *WIDE)
+  assert code == 1 and "Traceback" not in err, err[-3000:]
+  (line,) = _error_lines(err)
+  assert ("cannot write checkpoint model.ckpt-8 to %s: the disk is full (ENOSPC); the last good checkpoint "
+          "model.ckpt-4 is intact; free space and rerun the same command to resume" % d) in line
+  assert not [n for n in os.listdir(d) if "tempstate" in n or ".tmp" in n or "_temp_" in n]  # no half-written file
+  assert tf.train.latest_checkpoint(d).endswith("model.ckpt-4") and checkpoints.problem(d + "/model.ckpt-4") is None
+  os.remove(filler)
+  summary = run_trainer(d, "--train_steps=8", *WIDE)
+  assert summary["steps"] == 8 and _resumed_from(d) == 4
+
+
+def test_a_full_disk_under_metrics_tensorboard_and_train_log_is_one_error_each_and_no_logging_traceback(
+    small_disk, capfd):
+  log = monitors.RunLog(small_disk)
+  log.start_file()
+  writers = [
+      monitors.ConsoleMonitor(),
+      metrics.JsonlWriter(os.path.join(small_disk, metrics.METRICS_FILE)),
+      monitors.TensorBoardMonitor(small_disk)
+  ]
+  out = monitors.Monitors(writers, small_disk, log)
+  # Larger than a page, so that no write fits in the last page of a file (tmpfs counts whole pages).
+  record = {"event": "run", "step": 0, "text": "x" * 9000, "flags": ["--a=" + "y" * 9000]}
+  out.put(record)
+  _fill(small_disk, leave=0)
+  failed = []
+  for _ in range(3):
+    with pytest.raises(storage.StorageFailed) as e:
+      out.put(record)
+    failed.append(str(e.value))
+  assert [m.split(" to ")[0] for m in failed
+         ] == ["cannot write metrics.jsonl", "cannot write TensorBoard events", "cannot write train.log"]
+  assert all("the disk is full (ENOSPC)" in m and small_disk in m and "\n" not in m for m in failed)
+  out.put(record)  # the console goes on; nothing is raised twice
+  out.close()
+  log.close()
+  assert "Traceback" not in capfd.readouterr().err
+
+
+def _two_checkpoints(tmp_path):
+  d = str(tmp_path / "run")
+  run_trainer(d, *TWO_LOOPS)
+  assert os.path.exists(d + "/model.ckpt-4.index") and os.path.exists(d + "/model.ckpt-8.index")
+  return d
+
+
+def _truncate(prefix):
+  (data,) = glob.glob(prefix + ".data-*")
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 2)
+
+
+def _flip_bytes(prefix):
+  (data,) = glob.glob(prefix + ".data-*")
+  with open(data, "r+b") as f:
+    f.seek(os.path.getsize(data) // 2)
+    chunk = f.read(64)
+    f.seek(-len(chunk), 1)
+    f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def _other_model_as_step_20(tmp_path, d):
+  other = str(tmp_path / "other")
+  run_trainer(other, "--hidden_size=24", "--train_steps=4", "--iterations_per_loop=4", "--mode=train")
+  for path in glob.glob(other + "/model.ckpt-4.*"):
+    shutil.copy(path, d + "/model.ckpt-20" + path[len(other + "/model.ckpt-4"):])
+
+
+@pytest.mark.parametrize("damage,broken,reason,resumed", [
+    ("truncated data", "model.ckpt-8", "its .data is truncated", 4),
+    ("missing index", "model.ckpt-8", "its .index file is missing", 4),
+    ("flipped bytes", "model.ckpt-8", "its data is damaged", 4),
+    ("garbage state file", None, None, 8),
+    ("another model", "model.ckpt-20", "it is a checkpoint of another model", 8),
+])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_usable_one_naming_it(tmp_path, damage, broken, reason,
+                                                                                   resumed):
+  d = _two_checkpoints(tmp_path)
+  if damage == "truncated data":
+    _truncate(d + "/model.ckpt-8")
+  elif damage == "missing index":
+    os.remove(d + "/model.ckpt-8.index")
+  elif damage == "flipped bytes":
+    _flip_bytes(d + "/model.ckpt-8")
+  elif damage == "garbage state file":
+    with open(d + "/checkpoint", "w") as f:
+      f.write("\x00garbage {{{\n")
+    assert tf.train.latest_checkpoint(d) is None  # what TF alone would make of it: a fresh start
+  else:
+    _other_model_as_step_20(tmp_path, d)
+  summary = run_trainer(d, "--train_steps=12", "--iterations_per_loop=4", "--save_every_loops=1", "--mode=train")
+  assert summary["steps"] == 12 and _resumed_from(d) == resumed
+  warned = [l for l in log_text(d).splitlines() if "cannot be resumed from" in l]
+  if broken is None:
+    assert warned == []
+  else:
+    (line,) = warned
+    assert "%s/%s cannot be resumed from: %s" % (d, broken, reason) in line
+
+
+def test_no_usable_checkpoint_stops_with_one_line_exit_2_and_deletes_nothing(tmp_path):
+  d = _two_checkpoints(tmp_path)
+  _truncate(d + "/model.ckpt-8")
+  os.remove(d + "/model.ckpt-4.index")
+  kept = {p: os.path.getsize(p) for p in glob.glob(d + "/model.ckpt-*")}
+  code, err = _trainer(d, *TWO_LOOPS[1:] + ["--train_steps=12"])
+  assert code == 2 and "Traceback" not in err, err[-3000:]
+  (line,) = _error_lines(err)
+  assert "--model_dir=%s holds checkpoints but none can be resumed from" % d in line
+  assert "model.ckpt-8: its .data is truncated" in line and "model.ckpt-4: its .index file is missing" in line
+  assert "nothing was deleted" in line
+  assert {p: os.path.getsize(p) for p in glob.glob(d + "/model.ckpt-*")} == kept
+  assert [r["step"] for r in read_metrics(d, "train")] == [4, 8]  # nothing was trained from scratch
+
+
+def test_a_read_only_run_folder_is_refused_before_training_naming_it(small_disk):
+  d = os.path.join(small_disk, "run")
+  run_trainer(d, "--train_steps=4", "--iterations_per_loop=4", "--mode=train")
+  before = {p: os.path.getsize(p) for p in glob.glob(d + "/*")}
+  subprocess.run(["mount", "-o", "remount,ro", small_disk], check=True)
+  try:
+    with pytest.raises(errors.UsageError) as e:
+      run_trainer(d, "--train_steps=8", "--iterations_per_loop=4", "--mode=train")
+    assert str(e.value).startswith("--model_dir=%s is not writable" % d)
+    # The check after the lock, which creates a file: permission bits and os.access can be wrong (NFS, ACLs).
+    with pytest.raises(errors.UsageError) as e:
+      storage.check_writable(d)
+    assert "--model_dir=%s cannot be written now (the file system is read-only)" % d in str(e.value)
+  finally:
+    subprocess.run(["mount", "-o", "remount,rw", small_disk], check=True)
+  assert {p: os.path.getsize(p) for p in glob.glob(d + "/*")} == before
+
+
+def test_a_run_folder_deleted_mid_run_stops_the_run_with_one_line(tmp_path):
+  d = str(tmp_path / "run")
+  command = [sys.executable, "-m", "launch.train", "--model_dir=%s" % d
+            ] + TINY_ARGS + ["--train_steps=100000", "--iterations_per_loop=5", "--save_every_loops=4", "--mode=train"]
+  proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  try:
+    deadline = time.time() + 120
+    while not glob.glob(d + "/model.ckpt-*.index") and time.time() < deadline and proc.poll() is None:
+      time.sleep(0.1)
+    shutil.rmtree(d)
+    err = proc.communicate(timeout=120)[1]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+  (line,) = _error_lines(err)
+  assert d in line and ("vanished at step" in line or "the folder no longer exists" in line)
+
+
+def test_a_full_disk_under_an_export_is_one_line_and_leaves_nothing(small_disk, tmp_path):
+  run = tool_helpers.write_run(str(tmp_path / "run"), tool_helpers.tiny_params())
+  _fill(small_disk, leave=8 * 1024)
+  out = os.path.join(small_disk, "vit")
+  done = tool_helpers.run_tool("tools.export", "--model_dir=%s" % run, "--format=saved_model", "--out=%s" % out)
+  assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  (line,) = tool_helpers.error_lines(done.stderr)
+  assert line == ("error: cannot write the saved_model export vit to %s: the disk is full (ENOSPC); nothing was "
+                  "written at %s" % (small_disk, out))
+  assert os.listdir(small_disk) == ["filler"]  # the temporary folder is gone too
