@@ -61,22 +61,33 @@ def timed_line(what):
   return "timed: %s" % what
 
 
-def table_header(columns):
-  """The two header lines of a Markdown table with these column titles."""
-  return ["| %s |" % " | ".join(columns), "|%s" % ("---|" * len(columns))]
+class Table(object):
+  """A Markdown table printed as it is measured: the header first, then each row as soon as its numbers are known
+  (a long benchmark shows its rows one by one, and an interrupted one keeps what it printed).
 
+  Attributes:
+    columns: (title, format) of each column, e.g. ("img/s", "%.0f").
+    out: the stream written to (None: sys.stdout at the time of each write).
+  """
 
-def table_row(cells):
-  """One Markdown table row of already formatted cells."""
-  return "| %s |" % " | ".join(str(c) for c in cells)
+  def __init__(self, columns, out=None):
+    self.columns = list(columns)
+    self.out = out
 
+  def header(self):
+    titles = [title for title, _ in self.columns]
+    self._write(["| %s |" % " | ".join(titles), "|%s" % ("---|" * len(titles))])
 
-def print_lines(lines, out=None):
-  """Prints lines and flushes at once, so that a long benchmark shows each row as it is measured."""
-  out = out or sys.stdout
-  for line in lines:
-    out.write(line + "\n")
-  out.flush()
+  def row(self, *values):
+    if len(values) != len(self.columns):
+      raise ValueError("a row of %d values for %d columns" % (len(values), len(self.columns)))
+    self._write(["| %s |" % " | ".join(fmt % value for (_, fmt), value in zip(self.columns, values))])
+
+  def _write(self, lines):
+    out = self.out or sys.stdout
+    for line in lines:
+      out.write(line + "\n")
+    out.flush()
 
 
 def peak_rss_mb():
