@@ -3,9 +3,10 @@
   python tools/bench_peer.py --image_size 224 --batch_size 8 [--bf16] [--steps 8]
 
 Run it with a Python that has torch and timm (a throwaway venv outside the project: the project does not depend on
-them, and no test runs this). Same step as ours: timm's ViT-B/16 (random init, 1000 classes), cross entropy, backward,
-global-norm clipping to 1.0, Adam; --bf16 runs forward and loss under torch.autocast("cpu", torch.bfloat16). Prints
-the median and best img/s of the timed steps, a square matmul's GFLOP/s timed after each step, and the peak RSS.
+them; the tests run only its command line). Same step as ours: timm's ViT-B/16 (random init, 1000 classes), cross
+entropy, backward, global-norm clipping to 1.0, Adam; --bf16 runs forward and loss under torch.autocast("cpu",
+torch.bfloat16). Prints the median and best img/s of the timed steps, a square matmul's GFLOP/s timed after each
+step, and the peak RSS.
 
 The one command of tools/ on argparse, not absl + tools.command: it runs as a script (not `-m tools...`) under that
 other Python, which has neither absl (timm and torch do not depend on it) nor this project on its path. Its flags
