@@ -7,8 +7,8 @@ For every N in --workers: our pipeline with N worker processes read through tf_d
 tf.data pipeline (tf.io.read_file, tf.image.decode_jpeg, sample_distorted_bounding_box with the same area/aspect
 ranges, bilinear resize, random flip, batch) with num_parallel_calls=N and its thread pools limited to N; both sessions
 use intra/inter-op threads = N. The first --warmup_batches batches are never timed; each pipeline is built, timed and
-torn down --rounds times in ABBA order, so that load from other jobs hits both alike. Prints img/s (wall), img per CPU-second
-(this process plus our workers: the per-core efficiency, robust to a busy machine) and the ratios.
+torn down --rounds times in ABBA order, so that load from other jobs hits both alike. Prints img/s (wall), img per
+CPU-second (this process plus our workers: the per-core efficiency, robust to a busy machine) and the ratios.
 """
 import os
 import time
