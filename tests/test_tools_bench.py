@@ -73,3 +73,18 @@ def test_bench_e2e_runs_the_trainer_and_the_compute_benchmark(tmp_path):
   assert _number(r"gap \(input \+ loop overhead\): +(-?[0-9.]+) %",
                  out) == pytest.approx(100 * (1 - e2e / compute), abs=0.1)
   assert os.path.isfile(str(tmp_path / "out" / "model_dir" / "metrics.jsonl"))
+
+
+def test_bench_distributed_starts_its_ranks_and_reports_both(tmp_path):
+  # The command re-invokes itself with --worker for each rank: 1 rank alone, then 2 ranks of the collective engine.
+  out = _run("tools.bench_distributed", "--models=tiny", "--batch_sizes=2", "--image_size=16", "--iterations=1",
+             "--repeats=1", "--allreduce_buckets=0,4", "--engines=collective", "--timeout=300")
+  (row,) = [line for line in out.splitlines() if line.startswith("| tiny |")]
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  one, two = float(cells[4]), float(cells[5])
+  assert cells[2].endswith(" collective") and cells[3] == "2"
+  # efficiency = t(1) / t(2), from the unrounded times: within what the 3-decimal rounding of both allows.
+  low, high = 100 * (one - 5e-4) / (two + 5e-4), 100 * (one + 5e-4) / max(two - 5e-4, 1e-9)
+  assert low - 0.5 <= float(cells[6].rstrip(" %")) <= high + 0.5
+  assert len(cells[10].split(" / ")) == 2  # one all-reduce time per bucket size
+  assert "timed: the trainer's loop" in out and "machine: " in out

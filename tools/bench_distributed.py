@@ -11,21 +11,108 @@ Engines: collective (both stacks), horovod (where installed), launched by launch
 table; the numbers in docs/benchmarks.md come from one run of it.
 
   python -m tools.bench_distributed --models ViT-Ti/16,ViT-B/16 --batch_sizes 8,2 --engines collective,horovod
+  python -m tools.bench_distributed --scaling [--compute_s 0.08]
+
+Each rank is this command again with --worker (and --engine, --model, --batch_size), started by the command itself.
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 
+from absl import flags
 import numpy as np
+
+from tools import bench_common
+from tools import command
+from tools.command import UsageError
 
 _RESULT = "BENCH_RESULT "
 VIT_B16_PARAMS = 86567656  # ViT-B/16 with a 1000-class head (vit_raw.model.count_parameters)
+ENGINES = ("collective", "horovod")
+FLAGS = flags.FLAGS
 
 
-def _worker(args):
+def define_flags():
+  """The command's flags (defined only when it runs as a command: importing it leaves absl's flags alone)."""
+  flags.DEFINE_list("models", ["ViT-Ti/16", "ViT-B/16"], "Model variants to time, comma-separated.")
+  flags.DEFINE_list("batch_sizes", ["8", "2"], "Per-rank batch of each of --models, comma-separated, one per model.")
+  flags.DEFINE_list(
+      "engines", None, "Data-parallel engines of the 2-rank runs, some of %s (default: collective, "
+      "and horovod where it is installed)." % ", ".join(ENGINES))
+  flags.DEFINE_integer("image_size", 224, "Square input image side in pixels.")
+  flags.DEFINE_integer("iterations", 3, "Training steps per sess.run (the in-graph loop).")
+  flags.DEFINE_integer("repeats", 3, "Timed sess.runs of each measurement; the median is reported.")
+  flags.DEFINE_float("bucket_mb", None, "All-reduce bucket size (MB) of the training loop (default: the engine's, "
+                     "as launch.train).")
+  flags.DEFINE_list(
+      "allreduce_buckets", ["0", "1", "4", "16", "64", "100000"], "Bucket sizes (MB) of the "
+      "all-reduce-alone runs, comma-separated; 0 = one collective per tensor.")
+  flags.DEFINE_float("timeout", 1200, "Seconds each set of rank processes may take before they are killed.")
+  flags.DEFINE_bool("scaling", False, "Print the on-paper scaling table of ViT-B/16 (docs/benchmarks.md) and exit.")
+  flags.DEFINE_float("compute_s", 0.08, "--scaling: compute seconds per step per device (default: batch 64 at "
+                     "800 img/s).")
+  flags.DEFINE_float("scaling_bucket_mb", 64.0, "--scaling: all-reduce bucket size (MB).")
+  flags.DEFINE_bool(
+      "worker", False, "Internal: run as one rank of a measurement (the command starts these "
+      "processes itself) and print its result as one JSON line.")
+  flags.DEFINE_enum("engine", "none", ("none",) + ENGINES, "Internal, with --worker: the rank's engine.")
+  flags.DEFINE_string("model", None, "Internal, with --worker: the rank's model variant.")
+  flags.DEFINE_integer("batch_size", None, "Internal, with --worker: the rank's batch.")
+
+
+class Settings(object):
+  """What every rank of every measurement shares, read from the flags once.
+
+  Attributes:
+    image_size: square input side in pixels.
+    iterations: training steps per sess.run.
+    repeats: timed sess.runs per measurement (the median is kept).
+    bucket_mb: the training loop's all-reduce bucket (MB), None for the engine's default.
+    allreduce_buckets: bucket sizes (MB, floats) of the all-reduce-alone runs.
+    timeout: seconds a set of rank processes may take.
+  """
+
+  def __init__(self, image_size, iterations, repeats, bucket_mb, allreduce_buckets, timeout):
+    self.image_size = image_size
+    self.iterations = iterations
+    self.repeats = repeats
+    self.bucket_mb = bucket_mb
+    self.allreduce_buckets = allreduce_buckets
+    self.timeout = timeout
+
+  def worker_flags(self):
+    """The flags that give a rank process the same settings."""
+    command_line = [
+        "--image_size=%d" % self.image_size,
+        "--iterations=%d" % self.iterations,
+        "--repeats=%d" % self.repeats,
+        "--allreduce_buckets=%s" % ",".join(repr(b) for b in self.allreduce_buckets),
+        "--timeout=%r" % self.timeout
+    ]
+    if self.bucket_mb is not None:
+      command_line.append("--bucket_mb=%r" % self.bucket_mb)
+    return command_line
+
+
+def settings_from_flags():
+  for name in ("image_size", "iterations", "repeats"):
+    if FLAGS[name].value < 1:
+      raise UsageError("--%s=%d: must be at least 1" % (name, FLAGS[name].value))
+  try:
+    buckets = [float(b) for b in FLAGS.allreduce_buckets if b.strip()]
+  except ValueError:
+    buckets = []
+  if not buckets or min(buckets) < 0:
+    raise UsageError("--allreduce_buckets=%s: expected comma-separated sizes in MB (0 or more), e.g. 0,4,64" %
+                     ",".join(FLAGS.allreduce_buckets))
+  if FLAGS.bucket_mb is not None and FLAGS.bucket_mb < 0:
+    raise UsageError("--bucket_mb=%g: must not be negative" % FLAGS.bucket_mb)
+  return Settings(FLAGS.image_size, FLAGS.iterations, FLAGS.repeats, FLAGS.bucket_mb, buckets, FLAGS.timeout)
+
+
+def _worker(settings, engine_name, model_name, batch_size):
   """One rank: builds and times everything, prints one JSON line (rank 0)."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   tf.disable_v2_behavior()
@@ -36,54 +123,51 @@ def _worker(args):
   from vit_raw.cpu_config import fast_cpu_config  # pylint: disable=g-import-not-at-top
   from vit_raw.model import count_parameters  # pylint: disable=g-import-not-at-top
 
-  engine = distributed.resolve_engine(args.engine, "cpu")
+  engine = distributed.resolve_engine(engine_name, "cpu")
   config = engine.configure(fast_cpu_config(intra_op_threads=1, inter_op_threads=2))
   if hasattr(engine, "start"):
     engine.start(config)
-  model = get_config(args.model)
-  size, classes = args.image_size, 100
+  model = get_config(model_name)
+  size, classes = settings.image_size, 100
   with tf.device(engine.device):
     tf.set_random_seed(0)
 
-    plan = plan_lib.synthetic_plan(model, size, classes, args.batch_size, iterations=args.iterations)
+    plan = plan_lib.synthetic_plan(model, size, classes, batch_size, iterations=settings.iterations)
     rs = np.random.RandomState(engine.rank)
-    data = tf.data.Dataset.from_tensors(
-        (rs.randint(0, 256, (args.batch_size, size, size, 3)).astype(np.uint8),
-         rs.randint(0, classes, args.batch_size).astype(np.int32), np.ones(args.batch_size, np.float32))).repeat()
+    data = tf.data.Dataset.from_tensors((rs.randint(0, 256, (batch_size, size, size, 3)).astype(np.uint8),
+                                         rs.randint(0, classes,
+                                                    batch_size).astype(np.int32), np.ones(batch_size,
+                                                                                          np.float32))).repeat()
     iterator = tf.data.make_initializable_iterator(data)
-    parallel = distributed.DataParallel(engine, args.bucket_mb)
+    parallel = distributed.DataParallel(engine, settings.bucket_mb)
     loop = train_graph.build_training(plan, train_graph.BatchSource(iterator), parallel).loop
     weights = tf.trainable_variables()
     reduce_loops = {}
     if parallel.active:
-      for bucket in args.allreduce_buckets:
+      for bucket in settings.allreduce_buckets:
         seam = distributed.DataParallel(engine, bucket)
         reduce_loops[bucket] = _allreduce_loop(tf, seam, weights)
   result = {
       "rank": engine.rank,
       "size": engine.size,
       "params": count_parameters(model, classes, size),
-      "kernels": "%s, lean %s" % (plan.model.kernels, ",".join(plan.model.lean_backward) or "none")
+      "kernels": bench_common.kernels_text(plan.model)
   }
   with tf.Session(engine.target, config=config) as sess:
     sess.run([tf.global_variables_initializer(), iterator.initializer])
     sess.run(loop.fetches)  # graph optimisation, first collectives
     times = []
-    for _ in range(args.repeats):
-      start = time.time()
-      sess.run(loop.fetches)
-      times.append((time.time() - start) / args.iterations)
+    for _ in range(settings.repeats):
+      times.append(bench_common.seconds(lambda: sess.run(loop.fetches)) / settings.iterations)
     result["step_s"] = float(np.median(times))
     result["allreduce"] = {}
     for bucket, (count, fetch) in reduce_loops.items():
       row = {}
-      for name, n in (("in_loop_s", args.iterations * 2), ("per_run_s", 1)):
+      for name, n in (("in_loop_s", settings.iterations * 2), ("per_run_s", 1)):
         sess.run(fetch, {count: n})
         runs = []
-        for _ in range(args.repeats):
-          start = time.time()
-          sess.run(fetch, {count: n})
-          runs.append((time.time() - start) / n)
+        for _ in range(settings.repeats):
+          runs.append(bench_common.seconds(lambda: sess.run(fetch, {count: n})) / n)
         row[name] = float(np.median(runs))
       result["allreduce"][str(bucket)] = row
   if engine.rank == 0:
@@ -108,19 +192,15 @@ def _allreduce_loop(tf, seam, weights):
   return count, out
 
 
-def _run_ranks(args, engine, ranks, timeout):
-  """Runs the worker on `ranks` processes with `engine`; returns rank 0's result dict."""
+def _run_ranks(settings, model_name, batch_size, engine, ranks):
+  """Runs the worker of `model_name` at `batch_size` on `ranks` processes with `engine`; returns rank 0's result."""
   from launch import spawn  # pylint: disable=g-import-not-at-top
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  command = [
-      sys.executable, "-m", "tools.bench_distributed", "--worker", "--model", args.model_now, "--batch_size",
-      str(args.batch_now), "--image_size",
-      str(args.image_size), "--iterations",
-      str(args.iterations), "--repeats",
-      str(args.repeats), "--allreduce_buckets", ",".join(str(b) for b in args.allreduce_buckets)
-  ]
-  if args.bucket_mb is not None:
-    command += ["--bucket_mb", str(args.bucket_mb)]
+  command_line = [
+      sys.executable, "-m", "tools.bench_distributed", "--worker",
+      "--model=%s" % model_name,
+      "--batch_size=%d" % batch_size
+  ] + settings.worker_flags()
   env = dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="2")
   for name in ("TF_CONFIG", "RANK_ID", "RANK_SIZE"):
     env.pop(name, None)
@@ -131,25 +211,25 @@ def _run_ranks(args, engine, ranks, timeout):
 
   if ranks == 1:
     procs = [
-        subprocess.Popen(command + ["--engine", "none"], cwd=repo, env=env, stdout=subprocess.PIPE,
+        subprocess.Popen(command_line + ["--engine=none"], cwd=repo, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True, preexec_fn=pin(0))
     ]
   elif engine == "horovod":
     horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
     procs = [
         subprocess.Popen(
-            [horovodrun, "-np", str(ranks), "-H", "localhost:%d" % ranks, "--gloo"] + command + ["--engine", "horovod"],
-            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            [horovodrun, "-np", str(ranks), "-H", "localhost:%d" % ranks, "--gloo"] + command_line +
+            ["--engine=horovod"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            universal_newlines=True)
     ]
   else:
     ports = spawn.free_ports(ranks)
     procs = [
-        subprocess.Popen(command + ["--engine", "collective"], cwd=repo, env=dict(env,
-                                                                                  TF_CONFIG=spawn.tf_config(ports, r)),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, preexec_fn=pin(r))
-        for r in range(ranks)
+        subprocess.Popen(command_line + ["--engine=collective"], cwd=repo,
+                         env=dict(env, TF_CONFIG=spawn.tf_config(ports, r)), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True, preexec_fn=pin(r)) for r in range(ranks)
     ]
-  outputs = spawn.outputs_of(procs, timeout)
+  outputs = spawn.outputs_of(procs, settings.timeout)
   for text in outputs:
     for line in text.splitlines():
       at = line.find(_RESULT)
@@ -190,67 +270,75 @@ def scaling_table(params, compute_s, devices=(8, 64, 512), links_gbit=(25, 100, 
   return rows
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m tools.bench_distributed", description=__doc__.split("\n")[0])
-  parser.add_argument("--models", default="ViT-Ti/16,ViT-B/16")
-  parser.add_argument("--batch_sizes", default="8,2", help="per-rank batch, one per model")
-  parser.add_argument("--engines", default=None, help="default: collective, and horovod where installed")
-  parser.add_argument("--image_size", type=int, default=224)
-  parser.add_argument("--iterations", type=int, default=3, help="steps per sess.run (in-graph loop)")
-  parser.add_argument("--repeats", type=int, default=3, help="timed sess.runs; the median is reported")
-  parser.add_argument("--bucket_mb", type=float, default=None,
-                      help="the training loop's all-reduce buckets (default: the engine's, as launch.train)")
-  parser.add_argument("--allreduce_buckets", default="0,1,4,16,64,100000",
-                      help="bucket sizes (MB) of the all-reduce-alone runs; 0 = one collective per tensor")
-  parser.add_argument("--timeout", type=float, default=1200)
-  parser.add_argument("--scaling", action="store_true",
-                      help="print the on-paper scaling table of ViT-B/16 (docs/benchmarks.md) and exit")
-  parser.add_argument("--compute_s", type=float, default=0.08,
-                      help="--scaling: compute seconds per step per device (default: batch 64 at 800 img/s)")
-  parser.add_argument("--scaling_bucket_mb", type=float, default=64.0, help="--scaling: all-reduce bucket size")
-  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-  parser.add_argument("--engine", default="none", help=argparse.SUPPRESS)
-  parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
-  parser.add_argument("--batch_size", type=int, default=None, help=argparse.SUPPRESS)
-  args = parser.parse_args(argv)
-  args.allreduce_buckets = [float(b) for b in str(args.allreduce_buckets).split(",") if b.strip()]
-  if args.worker:
-    _worker(args)
-    return 0
-  if args.scaling:
-    print("| devices | link | fp32 all-reduce | fp32 | fp32 + overlap | fp16 | fp16 + overlap |")
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(scaling_table(VIT_B16_PARAMS, args.compute_s, bucket_mb=args.scaling_bucket_mb)))
-    return 0
-  from launch import spawn  # pylint: disable=g-import-not-at-top
-  engines = args.engines.split(",") if args.engines else ["collective"
-                                                         ] + (["horovod"] if spawn.horovod_installed() else [])
+def _bucket_name(mb):
+  return "per tensor" if mb == 0 else "one buffer" if mb >= 1e4 else "%g MB" % mb
+
+
+def print_scaling():
+  bench_common.Table([(title, "%s") for title in ("devices", "link", "fp32 all-reduce", "fp32", "fp32 + overlap",
+                                                  "fp16", "fp16 + overlap")]).header()
+  print("\n".join(scaling_table(VIT_B16_PARAMS, FLAGS.compute_s, bucket_mb=FLAGS.scaling_bucket_mb)))
+
+
+def measure(settings, models, engines):
+  """Times every (model, batch) of `models` on 1 rank and on 2 ranks of each engine and prints the table, then what
+  was timed and on what machine."""
+  from launch.distributed import DEFAULT_BUCKET_MB  # pylint: disable=g-import-not-at-top
   import tensorflow as tf_top  # pylint: disable=g-import-not-at-top
   stack = "TF %s" % tf_top.__version__
-  names = " / ".join(
-      "per tensor" if b == 0 else "one buffer" if b >= 1e4 else "%g MB" % b for b in args.allreduce_buckets)
-  print("| model | params | stack / engine | batch per rank | step 1 rank (s) | step 2 ranks (s) | efficiency | "
-        "all-reduce in loop, default bucket (s) | GB/s | the same per sess.run (s) | in loop by bucket: %s (s) |" %
-        names)
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
-  for model, batch in zip(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")]):
-    args.model_now, args.batch_now = model, batch
-    one = _run_ranks(args, None, 1, args.timeout)
-    print("timed: the trainer's loop (launch.train_graph.build_training) of %s, kernels %s" % (model, one["kernels"]))
+  table = bench_common.Table([
+      ("model", "%s"), ("params", "%.1f M"), ("stack / engine", "%s"), ("batch per rank", "%d"),
+      ("step 1 rank (s)", "%.3f"), ("step 2 ranks (s)", "%.3f"), ("efficiency", "%.0f %%"),
+      ("all-reduce in loop, default bucket (s)", "%.3f"), ("GB/s", "%.2f"), ("the same per sess.run (s)", "%.3f"),
+      ("in loop by bucket: %s (s)" % " / ".join(_bucket_name(b) for b in settings.allreduce_buckets), "%s")
+  ])
+  table.header()
+  timed = []
+  for model_name, batch in models:
+    one = _run_ranks(settings, model_name, batch, None, 1)
+    timed.append("%s (%s)" % (model_name, one["kernels"]))
     for engine in engines:
-      two = _run_ranks(args, engine, 2, args.timeout)
+      two = _run_ranks(settings, model_name, batch, engine, 2)
       gbytes = two["params"] * 4 / 1e9
-      from launch.distributed import DEFAULT_BUCKET_MB  # pylint: disable=g-import-not-at-top
-      bucket = str(float(args.bucket_mb if args.bucket_mb is not None else DEFAULT_BUCKET_MB[engine]))
-      main_bucket = two["allreduce"].get(bucket, two["allreduce"][str(args.allreduce_buckets[0])])
-      buckets = " / ".join("%.3f" % two["allreduce"][str(b)]["in_loop_s"] for b in args.allreduce_buckets)
-      print("| %s | %.1f M | %s %s | %d | %.3f | %.3f | %.0f %% | %.3f | %.2f | %.3f | %s |" %
-            (model, two["params"] / 1e6, stack, engine, batch, one["step_s"], two["step_s"],
-             100.0 * one["step_s"] / two["step_s"], main_bucket["in_loop_s"], gbytes / main_bucket["in_loop_s"],
-             main_bucket["per_run_s"], buckets))
-      sys.stdout.flush()
-  return 0
+      bucket = str(float(settings.bucket_mb if settings.bucket_mb is not None else DEFAULT_BUCKET_MB[engine]))
+      main_bucket = two["allreduce"].get(bucket, two["allreduce"][str(settings.allreduce_buckets[0])])
+      buckets = " / ".join("%.3f" % two["allreduce"][str(b)]["in_loop_s"] for b in settings.allreduce_buckets)
+      table.row(model_name, two["params"] / 1e6, "%s %s" % (stack, engine), batch, one["step_s"], two["step_s"],
+                100.0 * one["step_s"] / two["step_s"], main_bucket["in_loop_s"], gbytes / main_bucket["in_loop_s"],
+                main_bucket["per_run_s"], buckets)
+  print(
+      bench_common.timed_line("the trainer's loop (launch.train_graph.build_training), %d steps per sess.run at %d "
+                              "px, of %s" % (settings.iterations, settings.image_size, "; ".join(timed))))
+  print(bench_common.machine_line(("TensorFlow", tf_top.__version__)))
+
+
+def run(argv):
+  if len(argv) > 1:
+    raise UsageError("unexpected arguments %s" % " ".join(argv[1:]))
+  if FLAGS.scaling:
+    print_scaling()
+    return
+  settings = settings_from_flags()
+  if FLAGS.worker:
+    if not FLAGS.model or not FLAGS.batch_size:
+      raise UsageError("--worker needs --model and --batch_size (the command passes them to its ranks)")
+    _worker(settings, FLAGS.engine, FLAGS.model, FLAGS.batch_size)
+    return
+  try:
+    batches = [int(b) for b in FLAGS.batch_sizes]
+  except ValueError:
+    raise UsageError("--batch_sizes=%s: expected whole numbers, one per model" % ",".join(FLAGS.batch_sizes))
+  if len(batches) != len(FLAGS.models) or min(batches or [0]) < 1:
+    raise UsageError("--batch_sizes=%s: expected one batch of at least 1 per model of --models=%s" %
+                     (",".join(FLAGS.batch_sizes), ",".join(FLAGS.models)))
+  from launch import spawn  # pylint: disable=g-import-not-at-top
+  engines = FLAGS.engines or ["collective"] + (["horovod"] if spawn.horovod_installed() else [])
+  unknown = sorted(set(engines) - set(ENGINES))
+  if unknown:
+    raise UsageError("--engines: unknown %s; expected some of %s" % (", ".join(unknown), ", ".join(ENGINES)))
+  measure(settings, list(zip(FLAGS.models, batches)), engines)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  command.run_command(run)

@@ -6,19 +6,48 @@
 3. Runs `python -m tools.bench_model` with the same model, image size, batch, optimizer and dtype: compute only.
 4. Prints both and the gap (1 - e2e / compute): the cost of the input pipeline plus the loop. Goal: under 10 %.
 Both are run one after the other in fresh processes; on a busy machine rerun and compare the best.
-  --model ViT-B/16 --image_size 224 --batch_size 8 --train_steps 12 --iterations_per_loop 4 --workers 1
+
+  python -m tools.bench_e2e [--model ViT-B/16] [--image_size 224] [--batch_size 8] [--train_steps 12]
+      [--iterations_per_loop 4] [--workers 1]
 """
-import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 
+from absl import flags
+
+from launch.flags import PRECISION_MODES
 from launch.flags import REDUCED_PRECISION_MODES
+from tools import bench_common
+from tools import command
 from tools import parse_log
+from tools.command import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command's flags (defined only when it runs as a command: importing it leaves absl's flags alone)."""
+  flags.DEFINE_string("data_dir", os.path.join(tempfile.gettempdir(), "vit_bench_jpegs"),
+                      "ImageFolder tree to train on; written (--num_images generated JPEGs) when it has no train/.")
+  flags.DEFINE_integer("num_images", 256, "JPEGs to generate when --data_dir has no train/ folder yet.")
+  flags.DEFINE_string("model", "ViT-B/16", "Model variant of both runs, e.g. ViT-B/16, ViT-Ti/16, tiny.")
+  flags.DEFINE_integer("image_size", 224, "Square input image side in pixels of both runs.")
+  flags.DEFINE_integer("batch_size", 8, "Images per training step of both runs (the trainer's --train_batch_size).")
+  flags.DEFINE_integer("train_steps", 12, "Training steps of the launch.train run.")
+  flags.DEFINE_integer("iterations_per_loop", 4, "Steps per sess.run (in-graph loop) of the launch.train run.")
+  flags.DEFINE_integer("warmup_loops", 1, "Loops of the launch.train run after its first that are not timed.")
+  flags.DEFINE_integer("workers", 1, "Input worker processes of the trainer (0: decode in the trainer's process).")
+  flags.DEFINE_enum(
+      "precision_mode", "must_keep_origin_dtype", list(PRECISION_MODES), "The trainer's --precision_mode; "
+      "tools.bench_model runs in bfloat16 for the reduced-precision modes, else in float32.")
+  flags.DEFINE_integer("model_steps", 6, "Timed steps of tools.bench_model.")
+  flags.DEFINE_string("out_dir", os.path.join(tempfile.gettempdir(), "vit_bench_e2e"),
+                      "Folder of the trainer's run (model_dir/, replaced on every run) and of bench_model.log.")
 
 
 def _run(args, log_path=None):
@@ -34,63 +63,58 @@ def _run(args, log_path=None):
   return result.stdout
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m tools.bench_e2e", description=__doc__.split("\n")[0])
-  parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "vit_bench_jpegs"))
-  parser.add_argument("--num_images", type=int, default=256)
-  parser.add_argument("--model", default="ViT-B/16")
-  parser.add_argument("--image_size", type=int, default=224)
-  parser.add_argument("--batch_size", type=int, default=8)
-  parser.add_argument("--train_steps", type=int, default=12)
-  parser.add_argument("--iterations_per_loop", type=int, default=4)
-  parser.add_argument("--warmup_loops", type=int, default=1)
-  parser.add_argument("--workers", type=int, default=1, help="input worker processes of the trainer")
-  parser.add_argument("--precision_mode", default="must_keep_origin_dtype")
-  parser.add_argument("--model_steps", type=int, default=6, help="timed steps of tools.bench_model")
-  parser.add_argument("--out_dir", default=os.path.join(tempfile.gettempdir(), "vit_bench_e2e"))
-  args = parser.parse_args(argv)
-
-  if not os.path.isdir(os.path.join(args.data_dir, "train")):
+def run(argv):
+  if len(argv) > 1:
+    raise UsageError("unexpected arguments %s" % " ".join(argv[1:]))
+  for name, low in (("num_images", 1), ("image_size", 1), ("batch_size", 1), ("train_steps", 1),
+                    ("iterations_per_loop", 1), ("warmup_loops", 0), ("workers", 0), ("model_steps", 1)):
+    if FLAGS[name].value < low:
+      raise UsageError("--%s=%d: must be at least %d" % (name, FLAGS[name].value, low))
+  if not os.path.isdir(os.path.join(FLAGS.data_dir, "train")):
     from tools import bench_input  # pylint: disable=g-import-not-at-top
-    bench_input.make_fake_data(args.data_dir, args.num_images)
-  model_dir = os.path.join(args.out_dir, "model_dir")
+    bench_input.make_fake_data(FLAGS.data_dir, FLAGS.num_images)
+  model_dir = os.path.join(FLAGS.out_dir, "model_dir")
   if os.path.isdir(model_dir):
-    import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(model_dir)
   _run([
       "launch.train",
-      "--data_dir=%s" % args.data_dir,
-      "--model=%s" % args.model,
-      "--image_size=%d" % args.image_size,
-      "--train_batch_size=%d" % args.batch_size,
-      "--train_steps=%d" % args.train_steps,
-      "--iterations_per_loop=%d" % args.iterations_per_loop,
-      "--warmup_loops=%d" % args.warmup_loops,
-      "--workers=%d" % args.workers, "--mode=train", "--optimizer=momentum",
-      "--precision_mode=%s" % args.precision_mode, "--augment=inception",
+      "--data_dir=%s" % FLAGS.data_dir,
+      "--model=%s" % FLAGS.model,
+      "--image_size=%d" % FLAGS.image_size,
+      "--train_batch_size=%d" % FLAGS.batch_size,
+      "--train_steps=%d" % FLAGS.train_steps,
+      "--iterations_per_loop=%d" % FLAGS.iterations_per_loop,
+      "--warmup_loops=%d" % FLAGS.warmup_loops,
+      "--workers=%d" % FLAGS.workers, "--mode=train", "--optimizer=momentum",
+      "--precision_mode=%s" % FLAGS.precision_mode, "--augment=inception",
       "--model_dir=%s" % model_dir, "--save_every_loops=1000000", "--lr_warmup_steps=1"
   ])
   e2e = parse_log.summarize(model_dir)[-1]  # the trainer's own throughput definition (launch/metrics.py)
 
-  dtype = "bfloat16" if args.precision_mode in REDUCED_PRECISION_MODES else "float32"
+  dtype = "bfloat16" if FLAGS.precision_mode in REDUCED_PRECISION_MODES else "float32"
   out = _run([
       "tools.bench_model",
-      "--model=%s" % args.model,
-      "--image_size=%d" % args.image_size,
-      "--batch_size=%d" % args.batch_size, "--optimizer=momentum",
+      "--model=%s" % FLAGS.model,
+      "--image_size=%d" % FLAGS.image_size,
+      "--batch_size=%d" % FLAGS.batch_size, "--optimizer=momentum",
       "--dtype=%s" % dtype,
-      "--steps=%d" % args.model_steps, "--matmul_size=0", "--num_classes=10"
-  ], os.path.join(args.out_dir, "bench_model.log"))
+      "--steps=%d" % FLAGS.model_steps, "--matmul_size=0", "--num_classes=10"
+  ], os.path.join(FLAGS.out_dir, "bench_model.log"))
   match = re.search(r"([0-9.]+) img/s", out)
   compute = float(match.group(1)) if match else float("nan")
   gap = 1.0 - e2e["mean_ips"] / compute
-  print("%s @%d batch %d %s, %d train steps (%d per loop, first loop + %d warm-up loops untimed), %d input worker(s)" %
-        (args.model, args.image_size, args.batch_size, dtype, args.train_steps, args.iterations_per_loop,
-         args.warmup_loops, args.workers))
+  print(
+      bench_common.timed_line(
+          "%s @%d batch %d %s, %d train steps (%d per loop, first loop + %d warm-up loops untimed), "
+          "%d input worker(s)" % (FLAGS.model, FLAGS.image_size, FLAGS.batch_size, dtype, FLAGS.train_steps,
+                                  FLAGS.iterations_per_loop, FLAGS.warmup_loops, FLAGS.workers)))
+  version = re.search(r"TF (\S+) \|", out)  # bench_model's line starts with its TensorFlow version
+  print(bench_common.machine_line(("TensorFlow", version.group(1) if version else "?")))
   print("compute only (tools.bench_model): %8.2f img/s" % compute)
   print("end to end   (launch.train):      %8.2f img/s  (median %.2f)" % (e2e["mean_ips"], e2e["median_ips"]))
   print("gap (input + loop overhead):      %7.1f %%" % (100.0 * gap))
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  command.run_command(run)

@@ -10,13 +10,13 @@ latency (p50 and p99 over --latency_runs calls) and batch --throughput_batch thr
 Warm-up calls are not timed. Prints a Markdown table.
 """
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tools import bench_common  # noqa: E402
 from tools import command  # noqa: E402
 from tools import model_source  # noqa: E402
 from tools.command import UsageError  # noqa: E402
@@ -89,19 +89,9 @@ def measure(runner, image_size, latency_runs, batch, throughput_runs, warmup):
   rng = np.random.RandomState(0)
   one = rng.randint(0, 256, [1, image_size[0], image_size[1], 3]).astype(np.uint8)
   many = rng.randint(0, 256, [batch, image_size[0], image_size[1], 3]).astype(np.uint8)
-  for _ in range(warmup):
-    runner.logits(one)
-  times = []
-  for _ in range(latency_runs):
-    start = time.perf_counter()
-    runner.logits(one)
-    times.append(time.perf_counter() - start)
-  runner.logits(many, chunk=batch)  # the first call at a new batch size builds new kernels
-  big = []
-  for _ in range(throughput_runs):
-    start = time.perf_counter()
-    runner.logits(many, chunk=batch)
-    big.append(time.perf_counter() - start)
+  times = bench_common.seconds_each(lambda: runner.logits(one), latency_runs, warmup)
+  # The first call at a new batch size builds new kernels: one untimed call.
+  big = bench_common.seconds_each(lambda: runner.logits(many, chunk=batch), throughput_runs, warmup=1)
   return (1e3 * float(np.percentile(times, 50)), 1e3 * float(np.percentile(times, 99)), batch / float(np.median(big)))
 
 
@@ -119,22 +109,25 @@ def run(argv):
   tf.logging.set_verbosity(tf.logging.ERROR)
   tf.disable_v2_behavior()
   h, w = source.image_size
-  print("%s @%dx%d, %d classes, %s; TensorFlow %s; batch-1 latency over %d calls, batch-%d throughput over %d calls" %
-        (source.config.name, h, w, source.num_classes, source.checkpoint, tf.__version__, FLAGS.latency_runs,
-         FLAGS.throughput_batch, FLAGS.throughput_runs))
-  print("| runtime | precision | batch 1 p50 ms | batch 1 p99 ms | batch %d img/s |" % FLAGS.throughput_batch)
-  print("|---|---|---|---|---|")
+  print(
+      bench_common.timed_line("%s @%dx%d, %d classes, %s; batch-1 latency over %d calls, batch-%d throughput over %d "
+                              "calls" % (source.config.name, h, w, source.num_classes, source.checkpoint,
+                                         FLAGS.latency_runs, FLAGS.throughput_batch, FLAGS.throughput_runs)))
+  table = bench_common.Table([("runtime", "%s"), ("precision", "%s"), ("batch 1 p50 ms", "%s"),
+                              ("batch 1 p99 ms", "%s"), ("batch %d img/s" % FLAGS.throughput_batch, "%s")])
+  table.header()
   for runtime in FLAGS.runtimes:
     for precision in FLAGS.precisions:
       runner, why = runner_for(runtime, source, precision)
       if runner is None:
-        print("| %s | %s | n/a | n/a | n/a (%s) |" % (runtime, precision, why))
+        table.row(runtime, precision, "n/a", "n/a", "n/a (%s)" % why)
         continue
       p50, p99, throughput = measure(runner, source.image_size, FLAGS.latency_runs, FLAGS.throughput_batch,
                                      FLAGS.throughput_runs, FLAGS.warmup)
       label = {"session": "checkpoint in a TF session", "pb": "frozen .pb in a TF session"}.get(runtime, runner.name)
-      print("| %s | %s | %.1f | %.1f | %.2f |" % (label, precision, p50, p99, throughput), flush=True)
+      table.row(label, precision, "%.1f" % p50, "%.1f" % p99, "%.2f" % throughput)
       runner.close()
+  print(bench_common.machine_line(("TensorFlow", tf.__version__)))
 
 
 if __name__ == "__main__":

@@ -7,16 +7,15 @@ For every N in --workers: our pipeline with N worker processes read through tf_d
 tf.data pipeline (tf.io.read_file, tf.image.decode_jpeg, sample_distorted_bounding_box with the same area/aspect
 ranges, bilinear resize, random flip, batch) with num_parallel_calls=N and its thread pools limited to N; both sessions
 use intra/inter-op threads = N. The first --warmup_batches batches are never timed; each pipeline is built, timed and
-torn down --rounds times in ABBA order, so that load from other jobs hits both alike. Prints img/s (wall), img per CPU-second
-(this process plus our workers: the per-core efficiency, robust to a busy machine) and the ratios.
+torn down --rounds times in ABBA order, so that load from other jobs hits both alike. Prints img/s (wall), img per
+CPU-second (this process plus our workers: the per-core efficiency, robust to a busy machine) and the ratios.
 """
-import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from absl import flags  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
@@ -24,6 +23,32 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from input import augment  # noqa: E402
 from input.datasets import open_dataset  # noqa: E402
 from input.pipeline import InputPipeline  # noqa: E402
+from tools import bench_common  # noqa: E402
+from tools import command  # noqa: E402
+from tools.command import UsageError  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command's flags; defined only when it runs as a command, so that importing make_fake_data
+  (tools.bench_e2e) leaves the process's absl flags alone."""
+  flags.DEFINE_string(
+      "make_fake_data", None, "Write an ImageNet-like tree of --num_images JPEGs (500x375, "
+      "--num_classes classes) into this folder and exit.")
+  flags.DEFINE_integer("num_images", 1000, "--make_fake_data: how many JPEGs to write.")
+  flags.DEFINE_integer("num_classes", 10, "--make_fake_data: how many class folders to spread them over.")
+  flags.DEFINE_string("data_dir", None, "ImageFolder tree or list file to read (its train split).")
+  flags.DEFINE_integer("image_size", 224, "Square output image side in pixels of both pipelines.")
+  flags.DEFINE_integer("batch_size", 64, "Images per batch of both pipelines.")
+  flags.DEFINE_list("workers", ["1"], "Worker process / core counts N to time, comma-separated, e.g. 1,2.")
+  flags.DEFINE_float("seconds", 20.0, "Timed seconds per pipeline and N, split over the --rounds.")
+  flags.DEFINE_integer("rounds", 2, "Timed rounds per pipeline and N, in ABBA order.")
+  flags.DEFINE_integer("warmup_batches", 5, "Untimed batches at the start of every round.")
+  flags.DEFINE_bool(
+      "stages", False, "Instead: the CPU cost per example of each stage of our per-example work "
+      "(and of tf decode_jpeg), in this process.")
+  flags.DEFINE_enum("start_method", "fork", ["fork", "spawn"], "How our pipeline starts its worker processes.")
 
 
 def make_fake_data(root, num_images, num_classes=10, size=(375, 500), seed=0):
@@ -124,11 +149,11 @@ def _iterator(dataset):
       else dataset.make_one_shot_iterator()
 
 
-def run(args):
+def compare(args, counts):
+  """Times both pipelines at each worker count in `counts` (settings: the command's flags) and prints the table."""
   dataset = open_dataset("auto", args.data_dir, "train")
   if not hasattr(dataset, "paths"):
-    raise SystemExit("bench_input needs an image-file dataset (ImageFolder or list file), got %s" % dataset.name)
-  counts = [int(n) for n in args.workers.split(",")]
+    raise UsageError("bench_input needs an image-file dataset (ImageFolder or list file), got %s" % dataset.name)
   size = (args.image_size, args.image_size)
   rows = []
   for n in counts:
@@ -148,18 +173,19 @@ def run(args):
          _segment.started, args.start_method), flush=True)
   print()
   # "CPUs busy" = wall rate / CPU rate: below N means the pipeline did not get N cores (other jobs, or waiting).
-  print("| cores (N) | ours img/s | ours img/s/core | ours img/CPU-s | ours CPUs busy | tf.data img/s | "
-        "tf.data img/s/core | tf.data img/CPU-s | tf.data CPUs busy | ours / tf.data (wall) | ours / tf.data (CPU) |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  table = bench_common.Table([("cores (N)", "%d"), ("ours img/s", "%.0f"), ("ours img/s/core", "%.0f"),
+                              ("ours img/CPU-s", "%.0f"), ("ours CPUs busy", "%.2f"), ("tf.data img/s", "%.0f"),
+                              ("tf.data img/s/core", "%.0f"), ("tf.data img/CPU-s", "%.0f"),
+                              ("tf.data CPUs busy", "%.2f"), ("ours / tf.data (wall)", "%.2fx"),
+                              ("ours / tf.data (CPU)", "%.2fx")])
+  table.header()
   for n, ours, ref, _, ours_cpu, ref_cpu in rows:
-    print("| %d | %.0f | %.0f | %.0f | %.2f | %.0f | %.0f | %.0f | %.2f | %.2fx | %.2fx |" %
-          (n, ours, ours / n, ours_cpu, ours / ours_cpu, ref, ref / n, ref_cpu, ref / ref_cpu, ours / ref,
-           ours_cpu / ref_cpu))
+    table.row(n, ours, ours / n, ours_cpu, ours / ours_cpu, ref, ref / n, ref_cpu, ref / ref_cpu, ours / ref,
+              ours_cpu / ref_cpu)
   if len(rows) > 1 and rows[0][0] == 1:
     for n, ours, ref in [r[:3] for r in rows[1:]]:
       print("scaling 1 -> %d workers: ours %.2fx, tf.data %.2fx" % (n, ours / rows[0][1], ref / rows[0][2]))
-  print("machine: %s, %d cores visible, OpenCV %s, TensorFlow %s, Python %s" %
-        (_cpu_name(), os.cpu_count() or 0, cv2.__version__, tf.__version__, sys.version.split()[0]))
+  print(bench_common.machine_line(("OpenCV", cv2.__version__), ("TensorFlow", tf.__version__)))
 
 
 def profile_stages(args):
@@ -210,48 +236,40 @@ def profile_stages(args):
     print("  %-28s %7.3f" % (name, results[name]))
 
 
-def _cpu_name():
+def _counts(values):
   try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except IOError:
-    pass
-  return "unknown CPU"
+    counts = [int(n) for n in values]
+  except ValueError:
+    counts = []
+  if not counts or min(counts) < 1:
+    raise UsageError("--workers=%s: expected comma-separated counts of at least 1, e.g. 1,2" % ",".join(values))
+  return counts
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--make_fake_data", metavar="DIR", help="write an ImageNet-like JPEG tree into DIR and exit")
-  parser.add_argument("--num_images", type=int, default=1000)
-  parser.add_argument("--num_classes", type=int, default=10)
-  parser.add_argument("--data_dir", help="ImageFolder tree or list file to read (train split)")
-  parser.add_argument("--image_size", type=int, default=224)
-  parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--workers", default="1", help="comma-separated worker/core counts, e.g. 1,2")
-  parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per pipeline and N")
-  parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, in ABBA order")
-  parser.add_argument("--warmup_batches", type=int, default=5, help="untimed batches before timing")
-  parser.add_argument("--stages", action="store_true",
-                      help="instead: CPU cost per example of each stage, in-process (and of tf decode_jpeg)")
-  parser.add_argument("--start_method", default="fork", choices=["fork", "spawn"])
-  args = parser.parse_args(argv)
+def run(argv):
+  if len(argv) > 1:
+    raise UsageError("unexpected arguments %s" % " ".join(argv[1:]))
+  tf.logging.set_verbosity(tf.logging.ERROR)
   tf.disable_v2_behavior()
-  if args.make_fake_data:
-    make_fake_data(args.make_fake_data, args.num_images, args.num_classes)
+  if FLAGS.make_fake_data:
+    make_fake_data(FLAGS.make_fake_data, FLAGS.num_images, FLAGS.num_classes)
     return
-  if not args.data_dir:
-    parser.error("give --data_dir (or --make_fake_data DIR)")
+  if not FLAGS.data_dir:
+    raise UsageError("give --data_dir (or --make_fake_data DIR)")
+  for name in ("image_size", "batch_size", "rounds"):
+    if FLAGS[name].value < 1:
+      raise UsageError("--%s=%d: must be at least 1" % (name, FLAGS[name].value))
+  if FLAGS.seconds <= 0 or FLAGS.warmup_batches < 0:
+    raise UsageError("--seconds must be positive and --warmup_batches not negative")
   try:
-    if args.stages:
-      profile_stages(args)
+    if FLAGS.stages:
+      profile_stages(FLAGS)
       return
-    run(args)
+    compare(FLAGS, _counts(FLAGS.workers))
   except ValueError as e:
-    print("error: %s" % e, file=sys.stderr)
-    sys.exit(2)
+    raise UsageError(str(e))
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  command.run_command(run)

@@ -9,13 +9,10 @@ The step is the trainer's own (launch/train_graph.py), global-norm clipping incl
 """
 import collections
 import os
-import resource
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
@@ -24,6 +21,9 @@ from vit_raw.model_input import scale_input  # noqa: E402
 from launch import device as device_lib  # noqa: E402
 from launch import plan as plan_lib  # noqa: E402
 from launch import train_graph  # noqa: E402
+from tools import bench_common  # noqa: E402
+from tools import command  # noqa: E402
+from tools.command import UsageError  # noqa: E402
 from vit_raw import configs  # noqa: E402
 from vit_raw import model  # noqa: E402
 from vit_raw import cpu_config  # noqa: E402
@@ -86,7 +86,7 @@ class MatmulProbe(object):
 
   def gflops(self, runs=3):
     """Best-of-`runs` GFLOP/s now."""
-    best = min(_time_once(self.sess, self.op) for _ in range(runs))
+    best = min(bench_common.seconds(lambda: self.sess.run(self.op)) for _ in range(runs))
     return 2.0 * self.size**3 / best / 1e9
 
 
@@ -139,17 +139,6 @@ def format_breakdown(totals):
   return "op time by kind (one traced step, %.0f ms of ops): %s" % (total / 1000.0, ", ".join(parts))
 
 
-def peak_rss_mb():
-  """Peak resident memory of this process so far, in MB (ru_maxrss is in KiB on Linux)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _time_once(sess, fetch):
-  start = time.time()
-  sess.run(fetch)
-  return time.time() - start
-
-
 def train_step_graph(config, batch_size, image_size, num_classes, dtype, optimizer, gelu, forward_only,
                      kernel_set=None):
   """The trainer's training step (launch.train_graph.build_training from a launch.plan.synthetic_plan: forward,
@@ -173,7 +162,11 @@ def train_step_graph(config, batch_size, image_size, num_classes, dtype, optimiz
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise UsageError("unexpected arguments %s" % " ".join(argv[1:]))
+  for name in ("image_size", "batch_size", "num_classes", "steps"):
+    if FLAGS[name].value < 1:
+      raise UsageError("--%s=%d: must be at least 1" % (name, FLAGS[name].value))
   config = configs.get_config(FLAGS.model, **{k: FLAGS[k].value for k in configs.SHAPE_FIELDS})
   dtype = tf.as_dtype(FLAGS.dtype)
   sess_config = cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, FLAGS.inter_op_threads or None,
@@ -194,11 +187,11 @@ def main(argv):
       for _ in range(FLAGS.warmup):
         sess.run(step)
       for _ in range(FLAGS.steps):
-        step_times.append(_time_once(sess, step))
+        step_times.append(bench_common.seconds(lambda: sess.run(step)))
         if probe:
           peaks.append(probe.gflops())
       # Peak memory of the timed steps, before the traced step (tracing keeps its own buffers).
-      peak_mb = peak_rss_mb()
+      peak_mb = bench_common.peak_rss_mb()
       metadata = None
       if FLAGS.trace or FLAGS.breakdown:
         options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
@@ -234,4 +227,4 @@ def main(argv):
 if __name__ == "__main__":
   tf.logging.set_verbosity(tf.logging.ERROR)  # before disable_v2_behavior, which warns about resource variables
   tf.disable_v2_behavior()
-  app.run(main)
+  command.run_command(main)

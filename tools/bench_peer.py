@@ -3,24 +3,40 @@
   python tools/bench_peer.py --image_size 224 --batch_size 8 [--bf16] [--steps 8]
 
 Run it with a Python that has torch and timm (a throwaway venv outside the project: the project does not depend on
-them, and no test runs this). Same step as ours: timm's ViT-B/16 (random init, 1000 classes), cross entropy, backward,
-global-norm clipping to 1.0, Adam; --bf16 runs forward and loss under torch.autocast("cpu", torch.bfloat16). Prints
-the median and best img/s of the timed steps, a square matmul's GFLOP/s timed after each step, and the peak RSS.
+them; the tests run only its command line). Same step as ours: timm's ViT-B/16 (random init, 1000 classes), cross
+entropy, backward, global-norm clipping to 1.0, Adam; --bf16 runs forward and loss under torch.autocast("cpu",
+torch.bfloat16). Prints the median and best img/s of the timed steps, a square matmul's GFLOP/s timed after each
+step, and the peak RSS.
+
+The one command of tools/ on argparse, not absl + tools.command: it runs as a script (not `-m tools...`) under that
+other Python, which has neither absl (timm and torch do not depend on it) nor this project on its path. Its flags
+are named as tools.bench_model's where they mean the same, and a bad value is still one line and exit code 2.
 """
 import argparse
 import resource
+import sys
 import time
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with a bad command line as one line on stderr and exit code 2, as tools.command does."""
+
+  def error(self, message):
+    sys.stderr.write("error: %s\n" % message)
+    sys.exit(2)
+
+
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--model", default="vit_base_patch16_224")
-  parser.add_argument("--image_size", type=int, default=224)
-  parser.add_argument("--batch_size", type=int, default=8)
-  parser.add_argument("--steps", type=int, default=8)
-  parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--bf16", action="store_true")
-  parser.add_argument("--matmul_size", type=int, default=2048)
+  parser = _Parser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", default="vit_base_patch16_224", help="timm model name (random init, 1000 classes)")
+  parser.add_argument("--image_size", type=int, default=224, help="square input image side in pixels")
+  parser.add_argument("--batch_size", type=int, default=8, help="images per training step")
+  parser.add_argument("--steps", type=int, default=8, help="timed training steps")
+  parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+  parser.add_argument("--bf16", action="store_true",
+                      help="forward and loss under torch.autocast(\"cpu\", torch.bfloat16); else float32")
+  parser.add_argument("--matmul_size", type=int, default=2048,
+                      help="side of the square matmul timed after each step (in the step's dtype)")
   args = parser.parse_args()
   import torch  # pylint: disable=g-import-not-at-top
   import timm  # pylint: disable=g-import-not-at-top

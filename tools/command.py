@@ -15,9 +15,20 @@ class UsageError(Exception):
   """Bad input of a command (path, flag, checkpoint, image): printed as one line, exit code 2."""
 
 
+_HELP = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
+_HELP_FULL = ("--helpfull", "-helpfull")
+
+
 def _parse_flags(argv):
-  """absl's flag parsing, with a bad flag value as one line and exit code 2 (absl alone prints two, exit 1)."""
+  """absl's flag parsing, with --help on stdout and exit code 0 and a bad flag value as one line and exit code 2
+  (absl alone exits 1 for both, and prints two lines for a bad value)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+  options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  if any(arg in _HELP_FULL for arg in options):
+    app.usage(shorthelp=False, writeto_stdout=True, exitcode=0)
+  if any(arg in _HELP for arg in options):
+    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # the command's own flags; --helpfull adds absl's
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -1,4 +1,4 @@
-"""python -m tools.parse_log RUN... : accuracy, throughput, loss and step time of launch.train runs.
+"""python -m tools.parse_log [--flags] RUN... : accuracy, throughput, loss and step time of launch.train runs.
 
 Each RUN is a run folder (--model_dir), its metrics.jsonl, or a text log (model_dir/train.log, the launch scripts'
 train_<id>.log, captured stderr). The trainer's metrics.jsonl is read when it is there (a train.log with a
@@ -8,21 +8,22 @@ metrics.jsonl beside it counts as its folder); other logs are parsed from the do
 Per run: final and best top-1, final top-5, img/s (mean: images over seconds of the timed loops, the definition of
 launch/metrics.py that the trainer's summary uses; median over those loops), final loss, median step time, steps,
 skipped steps, wall time.
-  --json          one JSON object per run on stdout (for scripts)
-  --get KEY       only one value of the last run (the launch scripts use it: --get mean_ips)
-  --plot out.png  loss, top-1 and img/s against step, one line per run folder/log (matplotlib, Agg backend)
-  --all_runs      report every run of a folder, not only the last
-  --warmup_steps  loops ending within this many steps of a run's start are warm-up (default: what the run
-                  recorded, else 50); a run's first loop (graph build, compile) never counts.
+--json prints one JSON object per run, --get KEY one value of the last run, --plot OUT.png the curves; --help
+explains every flag.
 """
-import argparse
 import json
 import math
 import os
 import sys
 
+from absl import flags
+
 from launch import log_format
 from launch import metrics
+from tools import command
+from tools.command import UsageError
+
+FLAGS = flags.FLAGS
 
 
 def resolve(path):
@@ -168,42 +169,46 @@ def plot(paths, out_path):
   return out_path
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m tools.parse_log", description=__doc__.split("\n")[0])
-  parser.add_argument("logs", nargs="+", help="run folders, metrics.jsonl files or text logs")
-  parser.add_argument("--json", action="store_true", help="print one JSON object per run")
-  parser.add_argument("--plot", metavar="OUT.png", help="draw loss, accuracy and img/s against step")
-  parser.add_argument("--get", metavar="KEY", help="print only this value of the last run, e.g. mean_ips "
-                      "(for shell scripts)")
-  parser.add_argument("--all_runs", action="store_true", help="every run of a folder, not only the last")
-  parser.add_argument(
-      "--warmup_steps", type=int, default=None, help="loops ending within this many steps of a "
-      "run's start are warm-up (default: the run's own setting, else 50)")
-  args = parser.parse_args(argv)
+def define_flags():
+  """The command's flags; defined only when it runs as a command, so that importing this module (the tests, the
+  benchmarks) leaves the process's absl flags alone."""
+  flags.DEFINE_bool("json", False, "Print one JSON object per run (every key of the table) instead of the table.")
+  flags.DEFINE_string("plot", None, "Draw loss, top-1 and img/s against step, one line per RUN, into this PNG.")
+  flags.DEFINE_string(
+      "get", None, "Print only this value of the last run, e.g. mean_ips, final_top1 (for shell "
+      "scripts; the launch scripts use it).")
+  flags.DEFINE_bool("all_runs", False, "Report every run that resumed in a folder, not only the last.")
+  flags.DEFINE_integer(
+      "warmup_steps", None, "Loops ending within this many steps of a run's start are warm-up, not timed "
+      "(default: what the run recorded, else %d); a run's first loop never counts." % metrics.DEFAULT_WARMUP_STEPS)
+
+
+def run(argv):
+  logs = argv[1:]
+  if not logs:
+    raise UsageError("give at least one RUN: a run folder, a metrics.jsonl or a text log")
   results = []
-  for path in args.logs:
+  for path in logs:
     try:
-      results.extend(summarize(path, args.warmup_steps, args.all_runs))
+      results.extend(summarize(path, FLAGS.warmup_steps, FLAGS.all_runs))
     except (IOError, OSError, ValueError) as e:
-      sys.stderr.write("parse_log: error: cannot read %s: %s\n" % (path, e))
-      return 2
-  if args.get:
-    if args.get not in results[-1]:
-      sys.stderr.write("parse_log: error: no key %r; keys: %s\n" % (args.get, ", ".join(sorted(results[-1]))))
-      return 2
-    print(results[-1][args.get])
-    return 0
-  if args.json:
+      raise UsageError("cannot read %s: %s" % (path, e))
+  if FLAGS.get:
+    if FLAGS.get not in results[-1]:
+      raise UsageError("--get: no key %r; keys: %s" % (FLAGS.get, ", ".join(sorted(results[-1]))))
+    print(results[-1][FLAGS.get])
+    return
+  if FLAGS.json:
     for r in results:
       print(json.dumps(r, sort_keys=True))
   else:
     print_table(results)
-  if args.plot:
-    plot(args.logs, args.plot)
-    if not args.json:
-      print("plot: %s" % args.plot)
-  return 0
+  if FLAGS.plot:
+    plot(logs, FLAGS.plot)
+    if not FLAGS.json:
+      print("plot: %s" % FLAGS.plot)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  command.run_command(run)
