@@ -45,6 +45,7 @@ class StopRequests(object):
     self.signum = None
     self.loop_hint = loop_hint
     self._previous = {}
+    self._announced = False
 
   def __enter__(self):
     for signum in SIGNALS:
@@ -55,14 +56,22 @@ class StopRequests(object):
     return self
 
   def _handle(self, signum, frame):
+    # No logging here: Python runs this handler between two bytecodes of the main thread, possibly inside a
+    # logging call, and a nested write to the same buffered stream raises (Python 3.11: "reentrant call").
     del frame
     self.signum = signum
     for other in self._previous:
       signal.signal(other, signal.SIG_DFL)  # a second signal ends the process at once
-    logging.warning(
-        "%s: stopping after the current sess.run%s, then writing a checkpoint; send it again to stop at once "
-        "(losing the steps since the last checkpoint)",
-        signal.Signals(signum).name, self.loop_hint)
+
+  def announce(self):
+    """Logs, once, that a signal came and what happens next; True when one came. Called by the loop."""
+    if self.signum is not None and not self._announced:
+      self._announced = True
+      logging.warning(
+          "%s: stopping after the current sess.run%s, then writing a checkpoint; send it again to stop at once "
+          "(losing the steps since the last checkpoint)",
+          signal.Signals(self.signum).name, self.loop_hint)
+    return self.signum is not None
 
   def __exit__(self, *exc):
     for signum, previous in self._previous.items():

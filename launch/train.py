@@ -325,7 +325,7 @@ def _loops(run, callbacks, stoppers, fetches, extra, stop):
     loop = callbacks_lib.LoopResult(index, first_step, run.step, run.step - first_step, time.time() - start, out)
     for callback in callbacks:
       callback.after_loop(run, loop)
-    signalled = stop.signum is not None
+    signalled = stop.announce()
     if graph.stop_votes is not None:  # every rank stops after the same loop, whichever got the signal
       signalled = run.sess.run(graph.stop_votes, {graph.stop_vote: [float(signalled)]})[0] > 0
     if signalled and run.step < schedule.total_steps:

@@ -1,5 +1,6 @@
 """Ctrl-C / SIGTERM: the trainer stops at a loop boundary with a checkpoint of exactly that step, exits 130 / 143
 without a traceback, leaves no worker behind, and the resumed run ends with the weights of an uninterrupted one."""
+import logging
 import os
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import time
 
 import pytest
 
+from launch import interrupts
 from tests.train_helpers import TINY_ARGS
 from tools import compare_checkpoints
 
@@ -56,3 +58,16 @@ def test_a_signal_checkpoints_the_step_it_stopped_at_and_the_resumed_run_matches
   a, b = compare_checkpoints.load(stopped), compare_checkpoints.load(straight)
   both, differences = compare_checkpoints.compare(a, b)
   assert len(both) > 10 and differences == []
+
+
+def test_the_signal_handler_only_records_and_the_loop_announces_once(caplog):
+  """The handler may run inside a logging call of the main thread: it must not log itself (a nested write to the
+  same stream is a 'Logging error' traceback on Python 3.11); the loop announces the stop, once."""
+  stop = interrupts.StopRequests(" (up to 50 steps)")
+  with caplog.at_level(logging.WARNING):
+    with stop:
+      stop._handle(signal.SIGTERM, None)  # pylint: disable=protected-access
+      assert not caplog.records and stop.signum == signal.SIGTERM
+      assert stop.announce() and stop.announce()
+  notices = [r.getMessage() for r in caplog.records]
+  assert len(notices) == 1 and notices[0].startswith("SIGTERM: stopping after the current sess.run (up to 50 steps)")
