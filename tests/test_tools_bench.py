@@ -3,6 +3,7 @@
 Speed itself is never asserted (benchmarks measure it); what is checked is that each command runs, measures what
 it says, and that the numbers it derives (ratios, GFLOP per image) follow from the numbers it prints.
 """
+import json
 import os
 import re
 import subprocess
@@ -88,3 +89,40 @@ def test_bench_distributed_starts_its_ranks_and_reports_both(tmp_path):
   assert low - 0.5 <= float(cells[6].rstrip(" %")) <= high + 0.5
   assert len(cells[10].split(" / ")) == 2  # one all-reduce time per bucket size
   assert "timed: the trainer's loop" in out and "machine: " in out
+
+
+def test_bench_soak_samples_the_trainer_and_its_workers_and_finds_nothing_left(tmp_path):
+  # The digits run ends by itself long before --minutes; the table's rows are read back from the printed text.
+  out = _run("tools.bench_soak", "--minutes=5", "--interval=0.5", "--warmup_minutes=0",
+             "--out_dir=%s" % (tmp_path / "soak"), "--", "--model_dir=%s" % (tmp_path / "run"), "--train_steps=60",
+             "--workers=1", "--iterations_per_loop=1")
+  assert "trainer exit code 0" in out and "ended by itself" in out
+  assert _number(r"last step (\d+)", out) == 60
+  assert "worker processes left after exit: none" in out
+  assert "/dev/shm entries left by the run: none" in out
+  # The peak column: the input worker is a child of the trainer and was sampled once it had started.
+  assert _number(r"\| workers \| [0-9.]+ \| [0-9.]+ \| ([0-9.]+) \|", out) >= 1
+  assert _number(r"\| trainer RSS MB \| [0-9.]+ \| [0-9.]+ \| ([0-9.]+) \|", out) > 50
+  with open(str(tmp_path / "soak" / "soak.jsonl")) as f:
+    samples = [json.loads(line) for line in f]
+  assert samples and all(s["trainer"]["fds"] > 0 for s in samples)
+
+
+def test_bench_soak_fits_growth_per_hour_after_warmup():
+  from tools import bench_soak
+  assert bench_soak.slope_per_hour([(0.0, 10.0), (30.0, 15.0), (60.0, 20.0)]) == pytest.approx(10.0)
+  samples = [{
+      "minutes": m,
+      "trainer": {
+          "rss_mb": 100.0 + (50 if m < 1 else m),
+          "pss_mb": 1.0,
+          "fds": 9,
+          "threads": 3
+      },
+      "workers": [],
+      "shm_entries": 0
+  } for m in (0.5, 2.0, 4.0)]
+  rows = {row[0]: row for row in bench_soak.summary_rows(samples, warmup_minutes=1.0)}
+  # The warm-up sample (150 MB at 0.5 min) is left out of both the first settled value and the fit.
+  assert rows["trainer RSS MB"][1] == 102.0 and rows["trainer RSS MB"][4] == pytest.approx(60.0)
+  assert rows["trainer RSS MB"][3] == 150.0 and rows["trainer fds"][4] == 0.0

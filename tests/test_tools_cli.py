@@ -18,6 +18,7 @@ COMMANDS = [
     ("tools.bench_distributed", "--repeats=x"),
     ("tools.bench_model", "--steps=x"),
     ("tools.bench_infer", "--warmup=x"),
+    ("tools.bench_soak", "--minutes=x"),
 ]
 
 # Prints the names of the flags that importing the module (and its define_flags(), where it has one) adds to absl's;
