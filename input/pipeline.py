@@ -42,7 +42,7 @@ class InputPipeline(object):
   def __init__(self, dataset, image_size, batch_size, training, workers=None, seed=0, rank=0, num_ranks=1,
                center_crop=False, start_batch=0, augment="inception", max_pixels=image_codec.DEFAULT_MAX_PIXELS,
                start_method="fork", num_slots=None, padding=4, hflip=None, erase_prob=0.0, randaugment="",
-               color_jitter=0.0, mix=None):
+               color_jitter=0.0, mix=None, stall_seconds=None):
     """workers=None uses every core; workers=0 builds batches in the calling thread (debugging).
 
     augment: an augment.AugmentSpec, or a preset completed by padding / hflip / erase_prob / randaugment /
@@ -53,6 +53,8 @@ class InputPipeline(object):
     mix: a mixing.MixSpec (Mixup / CutMix, training only; None: no mixing and the usual 3-tuples).
     max_pixels: an image whose header declares more pixels is skipped
     as a bad file before it is decoded (None: no budget).
+    stall_seconds: a worker stuck that long on one example stops the pipeline with workers.WorkerStalledError
+    (None or 0: wait forever; workers=0 cannot be watched).
     """
     self.dataset = dataset
     self.image_size = (int(image_size[0]), int(image_size[1])) if isinstance(image_size, (tuple, list)) else \
@@ -81,7 +83,7 @@ class InputPipeline(object):
     if self.num_workers > 0:
       slots = num_slots or 2 * self.num_workers + 2
       self._pool = WorkerPool(dataset, self._transform, self.batch_size, self.num_workers, slots, self.seed,
-                              start_method)
+                              start_method, stall_seconds)
 
   # -- consumer side ---------------------------------------------------------------------------------------------
 
@@ -221,9 +223,10 @@ class InputPipeline(object):
 
   @property
   def error(self):
-    """The exception that stopped this pipeline (workers.WorkerDiedError, dataset_base.UnreadableDatasetError, or
-    a RuntimeError from a worker), or None. tf.data wraps an exception raised inside the generator into a TF error
-    with a long traceback; a trainer that catches that error can print this one instead."""
+    """The exception that stopped this pipeline (workers.WorkerDiedError or WorkerStalledError,
+    dataset_base.UnreadableDatasetError, or a RuntimeError from a worker), or None. tf.data wraps an exception
+    raised inside the generator into a TF error with a long traceback; a trainer that catches that error can print
+    this one instead."""
     if self._error is None and self._pool is not None:
       return self._pool.error
     return self._error

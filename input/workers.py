@@ -20,6 +20,13 @@ reading (the file path) into its row of a small shared array, so a worker that d
 reported by the parent as one WorkerDiedError line naming the worker, its pid, the signal and the file it was
 decoding. An UnreadableDatasetError in a worker is re-raised as such in the parent; any other exception as a
 RuntimeError with the worker's traceback. close() is idempotent and runs at interpreter exit.
+
+Stalls: a worker that blocks rather than dies (a read from a hung network mount) would hang the run forever. Each
+worker stamps the clock into its slot of a shared array when it takes a batch and before each example, and clears
+it when the batch is done; with `stall_seconds` set, the parent raises WorkerStalledError naming the worker and
+the file once a worker's stamp has stayed the same (and non-zero) for that long. The parent measures that time
+itself, on its own clock between its own checks, a gap longer than _MAX_CHECK_GAP counting as _MAX_CHECK_GAP: a
+job suspended with Ctrl-Z and resumed an hour later is not a stall. A worker waiting for work is never stalled.
 """
 import atexit
 import contextlib
@@ -43,6 +50,7 @@ from input.messages import quote
 from input.errors import DataError
 
 _POLL_SECONDS = 0.25
+_MAX_CHECK_GAP = 10.0  # seconds of the parent's own absence that count towards a stall
 _CURRENT_BYTES = 1024  # per worker: the path it is reading, NUL-terminated (the tail of a longer one)
 _live_pools = weakref.WeakSet()
 
@@ -96,6 +104,10 @@ class WorkerDiedError(RuntimeError):
   line naming the worker, its pid, how it died and the file(s) it was decoding."""
 
 
+class WorkerStalledError(RuntimeError):
+  """A worker made no progress on its batch for longer than the pool's stall_seconds."""
+
+
 def _shared_bytes(size, ctx, start_method):
   # fork: an anonymous shared mapping has no name, so nothing can leak into /dev/shm whatever kills us.
   if start_method == "fork":
@@ -103,13 +115,14 @@ def _shared_bytes(size, ctx, start_method):
   return ctx.RawArray(ctypes.c_uint8, size)
 
 
-def _current_writer(row):
-  """A function that records `where` (a str) in the uint8 array `row`."""
+def _current_writer(row, stamps, worker_id):
+  """A function that records `where` (a str) in the uint8 array `row` and the time in stamps[worker_id]."""
 
   def write(where):
     data = where.encode("utf-8", "surrogateescape")[-(len(row) - 1):]
     row[:len(data)] = np.frombuffer(data, dtype=np.uint8)
     row[len(data)] = 0
+    stamps[worker_id] = time.monotonic()
 
   return write
 
@@ -119,13 +132,15 @@ def _read_current(row):
   return data.decode("utf-8", "surrogateescape") if data else None
 
 
-def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, current, tasks, results, generation, seed):
+def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, current, stamp_buffer, tasks, results,
+                 generation, seed):
   _die_with_parent(parent_pid)
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
   ring = np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
   my_row = np.frombuffer(current, dtype=np.uint8).reshape(-1, _CURRENT_BYTES)[worker_id]
-  record = _current_writer(my_row)
+  stamps = np.frombuffer(stamp_buffer, dtype=np.float64)
+  record = _current_writer(my_row, stamps, worker_id)
   scratch = None
   while True:
     try:
@@ -137,7 +152,9 @@ def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, curre
     if task is None:
       return
     gen, batch_id, slot, epoch, indices, mix = task
+    stamps[worker_id] = time.monotonic()
     if gen != generation.value:  # superseded by a newer iterator: give the slot back without work
+      stamps[worker_id] = 0.0
       results.put(("stale", gen, batch_id, slot, None, None))
       continue
     try:
@@ -146,10 +163,13 @@ def _worker_main(worker_id, parent_pid, dataset, transform, buffer, shape, curre
       final, skips, partner_final = batch_lib.fill_batch(dataset, transform, ring[slot], epoch, indices, seed, record,
                                                          mix, scratch)
       my_row[0] = 0
+      stamps[worker_id] = 0.0
       results.put(("ok", gen, batch_id, slot, (final, partner_final), skips))
     except UnreadableDatasetError as e:
+      stamps[worker_id] = 0.0
       results.put(("unreadable", gen, batch_id, slot, worker_id, str(e)))
     except Exception:
+      stamps[worker_id] = 0.0
       results.put(("error", gen, batch_id, slot, worker_id, traceback.format_exc()))
 
 
@@ -172,7 +192,10 @@ class WorkerPool(object):
     num_slots: batches that can be in flight or held by the consumer at once.
   """
 
-  def __init__(self, dataset, transform, batch_size, num_workers, num_slots, seed, start_method="fork"):
+  def __init__(self, dataset, transform, batch_size, num_workers, num_slots, seed, start_method="fork",
+               stall_seconds=None):
+    """stall_seconds: a worker that spends longer than this on one example (or between taking a batch and its
+    first example) stops the pool with WorkerStalledError; None or 0: wait forever."""
     if start_method not in ("fork", "spawn"):
       # forkserver would make the fork server, not us, the workers' parent (breaks the parent-death checks).
       raise DataError("start_method %r is not supported: expected 'fork' or 'spawn'" % start_method)
@@ -187,6 +210,13 @@ class WorkerPool(object):
     self.ring = np.frombuffer(self._buffer, dtype=np.uint8).reshape(shape)
     self._current_buffer = _shared_bytes(num_workers * _CURRENT_BYTES, ctx, start_method)
     self._current = np.frombuffer(self._current_buffer, dtype=np.uint8).reshape(num_workers, _CURRENT_BYTES)
+    self._stamp_buffer = _shared_bytes(num_workers * 8, ctx, start_method)
+    self._stamps = np.frombuffer(self._stamp_buffer, dtype=np.float64)
+    self._stamps[:] = 0.0
+    self.stall_seconds = float(stall_seconds) if stall_seconds else None
+    self._seen = [0.0] * num_workers  # the stamp each worker had at the last check
+    self._stuck = [0.0] * num_workers  # seconds it has kept that stamp, as the parent saw it
+    self._last_check = time.monotonic()
     self._tasks = ctx.Queue()
     self._results = ctx.Queue()
     self._generation = ctx.RawValue(ctypes.c_long, 0)
@@ -197,8 +227,8 @@ class WorkerPool(object):
       for wid in range(num_workers):
         proc = ctx.Process(
             target=_worker_main, name="input-worker-%d" % wid,
-            args=(wid, parent, dataset, transform, self._buffer, shape, self._current_buffer, self._tasks,
-                  self._results, self._generation, seed))
+            args=(wid, parent, dataset, transform, self._buffer, shape, self._current_buffer, self._stamp_buffer,
+                  self._tasks, self._results, self._generation, seed))
         proc.daemon = True
         proc.start()
         self._procs.append(proc)
@@ -247,11 +277,32 @@ class WorkerPool(object):
     if dead:
       self._error = WorkerDiedError("%s; the input pipeline cannot continue" % "; ".join(dead))
       raise self._error
+    if self.stall_seconds:
+      self._check_stalls()
+
+  def _check_stalls(self):
+    now = time.monotonic()
+    gap = min(now - self._last_check, _MAX_CHECK_GAP)
+    self._last_check = now
+    for wid, proc in enumerate(self._procs):
+      stamp = float(self._stamps[wid])
+      if stamp == 0.0 or stamp != self._seen[wid]:
+        self._seen[wid], self._stuck[wid] = stamp, 0.0
+        continue
+      self._stuck[wid] += gap
+      if self._stuck[wid] > self.stall_seconds:
+        where = _read_current(self._current[wid])
+        self._error = WorkerStalledError(
+            "input worker %d (pid %d) has made no progress for %.0f s %s (the input timeout is %g s): a hung file "
+            "system or a read that blocks; the input pipeline stops here" %
+            (wid, proc.pid, self._stuck[wid], "reading %s" % quote(where) if where else "on its batch",
+             self.stall_seconds))
+        raise self._error
 
   def get_result(self):
     """The next result tuple (kind, gen, batch_id, slot, (final, partner_final), skips).
 
-    Raises WorkerDiedError if a worker died, UnreadableDatasetError if a worker met only bad files, RuntimeError
+    Raises WorkerDiedError if a worker died, WorkerStalledError if one stalled, UnreadableDatasetError if a worker met only bad files, RuntimeError
     (with the worker's traceback) for any other exception in a worker.
     """
     self._check_usable()

@@ -211,7 +211,8 @@ class Evaluator(Callback):
     plan, data = ctx.plan, ctx.plan.data
     self.pipeline = InputPipeline(data.eval_ds, plan.model.image_size, data.eval_batch_size, False,
                                   workers=data.workers, seed=data.seed, rank=plan.dist.rank,
-                                  num_ranks=plan.dist.num_ranks, max_pixels=data.max_image_pixels)
+                                  num_ranks=plan.dist.num_ranks, max_pixels=data.max_image_pixels,
+                                  stall_seconds=data.input_timeout)
     ctx.pipelines.append(self.pipeline)
     self.graph = evaluation.build_eval(self.pipeline, ctx.eval_views, ctx.parallel.allreduce_sum)
     self._best = ctx.best

@@ -87,6 +87,11 @@ def define_flags():
       flags.DEFINE_integer(
           "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Images whose header declares more pixels "
           "are skipped before decoding (decompression-bomb guard; PIL's limit by default)."))
+  _cosmetic(
+      flags.DEFINE_float(
+          "input_timeout", 300.0, "Seconds an input worker may spend on one image (a read from a hung network "
+          "mount, a decode that blocks) before the run names the worker and the file and stops; checkpoints so far "
+          "are kept. 0: wait forever. Not watched with --workers=0."))
   flags.DEFINE_integer("seed", 0, "Seed (>= 0) of the weight initialisation, dropout and the data order.")
   _cosmetic(
       flags.DEFINE_integer(
@@ -268,7 +273,8 @@ def check_flags(f):
                   "log_every_loops", "keep_checkpoints", "max_image_pixels", "profiling_steps",
                   "loss_scale_growth_steps")
   _check_at_least(f, 0, "seed", "workers", "eval_every_loops", "save_every_loops", "warmup_loops", "lr_warmup_steps",
-                  "weight_decay", "grad_clip_norm", "lr_warmup_epochs", "momentum", "allreduce_bucket_mb")
+                  "weight_decay", "grad_clip_norm", "lr_warmup_epochs", "momentum", "allreduce_bucket_mb",
+                  "input_timeout")
   for name in ("num_epochs", "train_steps", "lr", "lr_decay_epochs", "loss_scale_init"):
     if getattr(f, name) is not None and not getattr(f, name) > 0:
       raise FlagError("--%s must be positive, got %s" % (name, getattr(f, name)))

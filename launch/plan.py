@@ -61,7 +61,7 @@ Attributes:
 DataPlan = _record(
     "DataPlan", [
         "train_ds", "eval_ds", "class_names", "train_batch_size", "accum_steps", "eval_batch_size", "augment", "mix",
-        "workers", "seed", "max_image_pixels"
+        "workers", "seed", "max_image_pixels", "input_timeout"
     ], """The input pipelines.
 
 Attributes:
@@ -70,7 +70,8 @@ Attributes:
   accum_steps: micro-batches per optimizer step; a step consumes train_batch_size x accum_steps x num_ranks images.
   augment: an AugmentPlan; mix: a MixPlan, or None when neither Mixup nor CutMix is on.
   workers: decode/augment processes (resolved: one per usable core by default); seed: of the data order and
-    augmentation; max_image_pixels: the decompression-bomb budget.
+    augmentation; max_image_pixels: the decompression-bomb budget; input_timeout: seconds a worker may spend on
+    one example before the run stops (0: forever).
 """)
 
 OptimPlan = _record(
@@ -276,7 +277,7 @@ def make_plan(f):
                   train_batch_size=f.train_batch_size, accum_steps=f.accum_steps, eval_batch_size=eval_batch_size,
                   augment=_augment(f,
                                    train_ds), mix=_mix(f), workers=usable_cores() if f.workers is None else f.workers,
-                  seed=f.seed, max_image_pixels=f.max_image_pixels)
+                  seed=f.seed, max_image_pixels=f.max_image_pixels, input_timeout=f.input_timeout)
   optim = OptimPlan(name=f.optimizer, lr=lr, momentum=f.momentum, weight_decay=f.weight_decay,
                     weight_decay_exempt=f.weight_decay_exempt, layer_decay=f.layer_decay,
                     grad_clip_norm=f.grad_clip_norm, label_smoothing=f.label_smoothing, ema_decay=f.ema_decay)
@@ -430,7 +431,7 @@ def synthetic_plan(config, image_size, num_classes, batch_size, iterations=1, de
   data = DataPlan(train_ds=None, eval_ds=None, class_names=[str(c) for c in range(num_classes)],
                   train_batch_size=batch_size, accum_steps=accum_steps, eval_batch_size=batch_size,
                   augment=AugmentPlan("none", 0, False, "", 0.0,
-                                      0.0), mix=None, workers=0, seed=seed, max_image_pixels=None)
+                                      0.0), mix=None, workers=0, seed=seed, max_image_pixels=None, input_timeout=0.0)
   schedule_plan = SchedulePlan(kind=schedule, total_steps=total_steps, steps_per_epoch=total_steps,
                                warmup_steps=warmup_steps, decay_value=decay_value, decay_steps=decay_steps,
                                iterations=iterations,

@@ -28,6 +28,7 @@ import tensorflow.compat.v1 as tf
 from input.dataset_base import UnreadableDatasetError
 from input.mixing import MixSpec
 from input.pipeline import InputPipeline
+from input.workers import WorkerStalledError
 from launch import callbacks as callbacks_lib
 from launch import device as device_lib
 from launch import distributed
@@ -125,9 +126,12 @@ def build_graph(plan, restoring, parallel):
 
 
 def input_options(plan):
-  """The training pipeline's augmentation and mixing arguments (input.pipeline.InputPipeline) from the plan."""
+  """The training pipeline's augmentation, mixing and safety arguments (input.pipeline.InputPipeline) from the
+  plan."""
   augment, mix = plan.data.augment, plan.data.mix
   return {
+      "max_pixels": plan.data.max_image_pixels,
+      "stall_seconds": plan.data.input_timeout,
       "augment": augment.crop,
       "padding": augment.padding,
       "hflip": augment.hflip,
@@ -243,6 +247,9 @@ def raise_input_failure(graph):
       logging.debug("input pipeline failure", exc_info=True)
       if isinstance(error, UnreadableDatasetError):
         raise FlagError(str(error))
+      if isinstance(error, WorkerStalledError):
+        raise errors.InputFailed("%s; --input_timeout sets the limit; the checkpoints so far are intact: rerun the "
+                                 "same command to resume once the data is readable" % error)
       lines = str(error).strip().splitlines()
       if len(lines) > 1:  # a worker's exception: its traceback at debug level (--verbosity=1), its last line here
         logging.debug(str(error))

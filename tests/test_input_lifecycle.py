@@ -13,6 +13,7 @@ import pytest
 from input.dataset_base import FileDataset
 from input.datasets import open_dataset
 from input.pipeline import InputPipeline
+from input import workers as workers_lib
 from input.workers import WorkerDiedError
 from tests.input_helpers import noisy, write_image
 
@@ -169,3 +170,78 @@ def test_worker_killed_while_decoding_is_one_line_naming_the_file(tmp_path):
   assert str(info.value) == ("input worker 0 (pid %d) died with exit code -9, killed by SIGKILL (out of memory?) while "
                              "decoding %s; the input pipeline cannot continue" % (victim, paths[2]))
   assert pipe.error is info.value
+
+
+class _HungFile(FileDataset):
+  """Reading hung.png blocks for an hour, as a read from a hung network mount does."""
+
+  def read_encoded(self, i):
+    if self.paths[i].endswith("hung.png"):
+      time.sleep(3600)
+    return super(_HungFile, self).read_encoded(i)
+
+
+def _hung_folder(tmp_path):
+  paths = [write_image(str(tmp_path / "c" / name), noisy(i)) for i, name in enumerate(["a.png", "b.png", "hung.png"])]
+  return _HungFile("imagefolder", "val", ["c"], paths, [0, 0, 0]), paths
+
+
+def test_stalled_worker_stops_the_pipeline_naming_the_worker_and_the_file(tmp_path):
+  dataset, paths = _hung_folder(tmp_path)
+  pipe = InputPipeline(dataset, 8, 2, False, workers=1, stall_seconds=1.5)
+  try:
+    batches = pipe.batches()
+    next(batches)  # a, b
+    victim = pipe.worker_pids[0]
+    _alarm(30)
+    started = time.time()
+    with pytest.raises(workers_lib.WorkerStalledError) as info:
+      list(batches)
+    waited = time.time() - started
+    signal.alarm(0)
+  finally:
+    signal.alarm(0)
+    pipe.close()
+  message = str(info.value)
+  assert message.startswith("input worker 0 (pid %d) has made no progress for " % victim)
+  assert "reading %s (the input timeout is 1.5 s)" % paths[2] in message and "\n" not in message
+  assert 1.5 <= waited < 10
+  assert pipe.error is info.value
+  assert _wait_gone([victim], 5) == []  # close() stops a worker that is blocked in a read
+
+
+def test_a_slow_consumer_is_not_a_stalled_worker(tmp_path):
+  # The workers fill every slot and then wait for work much longer than the timeout: waiting is not stalling.
+  pipe = InputPipeline(open_dataset("digits"), 8, 32, False, workers=2, stall_seconds=0.5)
+  try:
+    batches = pipe.batches()
+    got = [next(batches)]
+    time.sleep(2.0)
+    got.extend(batches)
+  finally:
+    pipe.close()
+  assert sum(int(b[2].sum()) for b in got) == pipe.num_examples  # every real example, none lost
+  assert pipe.error is None
+
+
+def test_the_parents_own_absence_counts_only_up_to_a_cap(tmp_path, monkeypatch):
+  # A job suspended with Ctrl-Z and resumed later: the time the parent itself was away is not the worker's fault.
+  monkeypatch.setattr(workers_lib, "_MAX_CHECK_GAP", 0.5)
+  dataset, paths = _hung_folder(tmp_path)
+  pipe = InputPipeline(dataset, 8, 2, False, workers=1, stall_seconds=2.0)
+  try:
+    batches = pipe.batches()
+    next(batches)
+    deadline = time.time() + 30
+    while pipe._pool.current_files() != [paths[2]] and time.time() < deadline:
+      time.sleep(0.05)
+    pipe._pool._check_workers()  # the stall starts being counted here
+    time.sleep(3.0)  # away for longer than the timeout
+    pipe._pool._check_workers()  # counts 0.5 s of the 3: no error yet
+    _alarm(30)
+    with pytest.raises(workers_lib.WorkerStalledError):
+      list(batches)  # waiting in earnest: the stall is reported about 1.5 s later
+    signal.alarm(0)
+  finally:
+    signal.alarm(0)
+    pipe.close()

@@ -11,11 +11,13 @@ import time
 import pytest
 import tensorflow.compat.v1 as tf
 
+from input import dataset_base
 from launch import checkpoints
 from launch import errors
 from launch import metrics
 from launch import monitors
 from launch import storage
+from tests import input_helpers
 from tests import tool_helpers
 from tests.train_helpers import TINY_ARGS, log_text, read_metrics, run_trainer
 
@@ -236,3 +238,33 @@ def test_a_full_disk_under_an_export_is_one_line_and_leaves_nothing(small_disk, 
   assert line == ("error: cannot write the saved_model export vit to %s: the disk is full (ENOSPC); nothing was "
                   "written at %s" % (small_disk, out))
   assert os.listdir(small_disk) == ["filler"]  # the temporary folder is gone too
+
+
+def test_a_stalled_input_worker_stops_the_run_naming_the_worker_and_the_file(tmp_path, monkeypatch):
+  """A read that blocks (a hung network mount; here a stand-in: FileDataset.read_encoded sleeps for one file)
+  stops the run after --input_timeout with the pipeline's one line, instead of hanging it forever."""
+  data = tmp_path / "data"
+  for split in ("train", "val"):
+    for c in range(2):
+      for i in range(6):
+        input_helpers.write_image(str(data / split / ("c%d" % c) / ("%d.png" % i)), input_helpers.noisy(10 * c + i))
+  hung = str(data / "train" / "c1" / "3.png")
+  read_encoded = dataset_base.FileDataset.read_encoded
+
+  def blocking_read(self, i):
+    if self.paths[i] == hung:
+      time.sleep(3600)
+    return read_encoded(self, i)
+
+  monkeypatch.setattr(dataset_base.FileDataset, "read_encoded", blocking_read)
+  d = str(tmp_path / "run")
+  started = time.time()
+  with pytest.raises(errors.InputFailed) as info:
+    run_trainer(d, "--data_dir=%s" % data, "--workers=1", "--input_timeout=2", "--train_batch_size=4", "--num_epochs=2",
+                "--iterations_per_loop=1", "--mode=train")
+  assert time.time() - started < 120
+  message = str(info.value)
+  assert message.startswith("input worker 0 (pid ") and "has made no progress for " in message
+  assert "reading %s (the input timeout is 2 s)" % hung in message and "\n" not in message
+  assert message.endswith("--input_timeout sets the limit; the checkpoints so far are intact: rerun the same command "
+                          "to resume once the data is readable")

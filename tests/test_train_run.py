@@ -249,3 +249,14 @@ def test_a_folder_and_its_tfrecords_train_the_same_weights(tmp_path, layout):
   _, folder_evals, _ = read_log(str(tmp_path / "from_folder"))
   _, record_evals, _ = read_log(str(tmp_path / "from_records"))
   assert folder_evals == record_evals and folder_evals  # the same 9 validation images, the same accuracy
+
+
+def test_the_pixel_budget_applies_to_training_images_too(tmp_path):
+  data = _image_folder(tmp_path / "data", classes=2, per_class=6, val_per_class=2)
+  big = str(tmp_path / "data" / "train" / "c0" / "big.png")
+  input_helpers.write_image(big, input_helpers.noisy(7, size=(40, 40)))  # 1,600 pixels; the others have 768
+  d = str(tmp_path / "run")
+  run_trainer(d, "--data_dir=%s" % data, "--max_image_pixels=1000", "--train_batch_size=4", "--train_steps=6",
+              "--iterations_per_loop=3", "--mode=train", "--workers=1")
+  text = log_text(d)
+  assert big in text and "1600 pixels exceeds the pixel budget of 1000" in text
