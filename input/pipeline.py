@@ -11,6 +11,7 @@ tf_dataset(), so the pipeline and its workers also run in a process without it.
 """
 import inspect
 import logging
+import time
 
 import numpy as np
 
@@ -78,6 +79,10 @@ class InputPipeline(object):
     self.mix = mix if self.training else None
     self._partner_rows = self.plan.partner_rows() if self.mix is not None else None
     self.num_workers = workers_lib.usable_cores() if workers is None else int(workers)
+    # Seconds the batch generator waited for the workers (None without workers): in steady state, the time the
+    # step waited for data (the prefetch buffer only smooths it), the tensorpack rule's empty-queue measure.
+    self.wait_seconds = 0.0 if self.num_workers > 0 else None
+    self._started = None  # monotonic time of the first batch request
     self._pool = None
     self._slots = None  # free slot list and received-but-not-yet-yielded results, shared by iterators
     if self.num_workers > 0:
@@ -147,6 +152,8 @@ class InputPipeline(object):
   def _pool_batches(self, first, stop):
     pool = self._pool
     gen = pool.new_generation()
+    if self._started is None:
+      self._started = time.monotonic()
     if self._slots is None:
       self._slots = {"free": list(range(pool.num_slots)), "ready": {}}
     slots = self._slots
@@ -165,12 +172,15 @@ class InputPipeline(object):
         epoch, indices = self.plan.batch(next_submit)
         pool.submit(gen, next_submit, slot, epoch, indices, self._mix_task(next_submit, epoch))
         next_submit += 1
+      waited_from = time.monotonic() if next_yield not in ready else None
       while next_yield not in ready:
         kind, rgen, batch_id, slot, final, skips = pool.get_result()
         if rgen != gen or kind == "stale":
           free.append(slot)
           continue
         ready[batch_id] = (slot, final, skips)
+      if waited_from is not None:
+        self.wait_seconds += time.monotonic() - waited_from
       slot, final, skips = ready.pop(next_yield)
       # A copy, because tf.data may keep the yielded array alive while the slot is refilled.
       images = pool.ring[slot].copy()
@@ -179,6 +189,13 @@ class InputPipeline(object):
       result = self._finish(next_yield, final, skips, images, mix_task)
       next_yield += 1
       yield result
+
+  def wait_fraction(self):
+    """wait_seconds over the time since the first batch was asked for: the fraction of the run the input was
+    behind (in steady state, the step's share of time waiting for data); None without workers or requests."""
+    if self.wait_seconds is None or self._started is None:
+      return None
+    return self.wait_seconds / max(time.monotonic() - self._started, 1e-9)
 
   def batches(self, first=None):
     """Python generator of (images uint8 [B,H,W,3], labels int32 [B], mask float32 [B]).

@@ -232,7 +232,7 @@ def train_in_session(sess, plan, graph, monitors, guard, start_step):
     # TF 2.x's collectives (and Horovod's) fail when a peer goes away, where TF 1.15's wait for the watchdog.
     raise distributed.RankLost(guard.explain(e))
   guard.finish()
-  summary = summary_record(run, warmup)
+  summary = summary_record(run, warmup, graph.train_pipe)
   run.put(summary)
   return summary
 
@@ -347,21 +347,26 @@ def _after_train_quietly(callback, run):
     logging.debug("after_train of %s failed while the run was stopping", type(callback).__name__, exc_info=True)
 
 
-def summary_record(run, warmup_steps):
-  """The closing record: final and best accuracy, final loss, throughput (launch.metrics), wall time."""
+def summary_record(run, warmup_steps, train_pipe=None):
+  """The closing record: final and best accuracy, final loss, throughput (launch.metrics), wall time, and the
+  fraction of the run the input workers kept the batch generator waiting (when measured)."""
   result = run.last_eval or {"top1": float("nan"), "top5": float("nan")}
   best = max(run.best_top1, result["top1"]) if np.isfinite(result["top1"]) else run.best_top1
-  return {
-      "event": "summary",
-      "step": run.step,
-      "final_top1": result["top1"],
-      "final_top5": result["top5"],
-      "best_top1": best if best >= 0 else float("nan"),  # the stored best starts at -1: nothing was evaluated
-      "final_loss": run.train_records[-1]["loss"] if run.train_records else float("nan"),
-      "img_per_sec": metrics.run_images_per_sec(run.train_records, warmup_steps),
-      "wall_s": time.time() - run.start_time,
-      "steps": run.step
-  }
+  waited = train_pipe.wait_fraction() if train_pipe is not None else None
+  extra = {"input_wait": waited} if waited is not None else {}
+  return dict(
+      extra,
+      **{
+          "event": "summary",
+          "step": run.step,
+          "final_top1": result["top1"],
+          "final_top5": result["top5"],
+          "best_top1": best if best >= 0 else float("nan"),  # the stored best starts at -1: nothing was evaluated
+          "final_loss": run.train_records[-1]["loss"] if run.train_records else float("nan"),
+          "img_per_sec": metrics.run_images_per_sec(run.train_records, warmup_steps),
+          "wall_s": time.time() - run.start_time,
+          "steps": run.step
+      })
 
 
 def run_start_record(plan, start_step, warmup_steps):

@@ -74,6 +74,7 @@ def test_bench_e2e_runs_the_trainer_and_the_compute_benchmark(tmp_path):
   assert _number(r"gap \(input \+ loop overhead\): +(-?[0-9.]+) %",
                  out) == pytest.approx(100 * (1 - e2e / compute), abs=0.1)
   assert os.path.isfile(str(tmp_path / "out" / "model_dir" / "metrics.jsonl"))
+  assert 0 <= _number(r"waiting for input workers: +([0-9.]+) % of the run", out) <= 100
 
 
 def test_bench_distributed_starts_its_ranks_and_reports_both(tmp_path):

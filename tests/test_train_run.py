@@ -4,15 +4,18 @@ import glob
 import io
 import json
 import os
+import time
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from input import dataset_base
 from input import datasets
 from input.pipeline import InputPipeline
 from launch import callbacks
 from launch import evaluation
+from launch import log_format
 from launch import run_record
 from tests import input_helpers
 from tests import numpy_vit
@@ -260,3 +263,22 @@ def test_the_pixel_budget_applies_to_training_images_too(tmp_path):
               "--iterations_per_loop=3", "--mode=train", "--workers=1")
   text = log_text(d)
   assert big in text and "1600 pixels exceeds the pixel budget of 1000" in text
+
+
+def test_the_summary_says_how_much_of_the_loop_waited_for_slow_input_workers(tmp_path, monkeypatch):
+  data = _image_folder(tmp_path / "data", classes=2, per_class=8, val_per_class=2)
+  read_encoded = dataset_base.FileDataset.read_encoded
+
+  def slow_read(self, i):
+    time.sleep(0.05)  # 0.2 s per batch of 4 against a step of a few milliseconds: the data is the bottleneck
+    return read_encoded(self, i)
+
+  monkeypatch.setattr(dataset_base.FileDataset, "read_encoded", slow_read)
+  d = str(tmp_path / "run")
+  summary = run_trainer(d, "--data_dir=%s" % data, "--train_batch_size=4", "--train_steps=12",
+                        "--iterations_per_loop=3", "--mode=train", "--workers=1")
+  assert 0.5 < summary["input_wait"] <= 1.0
+  (line,) = [l for l in log_text(d).splitlines() if "summary: " in l]
+  assert log_format.parse_line(line)[1]["input_wait"] == pytest.approx(summary["input_wait"], abs=1e-3)
+  assert "input_wait" not in run_trainer(str(tmp_path / "local"), "--train_steps=3", "--iterations_per_loop=3",
+                                         "--mode=train", "--workers=0")

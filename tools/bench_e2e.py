@@ -5,6 +5,9 @@
    input package's worker processes) and reads the mean img/s after warm-up with tools.parse_log.
 3. Runs `python -m tools.bench_model` with the same model, image size, batch, optimizer and dtype: compute only.
 4. Prints both and the gap (1 - e2e / compute): the cost of the input pipeline plus the loop. Goal: under 10 %.
+   And the trainer's input_wait (its summary): the fraction of the run the batch generator waited for the input
+   workers, the part of the gap that is data (the rest is the loop, and the workers' share of the
+   cores slowing the step).
 Both are run one after the other in fresh processes; on a busy machine rerun and compare the best.
 
   python -m tools.bench_e2e [--model ViT-B/16] [--image_size 224] [--batch_size 8] [--train_steps 12]
@@ -19,6 +22,7 @@ import tempfile
 
 from absl import flags
 
+from launch import metrics
 from launch.flags import PRECISION_MODES
 from launch.flags import REDUCED_PRECISION_MODES
 from tools import bench_common
@@ -90,6 +94,8 @@ def run(argv):
       "--model_dir=%s" % model_dir, "--save_every_loops=1000000", "--lr_warmup_steps=1"
   ])
   e2e = parse_log.summarize(model_dir)[-1]  # the trainer's own throughput definition (launch/metrics.py)
+  summary = [r for r in metrics.read_jsonl(os.path.join(model_dir, metrics.METRICS_FILE)) if r["event"] == "summary"]
+  input_wait = summary[-1].get("input_wait") if summary else None
 
   dtype = "bfloat16" if FLAGS.precision_mode in REDUCED_PRECISION_MODES else "float32"
   out = _run([
@@ -113,6 +119,8 @@ def run(argv):
   print("compute only (tools.bench_model): %8.2f img/s" % compute)
   print("end to end   (launch.train):      %8.2f img/s  (median %.2f)" % (e2e["mean_ips"], e2e["median_ips"]))
   print("gap (input + loop overhead):      %7.1f %%" % (100.0 * gap))
+  if input_wait is not None:
+    print("waiting for input workers:        %7.1f %% of the run" % (100.0 * input_wait))
 
 
 if __name__ == "__main__":
