@@ -31,7 +31,7 @@ import numpy as np
 from input import filesystem
 from input import image_codec
 from input import listing_cache
-from input.dataset_base import FileDataset
+from input.dataset_base import FileDataset, PathTable
 from input.messages import quote
 from input.errors import DataError
 
@@ -210,7 +210,7 @@ class _RemoteClassListing(object):
     while stack:
       current = stack.pop()
       try:
-        entries = sorted(filesystem.list_marked(current))
+        entries = sorted(filesystem.list_marked(current), key=lambda entry: entry[0])
       except OSError as e:
         self.skips.append((current, "cannot list this folder (%s)" % (e.strerror or e)))
         continue
@@ -291,6 +291,7 @@ def load_image_folder(root, split, class_names=None, cache_dir=None):
     listing = listing_cache.load(root, folders, cache_dir)
   if listing is None:
     listing = _list_tree(root, folders)
+    listing = listing._replace(paths=PathTable(listing.paths))
     if local and len(listing.paths) >= MIN_CACHED_FILES:
       listing_cache.save(listing, cache_dir)
   _report(root, listing.skips, listing.hidden_count, listing.first_hidden)

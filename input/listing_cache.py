@@ -1,8 +1,9 @@
 """The listing of a local ImageFolder tree, kept in a cache file so that a resume does not walk the tree again.
 
 The cache of /data/train is `<cache>/vit_listing/<hash of the path>-train.listing.npz`: the class folders, the
-files of each (relative to the root, in listing order), what the walk left out, and the state of every folder it
-listed: the root, each class folder and each sub-folder, as (device, inode, ctime in ns).
+files (the two arrays of their dataset_base.PathTable, so that reading them back builds no str per file) and how
+many each class holds, what the walk left out, and the state of every folder it listed: the root, each class
+folder and each sub-folder, as (device, inode, ctime in ns).
 
 When it is used: only while every one of those folders has the same device, inode and ctime. A folder's ctime
 changes whenever an entry is added to it, removed, renamed or replaced (a symlink re-pointed included), and when
@@ -22,13 +23,15 @@ import logging
 import os
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 
-LISTING_VERSION = 1
+from input.dataset_base import PathTable
+
+LISTING_VERSION = 2  # 2: the paths as a PathTable (blob, offsets)
 SUFFIX = ".listing.npz"
 SETTLE_SECONDS = 2.0
-_SEP = b"\0"  # the one byte no path can hold
 _log = logging.getLogger(__name__)
 
 FolderState = collections.namedtuple("FolderState", ["path", "dev", "ino", "ctime_ns"])
@@ -61,15 +64,6 @@ def cache_folder(base=None):
 def cache_path(root, base=None):
   digest = hashlib.sha1(os.path.abspath(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
   return os.path.join(cache_folder(base), "%s-%s%s" % (digest, os.path.basename(root.rstrip(os.sep)) or "root", SUFFIX))
-
-
-def _blob(strings):
-  return np.frombuffer(_SEP.join(s.encode("utf-8", "surrogateescape") for s in strings), dtype=np.uint8)
-
-
-def _strings(blob):
-  data = blob.tobytes()
-  return data.decode("utf-8", "surrogateescape").split("\0") if data else []
 
 
 def _relative(root, path):
@@ -106,8 +100,9 @@ def save(listing, base=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=os.path.dirname(path))
     with os.fdopen(fd, "wb") as f:
-      np.savez(f, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-               paths=_blob(_relative(root, p) for p in listing.paths), counts=np.asarray(listing.counts, np.int64))
+      table = PathTable.of(listing.paths)
+      np.savez(f, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8), blob=table.blob,
+               offsets=table.offsets, counts=np.asarray(listing.counts, np.int64))
     os.replace(tmp, path)
     return path
   except OSError as e:
@@ -137,8 +132,8 @@ def load(root, folders, base=None):
   try:
     with np.load(path, allow_pickle=False) as z:
       meta = json.loads(z["meta"].tobytes().decode("utf-8"))
-      paths, counts = z["paths"], z["counts"]
-  except (OSError, ValueError, KeyError) as e:
+      files, counts = PathTable(blob=z["blob"], offsets=z["offsets"]), z["counts"]
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # a file cut short is a BadZipFile
     _log.debug("input: listing cache %s cannot be read (%s): walking %s", path, e, root)
     return None
   if meta.get("version") != LISTING_VERSION or meta.get("root") != root or meta.get("folders") != list(folders):
@@ -146,8 +141,6 @@ def load(root, folders, base=None):
   if not _unchanged(root, meta["visited"]):
     _log.info("input: the listing cache of %s is out of date (a folder changed): walking the tree again", root)
     return None
-  prefix = root + os.sep
-  files = [prefix + p for p in _strings(paths)]
   counts = [int(c) for c in counts]
   if len(files) != sum(counts):
     return None

@@ -71,7 +71,7 @@ def _listing(data_dir):
     return []
   remote = filesystem.is_url(data_dir)
   return [(n, not marked if remote else os.path.isfile(os.path.join(data_dir, n)))
-          for n, marked in sorted(entries)
+          for n, marked in sorted(entries, key=lambda entry: entry[0])
           if not n.startswith(".")]
 
 

@@ -14,12 +14,12 @@ folder is never written to.
 """
 import collections
 import hashlib
+import io
 import json
 import logging
 import os
 import tempfile
-
-import io
+import zipfile
 
 import numpy as np
 
@@ -177,7 +177,8 @@ def load(path, shard, keys, stat):
     with np.load(source, allow_pickle=False) as z:
       meta = json.loads(z["meta"].tobytes().decode("utf-8"))
       offsets, lengths, labels = z["offsets"], z["lengths"], z["labels"]
-  except (OSError, ValueError, KeyError) as e:  # a remote read's DataError is a ValueError
+  # a remote read's DataError is a ValueError; an index file cut short is a BadZipFile
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
     return None, "cannot be read (%s)" % e
   if meta.get("version") != INDEX_VERSION:
     return None, "was written by index version %r, this is %d" % (meta.get("version"), INDEX_VERSION)

@@ -1,17 +1,20 @@
 """Datasets on other file systems (input/filesystem.py): file:// URLs on both stacks, TF 2.x's in-memory ram://
 file system for every reader (listing, reads, forked workers), one-line errors for a scheme this TensorFlow lacks;
-and the ImageFolder listing cache (input/listing_cache.py): used while the tree is unchanged, redone after a change."""
+the ImageFolder listing cache (input/listing_cache.py): used while the tree is unchanged, redone after a change;
+and the compact path table that forked workers share instead of copying."""
 import gzip
 import io
+import json
 import logging
 import os
+import pickle
 import time
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from input import datasets, filesystem, image_folder, listing_cache, tfrecord_index
+from input import dataset_base, datasets, filesystem, image_folder, listing_cache, tfrecord_index
 from input.errors import DataError
 from input.pipeline import InputPipeline
 from tests import input_helpers
@@ -221,6 +224,29 @@ def test_a_cached_listing_keeps_its_skips_and_the_eval_label_order(tmp_path, mon
   assert again.paths == first.paths
 
 
+def test_a_cache_file_cut_short_or_of_the_old_format_is_walked_again_and_rewritten(tmp_path, monkeypatch,
+                                                                                   cached_listings):
+  root = _big_tree(tmp_path / "tree")
+  cache = str(tmp_path / "cache")
+  first = image_folder.load_image_folder(root, "train", cache_dir=cache)
+  path = listing_cache.cache_path(root, cache)
+  with open(path, "rb") as f:
+    whole = f.read()
+  old_format = {"version": 1, "root": root, "folders": ["c0", "c1", "c2"], "visited": []}
+  walks = _walks(monkeypatch)
+  for n, damage in enumerate([
+      lambda f: f.write(whole[:len(whole) // 2]),
+      lambda f: np.savez(f, meta=np.frombuffer(json.dumps(old_format).encode(), np.uint8), paths=np.zeros(3, np.uint8),
+                         counts=np.array([4, 4, 4]))
+  ]):
+    with open(path, "wb") as f:
+      damage(f)
+    again = image_folder.load_image_folder(root, "train", cache_dir=cache)
+    assert len(walks) == n + 1 and again.paths == first.paths and list(again.labels) == list(first.labels)
+  image_folder.load_image_folder(root, "train", cache_dir=cache)
+  assert len(walks) == 2  # the last walk rewrote the cache, and it is read again
+
+
 def test_no_cache_for_a_tree_written_while_it_is_walked_or_a_small_one(tmp_path, monkeypatch):
   root = _big_tree(tmp_path / "tree")
   cache = str(tmp_path / "cache")
@@ -231,3 +257,44 @@ def test_no_cache_for_a_tree_written_while_it_is_walked_or_a_small_one(tmp_path,
   monkeypatch.setattr(listing_cache, "SETTLE_SECONDS", 0.0)
   image_folder.load_image_folder(root, "train", cache_dir=cache)
   assert not os.path.exists(listing_cache.cache_path(root, cache))
+
+
+def test_a_path_table_reads_back_every_path_and_equals_its_list():
+  names = ["/d/a.jpg", "/d/é/b.png", "/d/" + b"\xff".decode("utf-8", "surrogateescape") + ".jpg", "/d/sp ace.jpg"]
+  table = dataset_base.PathTable(names)
+  assert list(table) == names and len(table) == 4 and table[-1] == names[-1] and table[1:3] == names[1:3]
+  assert table[np.int64(2)] == names[2] and table == names and table == dataset_base.PathTable(names)
+  assert table != names[:3] and pickle.loads(pickle.dumps(table)) == table
+  with pytest.raises(IndexError):
+    table[4]  # pylint: disable=pointless-statement
+  assert dataset_base.PathTable.of(table) is table and len(dataset_base.PathTable([])) == 0
+
+
+def _private_dirty_kb():
+  with open("/proc/self/smaps_rollup") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith("Private_Dirty:"))
+
+
+def _pages_copied_by_a_child_reading(paths):
+  read, write = os.pipe()
+  pid = os.fork()
+  if pid == 0:
+    before = _private_dirty_kb()
+    for p in paths:
+      len(p)
+    os.write(write, str(_private_dirty_kb() - before).encode())
+    os._exit(0)
+  os.close(write)
+  grown = int(os.read(read, 64))
+  os.close(read)
+  os.waitpid(pid, 0)
+  return grown
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs Linux's /proc/self/smaps_rollup")
+def test_a_forked_worker_reading_every_path_shares_the_table_instead_of_copying_it():
+  paths = ["/data/imagenet/train/n%08d/n%08d_%d.JPEG" % (i % 1000, i % 1000, i) for i in range(200000)]
+  as_list = _pages_copied_by_a_child_reading(paths)
+  as_table = _pages_copied_by_a_child_reading(dataset_base.PathTable(paths))
+  assert as_list > 10000  # kB: the reference counts of 200,000 str dirty their pages
+  assert as_table < as_list / 10, (as_table, as_list)

@@ -5,12 +5,13 @@ memory, the listing cache, and opening 1,024 TFRecord shards with their indexes;
   python -m tools.bench_listing --make_shards /tmp/big_records --num_shards 1024 --records_per_shard 1251
   python -m tools.bench_listing --data_dir /tmp/big --records_dir /tmp/big_records
 
-Every file is the same ~300-byte JPEG (8x8): decoding costs nothing, so what is timed is the listing, the checks
+Every file is the same 629-byte JPEG (8x8): decoding costs nothing, so what is timed is the listing, the checks
 and the pipeline start. The ImageFolder is opened through input.datasets.open_dataset, the trainer's path (class
 folders, walk, probe of 16 files), three times: walking with no cache, walking and writing the cache, and reading
 the cache; then an InputPipeline starts --workers forked workers and makes the first batch. Memory: tracemalloc of
 one more walk (the Python objects of the file table), and the pages a forked worker copies when it touches every
-path once, as a worker does over an epoch (reference counts are written into the strings' pages). Times are
+path once, as a worker does over an epoch (with a list of str, each read writes a reference count into its
+string's page; the file table is a dataset_base.PathTable so that it does not). Times are
 warm: the tree was just written (or listed), so the kernel has its folders cached; a cold walk on a disk or NFS
 adds the reads of every folder. The rows scale to --extrapolate_to files linearly (the walk is linear in files).
 """
@@ -151,11 +152,11 @@ def measure_folder(args, table):
     image_folder.MIN_CACHED_FILES = 1 << 62  # no cache: the plain walk
     dataset, walk = _timed(lambda: datasets.open_dataset("imagefolder", root, "train", cache_dir=cache))
     n = len(dataset)
-    image_folder.MIN_CACHED_FILES = saved_min
+    image_folder.MIN_CACHED_FILES = 0  # cached whatever its size: a small tree measures the same code
     classes = dataset.num_classes
 
     def row(what, seconds):
-      table.row(what, "%.2f s" % seconds, "%.2f us" % (seconds / n * 1e6), "%.1f s" % (seconds / n * scale))
+      table.row(what, "%.3f s" % seconds, "%.2f us" % (seconds / n * 1e6), "%.1f s" % (seconds / n * scale))
 
     row("open_dataset, walk (no cache), %d files in %d classes" % (n, classes), walk)
     del dataset
@@ -200,7 +201,7 @@ def measure_records(args, table):
     scale = args.extrapolate_to
 
     def row(what, seconds):
-      table.row(what, "%.2f s" % seconds, "%.2f us" % (seconds / n * 1e6), "%.1f s" % (seconds / n * scale))
+      table.row(what, "%.3f s" % seconds, "%.2f us" % (seconds / n * 1e6), "%.1f s" % (seconds / n * scale))
 
     row("open_dataset tfrecord, building %d indexes (%d records)" % (shards, n), build)
     del dataset
