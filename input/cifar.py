@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from input import safe_pickle
+from input import filesystem, safe_pickle
 from input.dataset_base import ArrayDataset
 from input.errors import DataError
 
@@ -19,14 +19,14 @@ CIFAR10_TRAIN_FILES = ["data_batch_%d" % i for i in range(1, 6)]
 
 
 def is_cifar10_dir(data_dir):
-  return os.path.isfile(os.path.join(data_dir,
-                                     "data_batch_1")) or (os.path.isfile(os.path.join(data_dir, "batches.meta")) and
-                                                          os.path.isfile(os.path.join(data_dir, "test_batch")))
+  return filesystem.isfile(os.path.join(
+      data_dir, "data_batch_1")) or (filesystem.isfile(os.path.join(data_dir, "batches.meta")) and
+                                     filesystem.isfile(os.path.join(data_dir, "test_batch")))
 
 
 def is_cifar100_dir(data_dir):
-  return os.path.isfile(os.path.join(data_dir, "meta")) and (os.path.isfile(os.path.join(data_dir, "train")) or
-                                                             os.path.isfile(os.path.join(data_dir, "test")))
+  return filesystem.isfile(os.path.join(data_dir, "meta")) and (filesystem.isfile(os.path.join(data_dir, "train")) or
+                                                                filesystem.isfile(os.path.join(data_dir, "test")))
 
 
 def _field(batch, key, path):
@@ -75,7 +75,7 @@ def _read_batch(path, label_key, num_classes):
 
 
 def _names(meta_path, key, count):
-  if not os.path.isfile(meta_path):
+  if not filesystem.isfile(meta_path):
     return [str(i) for i in range(count)]
   names = _field(safe_pickle.load(meta_path), key, meta_path)
   if not isinstance(names, (list, tuple)) or not names:
@@ -84,7 +84,7 @@ def _names(meta_path, key, count):
 
 
 def _require(path):
-  if not os.path.isfile(path):
+  if not filesystem.isfile(path):
     raise DataError("%s does not exist: expected a CIFAR python-pickle file there" % path)
   return path
 

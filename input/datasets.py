@@ -16,6 +16,10 @@
                 of-NNNNN (TFDS); see input/tfrecord.py        the layout's (official -1, tfds 0)
   auto          any of the above, recognised from its files;  data_dir=None -> digits
 
+data_dir may be a URL (gs://, ram://, ...: input/filesystem.py): every reader lists and reads through tf.io.gfile
+then; a file:// URL is its plain path. A URL whose scheme this TensorFlow cannot read is one DataError naming the
+scheme and what to install.
+
 Every path problem is a ValueError with one line that names the path and what was expected (an OSError while
 opening, such as an unreadable folder, too). A dataset of image files whose sampled files are all unreadable (Git LFS
 pointers, say) is an UnreadableDatasetError (a ValueError) here already, before any training. Warnings go to the
@@ -26,7 +30,7 @@ import os
 
 import numpy as np
 
-from input import cifar, digits, idx, image_codec, image_folder, image_headers, list_file, tfrecord
+from input import cifar, digits, filesystem, idx, image_codec, image_folder, image_headers, list_file, tfrecord, tfrecord_index
 from input.dataset_base import FileDataset, unreadable
 from input.messages import quote
 from input.errors import DataError
@@ -50,35 +54,37 @@ def _split_candidates(split):
 def _check_dir(data_dir):
   if data_dir is None:
     raise DataError("no data_dir given: expected %s" % _EXPECTED)
+  if filesystem.is_url(data_dir):
+    filesystem.check_url(data_dir)
   try:
-    os.stat(data_dir)
+    filesystem.stat(data_dir)
   except FileNotFoundError:
     raise DataError("%s does not exist: expected %s" % (data_dir, _EXPECTED))
-  if os.path.isdir(data_dir) and not os.listdir(data_dir):
+  if filesystem.isdir(data_dir) and not filesystem.listdir(data_dir):
     raise DataError("%s is empty: expected %s" % (data_dir, _EXPECTED))
 
 
-def _image_folder(data_dir, split):
+def _image_folder(data_dir, split, cache_dir):
   sub = [s for s in _split_candidates(split) if image_folder.class_folders(os.path.join(data_dir, s))]
-  has_split_dirs = any(os.path.isdir(os.path.join(data_dir, s)) for s in ["train"] + list(EVAL_SPLIT_NAMES))
+  has_split_dirs = any(filesystem.isdir(os.path.join(data_dir, s)) for s in ["train"] + list(EVAL_SPLIT_NAMES))
   if not sub:
     if has_split_dirs:
       raise DataError("%s has no %s folder with class sub-folders for split %r" %
                       (data_dir, "/ or ".join(_split_candidates(split)) + "/", split))
-    return image_folder.load_image_folder(data_dir, split)
+    return image_folder.load_image_folder(data_dir, split, cache_dir=cache_dir)
   class_names = None
   train_root = os.path.join(data_dir, "train")
   if split != "train" and image_folder.class_folders(train_root):
     class_names = image_folder.class_folders(train_root)  # eval labels must use the training label ids
-  return image_folder.load_image_folder(os.path.join(data_dir, sub[0]), split, class_names)
+  return image_folder.load_image_folder(os.path.join(data_dir, sub[0]), split, class_names, cache_dir)
 
 
 def _list_file(data_dir, split):
-  if os.path.isfile(data_dir):
+  if filesystem.isfile(data_dir):
     return list_file.load_list_file(data_dir, split)
   for s in _split_candidates(split):
     path = os.path.join(data_dir, s + ".txt")
-    if os.path.isfile(path):
+    if filesystem.isfile(path):
       return list_file.load_list_file(path, split)
   raise DataError("%s has no %s for split %r: expected a list file of 'relative/path label' lines" %
                   (data_dir, " or ".join(s + ".txt" for s in _split_candidates(split)), split))
@@ -87,7 +93,7 @@ def _list_file(data_dir, split):
 def detect(data_dir):
   """The reader name for what `data_dir` holds: "cifar10", "cifar100", "idx", "list", "tfrecord" or "imagefolder"."""
   _check_dir(data_dir)
-  if os.path.isfile(data_dir):
+  if filesystem.isfile(data_dir):
     if data_dir.lower().endswith(".txt"):
       return "list"
     raise DataError("%s is a file but not a .txt list file: expected %s" % (data_dir, _EXPECTED))
@@ -97,7 +103,7 @@ def detect(data_dir):
     return "cifar100"
   if idx.is_idx_dir(data_dir):
     return "idx"
-  if any(os.path.isfile(os.path.join(data_dir, s + ".txt")) for s in ["train"] + list(EVAL_SPLIT_NAMES)):
+  if any(filesystem.isfile(os.path.join(data_dir, s + ".txt")) for s in ["train"] + list(EVAL_SPLIT_NAMES)):
     return "list"
   if tfrecord.is_tfrecord_dir(data_dir):
     return "tfrecord"
@@ -141,13 +147,14 @@ def _check_classes(dataset):
                  dataset.num_classes, ", ".join(quote(n) for n in empty[:5]), ", ..." if len(empty) > 5 else "")
 
 
-def _open(name, data_dir, split, label_offset):
+def _open(name, data_dir, split, label_offset, cache_dir):
   if name == "auto":
     name = detect(data_dir)
   else:
     _check_dir(data_dir)
   if name == "tfrecord":
-    return tfrecord.load_tfrecords(data_dir, split, label_offset)
+    index_dir = tfrecord_index.cache_folder(cache_dir) if cache_dir else None
+    return tfrecord.load_tfrecords(data_dir, split, label_offset, index_dir)
   if label_offset not in (None, 0):
     raise DataError("label_offset %r applies to TFRecord shards only, %s is read as %s (labels 0-based)" %
                     (label_offset, data_dir, name))
@@ -159,14 +166,15 @@ def _open(name, data_dir, split, label_offset):
     return _list_file(data_dir, split)
   if name == "idx":
     return idx.load_idx(data_dir, split)
-  return _image_folder(data_dir, split)
+  return _image_folder(data_dir, split, cache_dir)
 
 
-def open_dataset(name="auto", data_dir=None, split="train", label_offset=None):
+def open_dataset(name="auto", data_dir=None, split="train", label_offset=None, cache_dir=None):
   """Opens a dataset (see the module table) and returns a dataset_base.Dataset.
 
-  label_offset: added to the raw labels of TFRecord shards (None = the layout's); other datasets accept only
-  None or 0.
+  data_dir: a local path or a URL (input/filesystem.py). label_offset: added to the raw labels of TFRecord shards
+  (None = the layout's); other datasets accept only None or 0. cache_dir: the base folder of the TFRecord index
+  and ImageFolder listing caches (None: $XDG_CACHE_HOME, else ~/.cache).
 
   Raises ValueError with one line naming the path (or name) and what was expected; its subclass
   UnreadableDatasetError when a dataset of image files has nothing that looks like an image.
@@ -179,8 +187,9 @@ def open_dataset(name="auto", data_dir=None, split="train", label_offset=None):
       raise DataError("label_offset %r applies to TFRecord shards only, the embedded digits' labels are 0-based" %
                       (label_offset,))
     return digits.load_digits(split)
+  data_dir = filesystem.to_local(data_dir)
   try:
-    dataset = _open(name, data_dir, split, label_offset)
+    dataset = _open(name, data_dir, split, label_offset, cache_dir)
     if isinstance(dataset, FileDataset):
       probe_files(dataset)
   except OSError as e:  # e.g. a folder or list without read permission

@@ -25,6 +25,7 @@ import zlib
 
 import numpy as np
 
+from input import filesystem
 from input.dataset_base import ArrayDataset, Dataset
 from input.errors import DataError
 from input.messages import quote
@@ -61,19 +62,19 @@ def find(data_dir, name):
   """The path of `name`, else of `name`.gz, in data_dir; None when neither is a file."""
   for candidate in (name, name + ".gz"):
     path = os.path.join(data_dir, candidate)
-    if os.path.isfile(path):
+    if filesystem.isfile(path):
       return path
   return None
 
 
 def is_idx_dir(data_dir):
   """Whether data_dir holds the images file of either split."""
-  return os.path.isdir(data_dir) and any(find(data_dir, file_names(s)[0]) for s in ("train", "test"))
+  return filesystem.isdir(data_dir) and any(find(data_dir, file_names(s)[0]) for s in ("train", "test"))
 
 
 def _idx_files_in(data_dir):
   names = set(file_names("train") + file_names("test"))
-  return sorted(n for n in os.listdir(data_dir) if n in names or (n.endswith(".gz") and n[:-3] in names))
+  return sorted(n for n in filesystem.listdir(data_dir) if n in names or (n.endswith(".gz") and n[:-3] in names))
 
 
 def _read_upto(stream, limit):
@@ -159,8 +160,8 @@ def _parse(stream, path, magic, compressed, file_size):
 def read_idx(path, magic):
   """(dims, bytearray of the data) of the IDX file at path, plain or gzip-compressed, whose magic must be `magic`
   (IMAGES_MAGIC or LABELS_MAGIC); ValueError with one line naming the file otherwise."""
-  with open(path, "rb") as raw:
-    file_size = os.fstat(raw.fileno()).st_size
+  file_size = filesystem.stat(path).size
+  with filesystem.open_read(path) as raw:
     compressed = raw.read(2) == _GZIP_START
     raw.seek(0)
     if not compressed:
@@ -176,8 +177,7 @@ def read_idx(path, magic):
 def read_class_names(path):
   """The class names of a class_names.txt: one per line (UTF-8, a byte-order mark dropped, names stripped, trailing
   blank lines ignored); a blank line among them, a repeated name or an empty file is a ValueError naming the file."""
-  with open(path, "rb") as f:
-    raw = f.read()
+  raw = filesystem.read_file(path)
   try:
     text = raw.decode("utf-8-sig")
   except UnicodeDecodeError as e:
@@ -201,13 +201,15 @@ def read_class_names(path):
 
 def is_fashion_dir(data_dir):
   """Whether the folder is recognised as Fashion-MNIST: its path (as given or resolved) says "fashion"."""
+  if filesystem.is_url(data_dir):
+    return "fashion" in data_dir.lower()
   return any("fashion" in p.lower() for p in (os.path.abspath(data_dir), os.path.realpath(data_dir)))
 
 
 def class_names(data_dir):
   """(names, where they come from): class_names.txt beside the files, Fashion-MNIST's names, or "0".."9"."""
   path = os.path.join(data_dir, CLASS_NAMES_FILE)
-  if os.path.isfile(path):
+  if filesystem.isfile(path):
     return read_class_names(path), "named in " + quote(path)
   if is_fashion_dir(data_dir):
     return list(FASHION_MNIST_NAMES), "Fashion-MNIST's (its path says fashion)"
@@ -249,7 +251,7 @@ def _check_labels(labels, num_classes, labels_path, names_origin, names_file):
 
 def load_idx(data_dir, split="train"):
   """The IdxDataset of `split` in data_dir (see the module docstring); ValueError with one line otherwise."""
-  if not os.path.isdir(data_dir):
+  if not filesystem.isdir(data_dir):
     raise DataError("%s is not a folder: expected a folder holding MNIST-family IDX files (%s[.gz], ...)" %
                     (quote(data_dir), file_names("train")[0]))
   wanted = file_names(split)
@@ -268,7 +270,7 @@ def load_idx(data_dir, split="train"):
                     (quote(labels_path), count, dims[0], quote(images_path)))
   names, origin = class_names(data_dir)
   labels = np.frombuffer(label_bytes, np.uint8)
-  _check_labels(labels, len(names), labels_path, origin, os.path.isfile(os.path.join(data_dir, CLASS_NAMES_FILE)))
+  _check_labels(labels, len(names), labels_path, origin, filesystem.isfile(os.path.join(data_dir, CLASS_NAMES_FILE)))
   gray = np.frombuffer(pixels, np.uint8).reshape(dims)
   _log.info("input: idx %s: %d images of %dx%d from %s, labels from %s, %d classes (%s)", split, dims[0], dims[1],
             dims[2], quote(images_path), quote(labels_path), len(names), origin)

@@ -17,6 +17,7 @@ import stat
 import cv2
 import numpy as np
 
+from input import filesystem
 from input import image_headers
 from input import stderr_capture
 from input.errors import InputError
@@ -72,7 +73,10 @@ def file_kind(mode):
 
 def read_bytes(path, limit=None):
   """The bytes of a regular file (at most `limit` of them); DecodeError for anything else (missing, dangling
-  symlink, directory, FIFO, device, unreadable, zero bytes)."""
+  symlink, directory, FIFO, device, unreadable, zero bytes). A URL (input/filesystem.py) is read through
+  tf.io.gfile."""
+  if filesystem.is_url(path):
+    return _read_url(path, limit)
   try:
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever. The type is checked on
     # the open file, so nothing can swap the file between the check and the read.
@@ -90,6 +94,18 @@ def read_bytes(path, limit=None):
       data = f.read() if limit is None else f.read(limit)
     except OSError as e:
       raise DecodeError(path, "cannot read (%s)" % (e.strerror or e))
+  if not data:
+    raise DecodeError(path, "zero-byte file")
+  return data
+
+
+def _read_url(path, limit):
+  try:
+    data = filesystem.read_file(path, limit)
+  except FileNotFoundError:
+    raise DecodeError(path, "does not exist")
+  except (OSError, InputError) as e:
+    raise DecodeError(path, "cannot read (%s)" % (getattr(e, "strerror", None) or str(e).split(": ", 1)[-1]))
   if not data:
     raise DecodeError(path, "zero-byte file")
   return data

@@ -2,7 +2,8 @@
 
 Format: UTF-8 text (a byte-order mark is allowed and dropped), one `path label` per line; the label is the last
 whitespace-separated field and an ASCII integer >= 0, so paths may hold spaces; blank lines and lines starting with
-# are ignored. Relative paths are resolved against the list file's own folder; absolute paths are used as they are.
+# are ignored. Relative paths are resolved against the list file's own folder (a URL's too); absolute paths and URLs are used as
+they are.
 Anything else (Latin-1 bytes, a label like "²", "--3" or "-1", a NUL in a path) is a ValueError naming the file and
 the line.
 Classes: classes.txt beside the list names them (one per line). Without it num_classes is 1 + the largest label
@@ -14,6 +15,7 @@ import logging
 import os
 import re
 
+from input import filesystem
 from input.dataset_base import FileDataset
 from input.messages import quote
 from input.errors import DataError
@@ -28,8 +30,7 @@ _log = logging.getLogger(__name__)
 
 def _text_lines(path):
   """[(line number, text)] of a UTF-8 text file; ValueError naming the file and line when a line is not UTF-8."""
-  with open(path, "rb") as f:
-    raw = f.read()
+  raw = filesystem.read_file(path)
   if raw.startswith(codecs.BOM_UTF8):
     raw = raw[len(codecs.BOM_UTF8):]
   lines = []
@@ -66,7 +67,7 @@ def parse_list(list_path):
 def _class_names(list_path, labels):
   folder = os.path.dirname(list_path)
   names_path = os.path.join(folder, CLASS_LIST_FILE)
-  if os.path.isfile(names_path):
+  if filesystem.isfile(names_path):
     names = [text.strip() for _, text in _text_lines(names_path) if text.strip()]
     if max(labels) >= len(names):
       raise DataError("%s names %d classes but %s uses label %d" % (names_path, len(names), list_path, max(labels)))
@@ -75,10 +76,11 @@ def _class_names(list_path, labels):
   top, read = max(labels), [list_path]
   for name in SPLIT_LISTS:
     other = os.path.join(folder, name)
-    if other != list_path and os.path.isfile(other):
+    if other != list_path and filesystem.isfile(other):
       top = max([top] + [label for _, label in parse_list(other)])
       read.append(other)
-  unread = sorted(n for n in os.listdir(folder) if n.lower().endswith(".txt") and os.path.join(folder, n) not in read)
+  unread = sorted(
+      n for n in filesystem.listdir(folder) if n.lower().endswith(".txt") and os.path.join(folder, n) not in read)
   _log.info("input: %d classes = 1 + the largest label in %s (in %s)%s", top + 1,
             ", ".join(quote(os.path.basename(r)) for r in read), quote(folder),
             "; not read: %s" % ", ".join(quote(n) for n in unread) if unread else "")
@@ -87,13 +89,13 @@ def _class_names(list_path, labels):
 
 def load_list_file(list_path, split):
   """FileDataset over the entries of a `path label` list file; raises ValueError naming the file."""
-  list_path = os.path.abspath(list_path)
-  if not os.path.isfile(list_path):
+  list_path = filesystem.abspath(list_path)
+  if not filesystem.isfile(list_path):
     raise DataError("%s does not exist: expected a list file of 'relative/path label' lines" % list_path)
   entries = parse_list(list_path)
   if not entries:
     raise DataError("%s is empty: expected 'relative/path label' lines" % list_path)
   base = os.path.dirname(list_path)
-  paths = [p if os.path.isabs(p) else os.path.join(base, p) for p, _ in entries]
+  paths = [p if os.path.isabs(p) or filesystem.is_url(p) else os.path.join(base, p) for p, _ in entries]
   labels = [label for _, label in entries]
   return FileDataset("list", split, _class_names(list_path, labels), paths, labels, source=list_path)

@@ -8,6 +8,7 @@ import importlib
 import pickle
 import warnings
 
+from input import filesystem
 from input.errors import InputError
 
 # (module, name) pairs a numpy array or bytes object needs to be rebuilt. numpy 2 spells numpy.core as numpy._core;
@@ -64,7 +65,7 @@ def load(path):
 
   Raises UnsafePickleError for any non-data global and ValueError for a file that is not a pickle.
   """
-  with open(path, "rb") as f:
+  with filesystem.open_read(path) as f:
     try:
       return _CifarUnpickler(f, path).load()
     except UnsafePickleError:

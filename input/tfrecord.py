@@ -29,7 +29,7 @@ import re
 
 import numpy as np
 
-from input import image_codec, image_headers, tfrecord_format, tfrecord_index
+from input import filesystem, image_codec, image_headers, tfrecord_format, tfrecord_index
 from input.dataset_base import Dataset, unreadable
 from input.errors import DataError
 from input.messages import quote
@@ -63,23 +63,29 @@ class Shards(object):
 
 
 def _listing(data_dir):
+  """[(name, is_file)] of data_dir's entries, sorted (hidden ones left out). On a URL an entry is taken as a file
+  unless the listing marks it as a folder: one stat per shard of 1,024 would cost more than the listing."""
   try:
-    return sorted(n for n in os.listdir(data_dir) if not n.startswith("."))
+    entries = filesystem.list_marked(data_dir)
   except OSError:
     return []
+  remote = filesystem.is_url(data_dir)
+  return [(n, not marked if remote else os.path.isfile(os.path.join(data_dir, n)))
+          for n, marked in sorted(entries, key=lambda entry: entry[0])
+          if not n.startswith(".")]
 
 
 def find_shards(data_dir):
   """Shards of `data_dir`, or None when it holds none; ValueError (one line) for a folder mixing layouts."""
   official, tfds = {}, {}
-  for name in _listing(data_dir):
+  for name, is_file in _listing(data_dir):
     path = os.path.join(data_dir, name)
     m = _TFDS_NAME.match(name)
     if m:
       tfds.setdefault(m.group("name"), {}).setdefault(m.group("split"), []).append(path)
       continue
     m = _OFFICIAL_NAME.match(name)
-    if m and os.path.isfile(path):
+    if m and is_file:
       official.setdefault(m.group("split"), []).append(path)
   if official and tfds:
     raise DataError("%s mixes TFRecord layouts: official ImageNet shards (%s) and TFDS shards (%s): expected one "
@@ -143,15 +149,14 @@ def tfds_class_names(data_dir):
   """The TFDS label names: label.labels.txt, else a ClassLabel in features.json (names or just a count, as names
   "0".."n-1"), else None."""
   path = os.path.join(data_dir, "label.labels.txt")
-  if os.path.isfile(path):
-    with open(path, encoding="utf-8") as f:
-      return [line.rstrip("\r\n") for line in f if line.strip()]
+  if filesystem.isfile(path):
+    text = filesystem.read_file(path).decode("utf-8")
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
   path = os.path.join(data_dir, "features.json")
-  if not os.path.isfile(path):
+  if not filesystem.isfile(path):
     return None
   try:
-    with open(path, encoding="utf-8") as f:
-      features = json.load(f)
+    features = json.loads(filesystem.read_file(path).decode("utf-8"))
   except ValueError as e:
     raise DataError("%s is not JSON (%s): expected the TFDS features description" % (path, e))
   found = _class_label(features)
@@ -229,7 +234,7 @@ class TFRecordDataset(Dataset):
     if i in self.bad_records:
       raise image_codec.DecodeError(where, self.bad_records[i])
     try:
-      with open(self.shards[self.shard_ids[i]], "rb") as f:
+      with filesystem.open_read(self.shards[self.shard_ids[i]]) as f:
         data = tfrecord_format.read_record(f, int(self.offsets[i]), int(self.lengths[i]), self.check_crc)
       features = tfrecord_format.parse_example(data, (self.image_key,))
     except OSError as e:

@@ -7,16 +7,23 @@ rebuilt, with one info line saying why. Building reads the whole shard once and 
 bad CRC, an Example that does not parse or without a label stays in the index marked bad with its reason (the
 workers skip and count it, as a corrupt file); a truncated last record or a broken length ends the index there, with
 one warning naming the shard, the offset and what was expected.
+
+A shard on a URL (gs://, ram://: input/filesystem.py) is read through tf.io.gfile; its index is read from beside it
+when one is there (e.g. copied up with the shards) but written only to the local cache folder: a remote dataset
+folder is never written to.
 """
 import collections
 import hashlib
+import io
 import json
 import logging
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
+from input import filesystem
 from input import tfrecord_format
 from input.messages import quote
 
@@ -58,15 +65,16 @@ class ShardIndex(object):
     return len(self.offsets)
 
 
-def cache_folder():
-  """Where indexes of read-only shards go: $XDG_CACHE_HOME (or ~/.cache) / vit_tfrecord_index."""
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def cache_folder(base=None):
+  """Where indexes of read-only or remote shards go: <base>/vit_tfrecord_index; base None = $XDG_CACHE_HOME, else
+  ~/.cache."""
+  base = base or os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "vit_tfrecord_index")
 
 
 def index_paths(shard, cache_dir=None):
   """[beside the shard, in the cache folder]: where its index may be."""
-  digest = hashlib.sha1(os.path.abspath(shard).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+  digest = hashlib.sha1(filesystem.abspath(shard).encode("utf-8", "surrogateescape")).hexdigest()[:16]
   cached = os.path.join(cache_dir or cache_folder(), "%s-%s%s" % (digest, os.path.basename(shard), INDEX_SUFFIX))
   return [shard + INDEX_SUFFIX, cached]
 
@@ -80,8 +88,8 @@ def build(shard, keys):
   offsets, lengths, labels, bad, names, conflicts = [], [], [], {}, {}, []
   keys_seen, end_problem = None, None
   wanted = (keys.label,) + tuple(keys.names)
-  size = os.path.getsize(shard)
-  with open(shard, "rb", buffering=1 << 20) as f:
+  size = filesystem.stat(shard).size
+  with filesystem.open_read(shard, buffering=1 << 20) as f:
     pos = 0
     while pos < size:
       header = f.read(tfrecord_format.HEADER_BYTES)
@@ -134,8 +142,8 @@ def _meta(index, keys, stat):
   return {
       "version": INDEX_VERSION,
       "shard": os.path.basename(index.path),
-      "size": stat.st_size,
-      "mtime_ns": stat.st_mtime_ns,
+      "size": stat.size,
+      "mtime_ns": stat.mtime_ns,
       "keys": [keys.layout, keys.label] + list(keys.names),
       "bad": [[n, r] for n, r in sorted(index.bad.items())],
       "names": [[label, n] for label, n in sorted(index.names.items())],
@@ -165,18 +173,20 @@ def load(path, shard, keys, stat):
   """(ShardIndex, None) from the index file `path`, or (None, why it cannot be used) when it is stale, of another
   layout or version, or unreadable."""
   try:
-    with np.load(path, allow_pickle=False) as z:
+    source = io.BytesIO(filesystem.read_file(path)) if filesystem.is_url(path) else path
+    with np.load(source, allow_pickle=False) as z:
       meta = json.loads(z["meta"].tobytes().decode("utf-8"))
       offsets, lengths, labels = z["offsets"], z["lengths"], z["labels"]
-  except (OSError, ValueError, KeyError) as e:
+  # a remote read's DataError is a ValueError; an index file cut short is a BadZipFile
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
     return None, "cannot be read (%s)" % e
   if meta.get("version") != INDEX_VERSION:
     return None, "was written by index version %r, this is %d" % (meta.get("version"), INDEX_VERSION)
   if meta.get("keys") != [keys.layout, keys.label] + list(keys.names):
     return None, "was built for other features (%s)" % ", ".join(map(str, meta.get("keys") or []))
-  if meta.get("size") != stat.st_size or meta.get("mtime_ns") != stat.st_mtime_ns:
+  if meta.get("size") != stat.size or meta.get("mtime_ns") != stat.mtime_ns:
     return None, "is older than its shard (indexed %s bytes, mtime %s; now %d bytes, mtime %d)" % (
-        meta.get("size"), meta.get("mtime_ns"), stat.st_size, stat.st_mtime_ns)
+        meta.get("size"), meta.get("mtime_ns"), stat.size, stat.mtime_ns)
   end = meta.get("end_problem")
   index = ShardIndex(shard, offsets, lengths, labels, {
       n: r for n, r in meta["bad"]
@@ -198,10 +208,10 @@ def shard_index(shard, keys, cache_dir=None):
 
 
 def _load_or_build(shard, keys, cache_dir):
-  stat = os.stat(shard)
+  stat = filesystem.stat(shard)
   stale = []
   for path in index_paths(shard, cache_dir):
-    if os.path.exists(path):
+    if filesystem.exists(path):
       index, why = load(path, shard, keys, stat)
       if index is not None:
         return index
@@ -210,7 +220,8 @@ def _load_or_build(shard, keys, cache_dir):
     _log.info("input: index %s %s: rebuilding it", quote(stale[0][0]), stale[0][1])
   index = build(shard, keys)
   last_error = None
-  for path in index_paths(shard, cache_dir):
+  writable = [p for p in index_paths(shard, cache_dir) if not filesystem.is_url(p)]
+  for path in writable:
     try:
       if not os.path.isdir(os.path.dirname(path)):
         os.makedirs(os.path.dirname(path))

@@ -9,6 +9,7 @@ import os
 from absl import flags
 
 from input import augment
+from input import filesystem
 from input.datasets import DATASET_NAMES
 from input.errors import InputError
 from launch import errors
@@ -47,8 +48,15 @@ def define_flags():
       "auto (recognised from the folder's files) with it." % " | ".join(DATASET_NAMES))
   flags.DEFINE_string(
       "data_dir", None, "The dataset's folder: CIFAR-10/100 python pickles (cifar-10-batches-py/, "
-      "cifar-100-python/), an ImageFolder tree (train/ and val/ of class folders), or train.txt / "
-      "val.txt list files (or one .txt list). Not given: the embedded digits.")
+      "cifar-100-python/), an ImageFolder tree (train/ and val/ of class folders), train.txt / "
+      "val.txt list files (or one .txt list), IDX files or TFRecord shards. A local path, a file:// URL, or a "
+      "URL TensorFlow reads (gs://; s3:// and hdfs:// on TF 1.15 or with tensorflow-io; ram:// on TF 2). Not "
+      "given: the embedded digits.")
+  _cosmetic(
+      flags.DEFINE_string(
+          "cache_dir", None, "Base folder of the input caches: the indexes of TFRecord shards that cannot be "
+          "indexed beside them (read-only or remote folders) in vit_tfrecord_index/, ImageFolder listings in "
+          "vit_listing/ (so a resume does not walk the tree again). Default: $XDG_CACHE_HOME, else ~/.cache."))
   flags.DEFINE_integer("image_size", 16, "Side of the square model input in pixels; must be divisible by the patch.")
   flags.DEFINE_integer("train_batch_size", 64, "Training (micro-)batch size per device (per rank); see "
                        "--accum_steps.")
@@ -234,7 +242,8 @@ def define_flags():
   _cosmetic(
       flags.DEFINE_string(
           "model_dir", "runs/default", "The run folder: checkpoints, TensorBoard events, train.log, "
-          "metrics.jsonl, flags.txt, class_names.txt. A run resumes from its latest checkpoint."))
+          "metrics.jsonl, flags.txt, class_names.txt. A run resumes from its latest checkpoint. A local path "
+          "(or file:// URL): train.log and metrics.jsonl are appended and the run is locked with fcntl."))
   _cosmetic(
       flags.DEFINE_integer("save_every_loops", 0, "Checkpoint every this many loops (0: once per epoch); always at the "
                            "end."))
@@ -257,6 +266,22 @@ def trainer_flag_names():
 
 
 FlagError = errors.UsageError  # a bad flag value or combination (launch/errors.py)
+
+# The path flags that may be given as file:// URLs (they become plain paths before anything reads them).
+PATH_FLAGS = ("data_dir", "model_dir", "init_checkpoint", "cache_dir", "over_dump_path", "data_dump_path",
+              "fusion_switch_file")
+
+
+def resolve_file_urls(f):
+  """Turns every file:// URL among the PATH_FLAGS into its plain path, in place (so flags.txt records the path);
+  raises FlagError for a file:// URL of another host."""
+  for name in PATH_FLAGS:
+    value = getattr(f, name)
+    if value and filesystem.scheme(value) == "file":
+      try:
+        setattr(f, name, filesystem.to_local(value))
+      except InputError as e:
+        raise FlagError("--%s=%s" % (name, e))
 
 
 def check_flags(f):
@@ -339,7 +364,11 @@ def _check_at_least(f, low, *names):
 
 
 def _check_paths(f):
-  """The run folder must be a folder we can write; --data_dir one we can read."""
+  """The run folder must be a local folder we can write; --data_dir one we can read."""
+  for name in ("model_dir", "cache_dir", "init_checkpoint"):
+    value = getattr(f, name)
+    if value and filesystem.is_url(value):
+      raise FlagError(_REMOTE_REFUSED[name] % (name, value, filesystem.scheme(value)))
   if os.path.exists(f.model_dir) and not os.path.isdir(f.model_dir):
     raise FlagError("--model_dir=%s is a file, not a folder; give a folder for the run" % f.model_dir)
   existing = f.model_dir
@@ -350,9 +379,20 @@ def _check_paths(f):
     raise FlagError("--model_dir=%s cannot be created: %s is a file" % (f.model_dir, existing))
   if not os.access(existing, os.W_OK | os.X_OK):
     raise FlagError("--model_dir=%s is not writable (no write permission on %s)" % (f.model_dir, existing))
-  if f.data_dir and os.path.exists(
+  if f.data_dir and not filesystem.is_url(f.data_dir) and os.path.exists(
       f.data_dir) and not os.access(f.data_dir, os.R_OK | (os.X_OK if os.path.isdir(f.data_dir) else 0)):
     raise FlagError("--data_dir=%s is not readable (no read permission)" % f.data_dir)
+
+
+_REMOTE_REFUSED = {
+    "model_dir": ("--%s=%s: a run folder must be on a local (or mounted) file system: train.log and metrics.jsonl "
+                  "are appended line by line and the run is locked with fcntl, which %s:// offers neither of; give "
+                  "a local folder and copy it up after (or during) the run"),
+    "cache_dir": "--%s=%s: the input caches are written with local renames, %s:// is not supported: give a local "
+                 "folder",
+    "init_checkpoint": "--%s=%s: checkpoints are read from local paths only (not %s://): copy it to a local path "
+                       "first",
+}
 
 
 def parse_loss_scale(value):

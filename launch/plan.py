@@ -173,7 +173,7 @@ def _model_config(f):
 def _open(f, split):
   name = f.dataset or ("auto" if f.data_dir else "digits")
   try:
-    return datasets.open_dataset(name, f.data_dir, split, label_offset=f.label_offset)
+    return datasets.open_dataset(name, f.data_dir, split, label_offset=f.label_offset, cache_dir=f.cache_dir)
   except ValueError as e:
     raise FlagError("--data_dir/--dataset: %s" % e)
 

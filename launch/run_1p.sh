@@ -3,7 +3,8 @@
 # train_performance_1p.sh call this with "full" or "performance" first, and run_8p.sh once per device with RANK_ID,
 # RANK_SIZE and RANK_TABLE_FILE set. See docs/launch_scripts.md.
 #
-#   --data_path=DIR       dataset folder (CIFAR-100 python folder, ImageFolder, list); empty: the embedded digits
+#   --data_path=DIR       dataset folder (CIFAR-100 python folder, ImageFolder, list, TFRecords) or a URL (gs://,
+#                         file://, ...: passed on unchanged); empty: the embedded digits
 #   --output_path=DIR     where output/${ASCEND_DEVICE_ID}/ goes (default ./output)
 #   --ckpt_path=FILE      official .npz (or a checkpoint of ours) to fine-tune from
 #   --precision_mode=M    allow_mix_precision (default) | force_fp16 | allow_fp32_to_fp16 | must_keep_origin_dtype | force_fp32
@@ -84,6 +85,12 @@ if (( batch_size > micro_batch_size )); then
 else
   accum_steps=1; micro=$batch_size
 fi
+
+# The trainer runs from the repository (cd below): a relative local path is made absolute here, against the caller's
+# folder; a URL (gs://, s3://, file://, ...) is passed on as it is, never tested with [ -d ] or resolved.
+from_here() { if [[ -n "$1" && "$1" != /* && "$1" != *://* ]]; then echo "$PWD/$1"; else echo "$1"; fi; }
+data_path="$(from_here "$data_path")"
+ckpt_path="$(from_here "$ckpt_path")"
 
 mkdir -p "$output_path/$ASCEND_DEVICE_ID"
 output_path="$(cd "$output_path" && pwd)"

@@ -454,6 +454,7 @@ def finished_run(model_dir, total_steps):
 def run(f):
   """Checks the flags, then trains and/or evaluates; returns the summary record. Raises FlagError before any work
   for a bad command line (or a run folder another trainer holds)."""
+  flags_lib.resolve_file_urls(f)
   flags_lib.check_flags(f)
   # Records from opening the datasets (listing and label warnings) are held until the run starts writing its log.
   log = monitors_lib.RunLog(f.model_dir)

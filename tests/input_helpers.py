@@ -126,3 +126,17 @@ def jpeg_claiming(height, width):
     pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
   data[pos + 5:pos + 9] = struct.pack(">HH", height, width)
   return bytes(data)
+
+
+def copy_to_url(local_root, url, skip_suffix=None):
+  """Copies the tree `local_root` to `url` through tf.io.gfile (file names ending in `skip_suffix` left out);
+  returns `url`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for folder, _, files in os.walk(local_root):
+    rel = os.path.relpath(folder, local_root)
+    target = url if rel == "." else url + "/" + rel.replace(os.sep, "/")
+    tf.io.gfile.makedirs(target)
+    for name in files:
+      if skip_suffix is None or not name.endswith(skip_suffix):
+        tf.io.gfile.copy(os.path.join(folder, name), target + "/" + name, overwrite=True)
+  return url

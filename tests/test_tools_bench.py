@@ -65,6 +65,36 @@ def test_bench_input_compares_both_pipelines_on_generated_jpegs(tmp_path):
   assert _number(r"ratio ([0-9.]+)x", out) == pytest.approx(ours / theirs, abs=0.01)
 
 
+def test_bench_input_compares_jpeg_files_with_their_tfrecords(tmp_path):
+  data, records = str(tmp_path / "jpegs"), str(tmp_path / "records")
+  _run("tools.bench_input", "--make_fake_data=%s" % data, "--num_images=16", "--num_classes=2")
+  _run("tools.make_tfrecords", "--data_dir=%s" % data, "--output_dir=%s" % records, "--splits=train")
+  out = _run("tools.bench_input", "--data_dir=%s" % data, "--records_dir=%s" % records, "--image_size=32",
+             "--batch_size=4", "--workers=1", "--seconds=0.3", "--rounds=1", "--warmup_batches=1")
+  row = [l for l in out.splitlines() if l.startswith("| 1 |")][0].strip("| ").split(" | ")
+  files, records_rate = float(row[1]), float(row[4])
+  assert float(row[2]) == files and float(row[7].rstrip("x")) == pytest.approx(records_rate / files, abs=0.01)
+  on_records = _run("tools.bench_input", "--stages", "--data_dir=%s" % records, "--image_size=32")
+  on_files = _run("tools.bench_input", "--stages", "--data_dir=%s" % data, "--image_size=32")
+  assert "over 16 records" in on_records and "over 16 files" in on_files
+  assert "read record, no data CRC" in on_records and "whole example, no data CRC" in on_records
+  assert "no data CRC" not in on_files
+
+
+def test_bench_listing_times_a_walk_its_cache_and_cached_indexes(tmp_path):
+  tree, shards = str(tmp_path / "tree"), str(tmp_path / "shards")
+  assert "wrote 60 files" in _run("tools.bench_listing", "--make_tree=%s" % tree, "--num_files=60", "--num_classes=6")
+  assert "wrote 3 shards of 10 records" in _run("tools.bench_listing", "--make_shards=%s" % shards, "--num_shards=3",
+                                                "--records_per_shard=10")
+  out = _run("tools.bench_listing", "--data_dir=%s" % tree, "--records_dir=%s" % shards, "--workers=1",
+             "--batch_size=4", "--image_size=16", "--extrapolate_to=120")
+  row = [l for l in out.splitlines() if "walk (no cache), 60 files in 6 classes" in l][0].strip("| ").split(" | ")
+  walk, per_file, at_120 = float(row[1][:-2]), float(row[2][:-3]), float(row[3][:-2])
+  assert walk == pytest.approx(per_file * 60 / 1e6, abs=0.001) and at_120 == pytest.approx(2 * walk, abs=0.051)
+  assert "from the cache (7 folders checked)" in out and "3 cached indexes" in out
+  assert _number(r"record table in memory \(numpy arrays\) \| [0-9.]+ MB \| ([0-9]+) B", out) == 24
+
+
 def test_bench_e2e_runs_the_trainer_and_the_compute_benchmark(tmp_path):
   out = _run("tools.bench_e2e", "--data_dir=%s" % (tmp_path / "jpegs"), "--num_images=24", "--model=tiny",
              "--image_size=16", "--batch_size=4", "--train_steps=8", "--iterations_per_loop=2", "--warmup_loops=1",

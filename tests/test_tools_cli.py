@@ -14,6 +14,7 @@ COMMANDS = [
     ("tools.parse_log", "--warmup_steps=x"),
     ("tools.bench_e2e", "--num_images=x"),
     ("tools.bench_input", "--batch_size=x"),
+    ("tools.bench_listing", "--num_files=x"),
     ("tools.bench_loop", "--steps=x"),
     ("tools.bench_distributed", "--repeats=x"),
     ("tools.bench_model", "--steps=x"),

@@ -2,6 +2,7 @@
 
   python -m tools.bench_input --make_fake_data /tmp/fake_imagenet --num_images 1000
   python -m tools.bench_input --data_dir /tmp/fake_imagenet --image_size 224 --workers 1,2
+  python -m tools.bench_input --data_dir /tmp/fake_imagenet --records_dir /tmp/fake_records --workers 1,2
 
 For every N in --workers: our pipeline with N worker processes read through tf_dataset() in a tf.Session, then a
 tf.data pipeline (tf.io.read_file, tf.image.decode_jpeg, sample_distorted_bounding_box with the same area/aspect
@@ -9,7 +10,11 @@ ranges, bilinear resize, random flip, batch) with num_parallel_calls=N and its t
 use intra/inter-op threads = N. The first --warmup_batches batches are never timed; each pipeline is built, timed and
 torn down --rounds times in ABBA order, so that load from other jobs hits both alike. Prints img/s (wall), img per
 CPU-second (this process plus our workers: the per-core efficiency, robust to a busy machine) and the ratios.
+
+With --records_dir (the same images as TFRecord shards, tools.make_tfrecords): our pipeline on the JPEG files
+against our pipeline on the shards, same rounds and order, img/s and img/s per worker.
 """
+import copy
 import os
 import time
 
@@ -47,7 +52,10 @@ def define_flags():
   flags.DEFINE_integer("warmup_batches", 5, "Untimed batches at the start of every round.")
   flags.DEFINE_bool(
       "stages", False, "Instead: the CPU cost per example of each stage of our per-example work "
-      "(and of tf decode_jpeg), in this process.")
+      "(and of tf decode_jpeg), in this process; TFRecords also without the data CRC.")
+  flags.DEFINE_string(
+      "records_dir", None, "Instead of tf.data: our pipeline on --data_dir's files against our pipeline on these "
+      "TFRecord shards of the same images.")
   flags.DEFINE_enum("start_method", "fork", ["fork", "spawn"], "How our pipeline starts its worker processes.")
 
 
@@ -131,7 +139,7 @@ def _segment(kind, dataset, size, args, n):
   """Builds one pipeline from scratch, times it and tears it down (nothing of it runs during the other's turn)."""
   with tf.Graph().as_default():
     if kind == "tf.data":
-      ref = tf_data_pipeline(dataset.paths, dataset.labels, size, args.batch_size, n)
+      ref = tf_data_pipeline(list(dataset.paths), dataset.labels, size, args.batch_size, n)
       return _measure(_iterator(ref).get_next()[0], n, args.batch_size, args.warmup_batches, args.seconds / args.rounds)
     t0 = time.time()
     with InputPipeline(dataset, size, args.batch_size, True, workers=n, seed=0, start_method=args.start_method) as pipe:
@@ -188,8 +196,33 @@ def compare(args, counts):
   print(bench_common.machine_line(("OpenCV", cv2.__version__), ("TensorFlow", tf.__version__)))
 
 
+def compare_formats(args, counts):
+  """Our pipeline on the image files of --data_dir and on the TFRecord shards of --records_dir, at each worker
+  count; prints img/s and img/s per worker."""
+  files = open_dataset("auto", args.data_dir, "train")
+  records = open_dataset("tfrecord", args.records_dir, "train")
+  if len(files) != len(records):
+    raise UsageError("--data_dir has %d training images, --records_dir %d records: expected the same images" %
+                     (len(files), len(records)))
+  size = (args.image_size, args.image_size)
+  table = bench_common.Table([("workers", "%d"), ("JPEG files img/s", "%.0f"), ("per worker", "%.0f"),
+                              ("JPEG img/CPU-s", "%.0f"), ("TFRecord img/s", "%.0f"), ("per worker", "%.0f"),
+                              ("TFRecord img/CPU-s", "%.0f"), ("TFRecord / files", "%.2fx")])
+  table.header()
+  for n in counts:
+    totals = {"files": np.zeros(3), "records": np.zeros(3)}
+    for r in range(args.rounds):
+      for kind in (("files", "records") if r % 2 == 0 else ("records", "files")):
+        totals[kind] += _segment("ours", files if kind == "files" else records, size, args, n)
+    (f_img, f_wall, f_cpu), (r_img, r_wall, r_cpu) = totals["files"], totals["records"]
+    table.row(n, f_img / f_wall, f_img / f_wall / n, f_img / f_cpu, r_img / r_wall, r_img / r_wall / n, r_img / r_cpu,
+              (r_img / r_wall) / (f_img / f_wall))
+  print(bench_common.machine_line(("OpenCV", cv2.__version__), ("TensorFlow", tf.__version__)))
+
+
 def profile_stages(args):
-  """CPU ms per example of each stage of our per-example work, and of tf.image.decode_jpeg, in this process.
+  """CPU ms per example of each stage of our per-example work, and of tf.image.decode_jpeg, in this process; for
+  TFRecords also the read and the whole example without the data CRC check.
 
     Single-threaded process CPU time, so the numbers hold up on a busy machine better than wall-clock rates.
     """
@@ -211,7 +244,7 @@ def profile_stages(args):
     sess = tf.Session(config=_session_config(1))
 
   stages = [
-      ("read file", lambda i: dataset.read_encoded(i)),
+      ("read encoded (record: + CRC)", lambda i: dataset.read_encoded(i)),
       ("per-example RNG", lambda i: sampling.augment_rng(0, 0, i)),
       ("JPEG header size", lambda i: image_codec.jpeg_size(data[i])),
       ("cv2.imdecode full", lambda i: image_codec.decode_bgr(data[i], "x")),
@@ -222,6 +255,12 @@ def profile_stages(args):
       ("tf decode_jpeg (minus run)", lambda i: sess.run(tf_decode, {encoded: data[i]})),
       ("tf session.run overhead", lambda i: sess.run(tf_noop, {encoded: data[i]})),
   ]
+  if getattr(dataset, "check_crc", False):  # TFRecords: what the data CRC of each read costs
+    unchecked = copy.copy(dataset)
+    unchecked.check_crc = False
+    stages[1:1] = [("read record, no data CRC", lambda i: unchecked.read_encoded(i))]
+    stages.append(
+        ("whole example, no data CRC", lambda i: transform.apply(unchecked, i, sampling.augment_rng(0, 0, i), out)))
   results = {}
   for name, fn in stages:
     for i in range(min(count, 10)):  # warm-up, untimed
@@ -231,9 +270,10 @@ def profile_stages(args):
       fn(i)
     results[name] = (time.process_time() - start) / count * 1000.0
   results["tf decode_jpeg (minus run)"] -= results["tf session.run overhead"]
-  print("CPU ms per example at %dx%d over %d files:" % (size[0], size[1], count))
+  print("CPU ms per example at %dx%d over %d %s:" %
+        (size[0], size[1], count, "records" if hasattr(dataset, "check_crc") else "files"))
   for name, _ in stages:
-    print("  %-28s %7.3f" % (name, results[name]))
+    print("  %-30s %7.3f" % (name, results[name]))
 
 
 def _counts(values):
@@ -264,6 +304,9 @@ def run(argv):
   try:
     if FLAGS.stages:
       profile_stages(FLAGS)
+      return
+    if FLAGS.records_dir:
+      compare_formats(FLAGS, _counts(FLAGS.workers))
       return
     compare(FLAGS, _counts(FLAGS.workers))
   except ValueError as e:
