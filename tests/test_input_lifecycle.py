@@ -140,24 +140,35 @@ def test_close_is_idempotent_and_stops_workers():
     next(pipe.batches())
 
 
-class _SlowFile(FileDataset):
-  """Reading slow.png takes a minute: long enough to kill the worker in the middle of it."""
+class _HungFile(FileDataset):
+  """Reading hung.png blocks for an hour, as a read from a hung network mount does: long enough to kill the
+  worker in the middle of it, or to see it stall."""
 
   def read_encoded(self, i):
-    if self.paths[i].endswith("slow.png"):
-      time.sleep(60)
-    return super(_SlowFile, self).read_encoded(i)
+    if self.paths[i].endswith("hung.png"):
+      time.sleep(3600)
+    return super(_HungFile, self).read_encoded(i)
+
+
+def _hung_folder(tmp_path):
+  """(a _HungFile dataset of a.png, b.png, hung.png, their paths): in batches of 2, batch 1 is hung.png alone."""
+  paths = [write_image(str(tmp_path / "c" / name), noisy(i)) for i, name in enumerate(["a.png", "b.png", "hung.png"])]
+  return _HungFile("imagefolder", "val", ["c"], paths, [0, 0, 0]), paths
+
+
+def _wait_reading(pipe, path):
+  deadline = time.time() + 30
+  while pipe._pool.current_files() != [path] and time.time() < deadline:
+    time.sleep(0.05)
 
 
 def test_worker_killed_while_decoding_is_one_line_naming_the_file(tmp_path):
-  paths = [write_image(str(tmp_path / "c" / name), noisy(i)) for i, name in enumerate(["a.png", "b.png", "slow.png"])]
-  pipe = InputPipeline(_SlowFile("imagefolder", "val", ["c"], paths, [0, 0, 0]), 8, 2, False, workers=1)
+  dataset, paths = _hung_folder(tmp_path)
+  pipe = InputPipeline(dataset, 8, 2, False, workers=1)
   try:
     batches = pipe.batches()
-    next(batches)  # batch 0 (a, b) comes back; batch 1 (slow) is already with the worker
-    deadline = time.time() + 30
-    while pipe._pool.current_files() != [paths[2]] and time.time() < deadline:
-      time.sleep(0.05)
+    next(batches)  # batch 0 (a, b) comes back; batch 1 (hung) is already with the worker
+    _wait_reading(pipe, paths[2])
     victim = pipe.worker_pids[0]
     os.kill(victim, signal.SIGKILL)
     _alarm(30)
@@ -170,20 +181,6 @@ def test_worker_killed_while_decoding_is_one_line_naming_the_file(tmp_path):
   assert str(info.value) == ("input worker 0 (pid %d) died with exit code -9, killed by SIGKILL (out of memory?) while "
                              "decoding %s; the input pipeline cannot continue" % (victim, paths[2]))
   assert pipe.error is info.value
-
-
-class _HungFile(FileDataset):
-  """Reading hung.png blocks for an hour, as a read from a hung network mount does."""
-
-  def read_encoded(self, i):
-    if self.paths[i].endswith("hung.png"):
-      time.sleep(3600)
-    return super(_HungFile, self).read_encoded(i)
-
-
-def _hung_folder(tmp_path):
-  paths = [write_image(str(tmp_path / "c" / name), noisy(i)) for i, name in enumerate(["a.png", "b.png", "hung.png"])]
-  return _HungFile("imagefolder", "val", ["c"], paths, [0, 0, 0]), paths
 
 
 def test_stalled_worker_stops_the_pipeline_naming_the_worker_and_the_file(tmp_path):
@@ -232,9 +229,7 @@ def test_the_parents_own_absence_counts_only_up_to_a_cap(tmp_path, monkeypatch):
   try:
     batches = pipe.batches()
     next(batches)
-    deadline = time.time() + 30
-    while pipe._pool.current_files() != [paths[2]] and time.time() < deadline:
-      time.sleep(0.05)
+    _wait_reading(pipe, paths[2])
     pipe._pool._check_workers()  # the stall starts being counted here
     time.sleep(3.0)  # away for longer than the timeout
     pipe._pool._check_workers()  # counts 0.5 s of the 3: no error yet
