@@ -28,7 +28,8 @@ RESUMED = "resumed from {path} at step {step} (epoch {epoch:.2f})"
 _NUM = r"([-+0-9.eEinfaN]+)"
 TRAIN_RE = re.compile(r"train: epoch %s step (\d+)/(\d+) loss %s lr %s img/s %s step_ms %s eta (\S+)"
                       r"(?: loss_scale %s skipped (\d+))?" % ((_NUM,) * 6))
-EVAL_RE = re.compile(r"eval: epoch %s step (\d+) top1 %s top5 %s examples (\d+)" % ((_NUM,) * 3))
+EVAL_RE = re.compile(r"eval: epoch %s step (\d+) top1 %s top5 %s examples (\d+)(?: ema_top1 %s ema_top5 %s)?" %
+                     ((_NUM,) * 5))
 SUMMARY_RE = re.compile(r"summary: final_top1 %s best_top1 %s final_top5 %s final_loss %s mean_img/s %s "
                         r"wall_s %s steps (\d+)(?: input_wait %s)?" % ((_NUM,) * 7))
 RESUMED_RE = re.compile(r"resumed from \S+ at step (\d+)")
@@ -50,7 +51,7 @@ def train_line(record):
 
 
 def eval_line(record):
-  """The eval line; with the weights' EMA, its accuracy follows (the regular expression reads the part before)."""
+  """The eval line; with the weights' EMA, its accuracy follows (an optional part of the regular expression)."""
   line = EVAL.format(**record)
   if "ema_top1" in record:
     line += " ema_top1 {ema_top1:.5f} ema_top5 {ema_top5:.5f}".format(**record)
@@ -69,7 +70,8 @@ _FIELDS = (
     ("train", TRAIN_RE, (("epoch", float), ("step", int), ("total", int), ("loss", float), ("lr", float),
                          ("img_per_sec", float), ("step_ms", float), ("eta", str), ("loss_scale", float), ("skipped",
                                                                                                            int))),
-    ("eval", EVAL_RE, (("epoch", float), ("step", int), ("top1", float), ("top5", float), ("examples", int))),
+    ("eval", EVAL_RE, (("epoch", float), ("step", int), ("top1", float), ("top5", float), ("examples", int),
+                       ("ema_top1", float), ("ema_top5", float))),
     ("summary", SUMMARY_RE, (("final_top1", float), ("best_top1", float), ("final_top5", float), ("final_loss", float),
                              ("img_per_sec", float), ("wall_s", float), ("steps", int), ("input_wait", float))),
     ("resumed", RESUMED_RE, (("step", int),)),

@@ -58,6 +58,21 @@ def test_numbers_of_a_hand_made_log(tmp_path):
   assert r["final_loss"] == 0.5 and r["steps"] == 200 and r["skipped_steps"] == 3
 
 
+def test_the_moving_average_accuracy_is_read_from_the_eval_lines(tmp_path):
+  path = str(tmp_path / "ema.log")
+  evals = [
+      dict(epoch=1, step=10, top1=0.5, top5=0.9, examples=100, ema_top1=0.6, ema_top5=0.91),
+      dict(epoch=2, step=20, top1=0.7, top5=0.95, examples=100, ema_top1=0.65, ema_top5=0.96)
+  ]
+  _write(path, ["run: a ViT", _train(10, 2.0, 10.0, 100.0)] + [log_format.eval_line(e) for e in evals])
+  (r,) = parse_log.summarize(path)
+  assert (r["final_top1"], r["final_ema_top1"], r["best_ema_top1"]) == (0.7, 0.65, 0.65)
+  plain = str(tmp_path / "plain.log")
+  _write(plain, ["run: a ViT", log_format.EVAL.format(epoch=1, step=10, top1=0.5, top5=0.9, examples=100)])
+  (r,) = parse_log.summarize(plain)
+  assert r["final_top1"] == 0.5 and r["final_ema_top1"] != r["final_ema_top1"]  # NaN: no moving average
+
+
 def test_a_resumed_text_log_is_two_runs_and_the_last_is_reported(tmp_path):
   path = str(tmp_path / "r.log")
   _write(path, [

@@ -1,14 +1,21 @@
 """The recipe's graph side: soft-target loss, the weights' EMA inside the N-step loop, layer-wise lr decay,
 weight-decay exemptions, and callbacks' after_train when the loop fails."""
+import glob
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 from launch import callbacks as callbacks_lib
+from launch import ema
 from launch import optimizers
 from launch import train_graph
 from tests import graph_helpers as gh
-from tests.train_helpers import log_text, run_trainer
+from tests.train_helpers import log_text, read_log, run_trainer
+from tools import model_source
+from vit_raw import parameters
 
 
 def test_mixed_soft_targets_are_the_weighted_sum_of_both_smoothed_losses():
@@ -145,3 +152,31 @@ def test_mixing_reaches_the_loss_and_off_epoch_turns_it_off(tmp_path):
   assert off["final_loss"] == plain["final_loss"]  # off from epoch 0: the very same batches and targets
   assert mixed["final_loss"] != plain["final_loss"]
   assert "mixup 0.8" in log_text(str(tmp_path / "mixed")) and "cutmix 1" in log_text(str(tmp_path / "mixed"))
+
+
+def test_the_moving_average_is_checkpointed_resumed_evaluated_and_what_the_tools_load(tmp_path):
+  args = ("--train_steps=12", "--iterations_per_loop=4", "--save_every_loops=1", "--ema_decay=0.9")
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  run_trainer(straight, *args)
+  shutil.copytree(straight, resumed)
+  for path in glob.glob(os.path.join(resumed, "model.ckpt-12.*")):  # as if the run died after step 8's checkpoint
+    os.remove(path)
+  tf.train.update_checkpoint_state(resumed, os.path.join(resumed, "model.ckpt-8"))
+  run_trainer(resumed, *args)
+  _, evals, _ = read_log(straight)
+  assert evals and all(0.0 <= e["ema_top1"] <= 1.0 for e in evals)
+  readers = [tf.train.load_checkpoint(tf.train.latest_checkpoint(d)) for d in (straight, resumed)]
+  shapes = readers[0].get_variable_to_shape_map()
+  weights = sorted(n for n in shapes if n.startswith("vit/") and n.split("/")[-1] in parameters.WEIGHT_LEAVES)
+  shadows = sorted(n for n in shapes if n.startswith(ema.SCOPE + "/"))
+  assert weights and shadows == [ema.shadow_name(n) for n in weights]
+  assert readers[1].get_tensor("global_step") == 12
+  for name in shadows:  # resuming from step 8 restores the average: it ends where the straight run's does
+    np.testing.assert_allclose(readers[1].get_tensor(name), readers[0].get_tensor(name), rtol=1e-5, atol=1e-6)
+  source = model_source.from_run(straight)
+  assert source.weights == "ema"
+  moved = 0
+  for name in weights:
+    np.testing.assert_array_equal(source.values[name[len("vit/"):]], readers[0].get_tensor(ema.shadow_name(name)))
+    moved += not np.array_equal(readers[0].get_tensor(name), readers[0].get_tensor(ema.shadow_name(name)))
+  assert moved > 0  # the average lags the weights: the tools are not reading the trained weights by another name

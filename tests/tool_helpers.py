@@ -29,9 +29,11 @@ def write_npz(path, params):
   return path
 
 
-def write_run(model_dir, params, step=2):
+def write_run(model_dir, params, step=2, ema_params=None):
   """A run folder: flags.txt and class_names.txt through launch.run_record, and a TF checkpoint of ours holding
-  `params` (under the model scope "vit", as the trainer saves it, plus a global step)."""
+  `params` (under the model scope "vit", as the trainer saves it, plus a global step) and, given `ema_params`, those
+  as the weights' moving average (ema/vit/..., as launch.ema saves it)."""
+  from launch import ema  # pylint: disable=g-import-not-at-top
   from vit_raw import checkpoint_mapping  # pylint: disable=g-import-not-at-top
   from vit_raw import configs  # pylint: disable=g-import-not-at-top
   from vit_raw import model  # pylint: disable=g-import-not-at-top
@@ -44,12 +46,20 @@ def write_run(model_dir, params, step=2):
   with tf.Graph().as_default():
     model.vit(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]), config, len(CLASS_NAMES), False)
     step_var = tf.train.get_or_create_global_step()
+    shadows = {}
+    if ema_params is not None:
+      averaged, _ = checkpoint_mapping.official_to_ours(ema_params, config)
+      for var in tf.trainable_variables():
+        shadow = tf.get_variable(ema.shadow_name(var.op.name), initializer=var.initial_value, trainable=False)
+        shadows[shadow] = averaged[var.op.name[len("vit/"):]]
     with tf.Session() as sess:
       sess.run(tf.global_variables_initializer())
       for var in tf.global_variables():
         name = var.op.name[len("vit/"):]
-        if name in ours:
+        if name in ours and var.op.name.startswith("vit/"):
           var.load(ours[name], sess)
+      for shadow, value in shadows.items():
+        shadow.load(value, sess)
       step_var.load(step, sess)
       tf.train.Saver().save(sess, os.path.join(model_dir, "model.ckpt"), global_step=step)
   return model_dir

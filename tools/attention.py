@@ -147,6 +147,7 @@ def run(argv):
   for line in problems:
     sys.stderr.write("skipped %s\n" % line)
   source = model_source.from_flags()
+  sys.stderr.write(model_source.describe(source) + "\n")
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   tf.logging.set_verbosity(tf.logging.ERROR)
   tf.disable_v2_behavior()

@@ -46,7 +46,8 @@ def random_source(model_name, image_size, num_classes, shape=None, seed=0):
   rng = np.random.RandomState(seed)
   shapes = model.variable_shapes(config, num_classes, image_size)
   values = {name: (rng.standard_normal(s) * 0.02).astype(np.float32) for name, s in shapes.items()}
-  return model_source.ModelSource(config, tuple(image_size), num_classes, None, "random weights", None, values)
+  return model_source.ModelSource(config, tuple(image_size), num_classes, None, "random weights", None, values,
+                                  "random")
 
 
 def _source():
@@ -111,7 +112,7 @@ def run(argv):
   h, w = source.image_size
   print(
       bench_common.timed_line("%s @%dx%d, %d classes, %s; batch-1 latency over %d calls, batch-%d throughput over %d "
-                              "calls" % (source.config.name, h, w, source.num_classes, source.checkpoint,
+                              "calls" % (source.config.name, h, w, source.num_classes, model_source.describe(source),
                                          FLAGS.latency_runs, FLAGS.throughput_batch, FLAGS.throughput_runs)))
   table = bench_common.Table([("runtime", "%s"), ("precision", "%s"), ("batch 1 p50 ms", "%s"),
                               ("batch 1 p99 ms", "%s"), ("batch %d img/s" % FLAGS.throughput_batch, "%s")])

@@ -50,6 +50,7 @@ def run(argv):
   if FLAGS.batch_size is not None and FLAGS.batch_size < 0:
     raise UsageError("--batch_size must be >= 0 (0: dynamic), got %d" % FLAGS.batch_size)
   source = model_source.from_flags()
+  print(model_source.describe(source))
   _quiet_tensorflow()
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   from launch import storage  # pylint: disable=g-import-not-at-top

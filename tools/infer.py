@@ -72,6 +72,7 @@ def open_model(fv):
     raise UsageError("checkpoint %s does not exist; expected a checkpoint of ours (prefix or folder), an official "
                      ".npz, or an export (.pb, .onnx, SavedModel folder)" % path)
   source = model_source.from_flags(fv)
+  sys.stderr.write(model_source.describe(source) + "\n")
   _quiet_tensorflow()
   where = fv.model_dir or os.path.dirname(os.path.abspath(path))
   return runtimes.session_runner(source, fv.precision), source.class_names, where

@@ -17,7 +17,8 @@ CLASS_NAMES_FILE = "class_names.txt"
 
 ModelSource = collections.namedtuple(
     "ModelSource",
-    ["config", "image_size", "num_classes", "class_names", "checkpoint", "representation_size", "values"])
+    ["config", "image_size", "num_classes", "class_names", "checkpoint", "representation_size", "values", "weights"],
+    defaults=("raw",))
 ModelSource.__doc__ = """A model and its weights, ready to build.
 
 Attributes:
@@ -29,7 +30,10 @@ Attributes:
   representation_size: width of the pre_logits layer, or None.
   values: {variable name under the model scope: float32 array}, fitted to the model (position embedding resized
     only with --resize_pos_embedding).
+  weights: "ema" when the values are the moving average a run kept with --ema_decay, "raw" for the trained weights.
 """
+
+WEIGHTS = ("auto", "ema", "raw")
 
 
 def define_flags():
@@ -56,6 +60,10 @@ def define_flags():
       "resize_pos_embedding", False, "Allow --image_size to differ from the checkpoint's: the position "
       "embedding is interpolated as in official fine-tuning (the model then sees positions it was not trained on).")
   flags.DEFINE_string("scope", "vit", "Variable scope of the model in our TF checkpoints.")
+  flags.DEFINE_enum(
+      "weights", "auto", list(WEIGHTS), "Which weights of a checkpoint of ours: ema, the moving average a run "
+      "keeps with --ema_decay (what its ema_top1 was measured on); raw, the trained weights; auto, ema when the "
+      "checkpoint holds one, else raw. An official .npz holds one set (raw).")
 
 
 _SHAPE_FLAGS = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
@@ -93,16 +101,25 @@ def from_flags(fv=None):
     if given:
       raise UsageError("--model_dir %s describes the model; drop --%s (or use --checkpoint without --model_dir)" %
                        (fv.model_dir, " --".join(given)))
-    return from_run(fv.model_dir, fv.checkpoint, fv.scope)
+    return from_run(fv.model_dir, fv.checkpoint, fv.scope, fv.weights)
   if not fv.checkpoint:
     raise UsageError("give --model_dir RUN, or --checkpoint PATH with --model NAME")
   if not fv.model:
     raise UsageError("--checkpoint %s needs --model (e.g. ViT-B/16, or tiny with its shape flags)" % fv.checkpoint)
   size = parse_size(fv.image_size) if fv.image_size else None
-  return from_checkpoint(fv.checkpoint, fv.model, size, fv.num_classes, shape, fv.resize_pos_embedding, fv.scope)
+  return from_checkpoint(fv.checkpoint, fv.model, size, fv.num_classes, shape, fv.resize_pos_embedding, fv.scope,
+                         fv.weights)
 
 
-def from_run(model_dir, checkpoint=None, scope="vit"):
+def describe(source):
+  """One line saying which weights a tool is using."""
+  if source.weights == "ema":
+    return "weights: the moving average (EMA) kept by the run, from %s (--weights raw: the trained weights)" % \
+        source.checkpoint
+  return "weights: %s" % source.checkpoint
+
+
+def from_run(model_dir, checkpoint=None, scope="vit", weights="auto"):
   """ModelSource of a launch.train run folder (its latest checkpoint unless `checkpoint` is given)."""
   from launch import run_record  # pylint: disable=g-import-not-at-top
   try:
@@ -112,18 +129,19 @@ def from_run(model_dir, checkpoint=None, scope="vit"):
   path = checkpoint or run.checkpoint
   if not path:
     raise UsageError("--model_dir %s has no checkpoint yet (train first, or pass --checkpoint)" % model_dir)
-  return _load(path, run.config, (run.image_size, run.image_size), run.num_classes, run.class_names, False, scope)
+  return _load(path, run.config, (run.image_size, run.image_size), run.num_classes, run.class_names, False, scope,
+               weights)
 
 
 def from_checkpoint(path, model_name, image_size=None, num_classes=None, shape=None, resize_pos_embedding=False,
-                    scope="vit"):
+                    scope="vit", weights="auto"):
   """ModelSource of a checkpoint of ours or an official .npz, for the model `model_name` (+ shape overrides)."""
   from vit_raw import configs  # pylint: disable=g-import-not-at-top
   try:
     config = configs.get_config(model_name, **(shape or {}))
   except ValueError as e:
     raise UsageError("--model: %s" % e)
-  return _load(path, config, image_size, num_classes, class_names_beside(path), resize_pos_embedding, scope)
+  return _load(path, config, image_size, num_classes, class_names_beside(path), resize_pos_embedding, scope, weights)
 
 
 def _grid_of(values, config):
@@ -135,15 +153,39 @@ def _grid_of(values, config):
   return (side, side) if side * side == pos.shape[1] - 1 else None
 
 
-def _load(path, config, image_size, num_classes, class_names, resize_pos_embedding, scope):
-  """Reads `path`, checks it against the model and returns the ModelSource."""
+def _read(path, config, scope, weights):
+  """({name: array}, "ema" or "raw") of `path` as --weights asks; UsageError when it cannot be had."""
+  from launch import ema  # pylint: disable=g-import-not-at-top
   from vit_raw import checkpoint as vit_checkpoint  # pylint: disable=g-import-not-at-top
-  from vit_raw import checkpoint_mapping  # pylint: disable=g-import-not-at-top
-  from vit_raw import model  # pylint: disable=g-import-not-at-top
   try:
     values, _ = vit_checkpoint.read_checkpoint(path, config, scope)
   except ValueError as e:
     raise UsageError(str(e) if path in str(e) else "checkpoint %s does not fit %s: %s" % (path, config.name, e))
+  if weights == "raw":
+    return values, "raw"
+  prefix = vit_checkpoint.tf_prefix(path)
+  averaged = None
+  if prefix is not None:
+    try:
+      averaged = vit_checkpoint.read_tf_checkpoint(prefix, ema.shadow_name(scope))
+    except ValueError:  # no shadows: trained without --ema_decay
+      averaged = None
+  if averaged is None:
+    if weights == "ema":
+      raise UsageError("checkpoint %s holds no moving average of the weights (%s/...): the run was trained without "
+                       "--ema_decay; use --weights raw (or auto)" % (path, ema.shadow_name(scope)))
+    return values, "raw"
+  if set(averaged) != set(values):
+    raise UsageError("checkpoint %s: its moving average covers %d weights, the model %d (%s); use --weights raw" %
+                     (path, len(averaged), len(values), ", ".join(sorted(set(values) ^ set(averaged))[:3])))
+  return averaged, "ema"
+
+
+def _load(path, config, image_size, num_classes, class_names, resize_pos_embedding, scope, weights="auto"):
+  """Reads `path`, checks it against the model and returns the ModelSource."""
+  from vit_raw import checkpoint_mapping  # pylint: disable=g-import-not-at-top
+  from vit_raw import model  # pylint: disable=g-import-not-at-top
+  values, which = _read(path, config, scope, weights)
   grid = _grid_of(values, config)
   p = config.patch_size
   if image_size is None:
@@ -183,4 +225,4 @@ def _load(path, config, image_size, num_classes, class_names, resize_pos_embeddi
   if class_names is not None and len(class_names) != num_classes:
     class_names = None
   fitted = {k: v.astype("float32") for k, v in fit.values.items()}
-  return ModelSource(config, tuple(image_size), num_classes, class_names, path, representation, fitted)
+  return ModelSource(config, tuple(image_size), num_classes, class_names, path, representation, fitted, which)

@@ -96,11 +96,14 @@ def summarize_run(records, warmup_steps=None):
   summaries = [r for r in records if r.get("event") == "summary"]
   timed = metrics.timed_records(train, warmup_steps)
   top1 = [e["top1"] for e in evals if not math.isnan(e["top1"])]
+  averaged = [e["ema_top1"] for e in evals if not math.isnan(e.get("ema_top1", nan))]
   return {
       "steps": train[-1]["step"] if train else (summaries[-1]["steps"] if summaries else 0),
       "final_top1": evals[-1]["top1"] if evals else nan,
       "best_top1": max(top1) if top1 else nan,
       "final_top5": evals[-1]["top5"] if evals else nan,
+      "final_ema_top1": evals[-1].get("ema_top1", nan) if evals else nan,
+      "best_ema_top1": max(averaged) if averaged else nan,
       "mean_ips": metrics.images_per_sec(timed) if timed else nan,
       "median_ips": _median([r["img_per_sec"] for r in timed]),
       "final_loss": train[-1]["loss"] if train else nan,
@@ -136,6 +139,9 @@ def print_table(results, out=sys.stdout):
               (r["log"], r["run"], r["runs"], r["mode"], os.path.basename(r["source"])))
     out.write("  accuracy  final %s  best %s  (top-5 %s)\n" %
               (_fmt(r["final_top1"], 4), _fmt(r["best_top1"], 4), _fmt(r["final_top5"], 4)))
+    if not math.isnan(r["final_ema_top1"]):
+      out.write("  EMA       final %s  best %s  (the weights' moving average)\n" %
+                (_fmt(r["final_ema_top1"], 4), _fmt(r["best_ema_top1"], 4)))
     out.write("  img/s     mean %s  median %s  (first loop and warm-up excluded)\n" %
               (_fmt(r["mean_ips"], 1), _fmt(r["median_ips"], 1)))
     out.write(
@@ -156,7 +162,12 @@ def plot(paths, out_path):
     train = sorted({r["step"]: r for r in records if r.get("event") == "train"}.values(), key=lambda r: r["step"])
     evals = sorted({r["step"]: r for r in records if r.get("event") == "eval"}.values(), key=lambda r: r["step"])
     axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=path)
-    axes[1].plot([e["step"] for e in evals], [e["top1"] for e in evals], marker=".", label=path)
+    line, = axes[1].plot([e["step"] for e in evals], [e["top1"] for e in evals], marker=".", label=path)
+    averaged = [e for e in evals if "ema_top1" in e]
+    if averaged:
+      axes[1].plot([e["step"] for e in averaged], [e["ema_top1"] for e in averaged], linestyle="--",
+                   color=line.get_color(), label=path + " (EMA)")
+      axes[1].legend(fontsize="small")
     axes[2].plot([r["step"] for r in train[1:]], [r["img_per_sec"] for r in train[1:]], label=path)
   for ax, title in zip(axes, ("training loss", "test top-1", "img/s (first loop left out)")):
     ax.set_title(title)

@@ -33,7 +33,7 @@ def _is_npz(path):
   return os.path.isfile(path) and zipfile.is_zipfile(path)
 
 
-def _tf_prefix(path):
+def tf_prefix(path):
   """The checkpoint prefix for a directory or prefix path, or None if `path` is not a TF checkpoint."""
   if os.path.isdir(path):
     return tf.train.latest_checkpoint(path)
@@ -67,7 +67,7 @@ def read_checkpoint(path, config, scope="vit"):
                      "(prefix or directory)" % path)
   if _is_npz(path):
     return checkpoint_mapping.read_official_npz(path, config)
-  prefix = _tf_prefix(path)
+  prefix = tf_prefix(path)
   if prefix is None:
     raise ModelError("%s is neither a valid .npz checkpoint nor a TensorFlow checkpoint (prefix or directory)" % path)
   return read_tf_checkpoint(prefix, scope), []
