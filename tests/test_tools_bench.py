@@ -107,6 +107,26 @@ def test_bench_e2e_runs_the_trainer_and_the_compute_benchmark(tmp_path):
   assert 0 <= _number(r"waiting for input workers: +([0-9.]+) % of the run", out) <= 100
 
 
+def test_bench_e2e_times_a_recipe_file_and_its_first_loop(tmp_path):
+  from tools import bench_input  # pylint: disable=g-import-not-at-top
+  data = str(tmp_path / "jpegs")
+  bench_input.make_fake_data(data, 24)
+  recipe = tmp_path / "small.flags"
+  recipe.write_text("# a recipe as under configs/\n--model=tiny\n--image_size=16\n--patch_size=8\n--hidden_size=16\n"
+                    "--num_layers=1\n--num_heads=2\n--mlp_dim=32\n--train_batch_size=4\n--optimizer=adamw\n"
+                    "--iterations_per_loop=2\n--workers=1\n--augment=crop\n")
+  out = _run("tools.bench_e2e", "--recipe=%s" % recipe, "--data_dir=%s" % data, "--train_steps=8", "--model_steps=2",
+             "--matmul_size=128", "--out_dir=%s" % (tmp_path / "out"))
+  compute = _number(r"compute only \(tools.bench_model\): +([0-9.]+) img/s, [0-9.]+ of a square matmul", out)
+  seconds, steps, beyond = re.search(r"first loop: +([0-9.]+) s for (\d+) steps, (-?[0-9.]+) s of it beyond",
+                                     out).groups()
+  assert int(steps) == 2  # the recipe's iterations_per_loop reached the trainer
+  assert float(beyond) == pytest.approx(float(seconds) - 2 * 4 / compute, abs=0.06)
+  assert "op time by kind" in out and "small.flags on %s, 8 train steps" % data in out
+  with open(str(tmp_path / "out" / "bench_model.log")) as f:
+    assert "tiny @16 batch 4 float32 adamw" in f.read()
+
+
 def test_bench_distributed_starts_its_ranks_and_reports_both(tmp_path):
   # The command re-invokes itself with --worker for each rank: 1 rank alone, then 2 ranks of the collective engine.
   out = _run("tools.bench_distributed", "--models=tiny", "--batch_sizes=2", "--image_size=16", "--iterations=1",

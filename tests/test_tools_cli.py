@@ -88,3 +88,5 @@ def test_bench_peer_help_and_bad_value_without_torch_or_absl():
   for name in names:
     assert re.search(r"--%s(?: [A-Z_]+)? [a-z(]" % name, text), name  # each flag with its explanation
   tool_helpers.assert_usage_error(_bench_peer("--steps=x"), "--steps")
+  tool_helpers.assert_usage_error(_bench_peer("--fashion_dir", tool_helpers.ROOT, "--epochs", "0"), "--epochs")
+  tool_helpers.assert_usage_error(_bench_peer("--fashion_dir", tool_helpers.ROOT), "lacks train-images-idx3-ubyte.gz")

@@ -8,10 +8,16 @@
    And the trainer's input_wait (its summary): the fraction of the run the batch generator waited for the input
    workers, the part of the gap that is data (the rest is the loop, and the workers' share of the
    cores slowing the step).
+With --recipe a flags file (configs/*.flags) is the trainer's run instead, on --data_dir, for --train_steps steps
+(--mode=train, no checkpoints), and bench_model times that recipe's model, image size, batch and optimizer; the
+first loop's cost beyond its steps (graph build, optimisation, input start) and bench_model's op-time breakdown
+and ratio to a square matmul are printed too.
 Both are run one after the other in fresh processes; on a busy machine rerun and compare the best.
 
   python -m tools.bench_e2e [--model ViT-B/16] [--image_size 224] [--batch_size 8] [--train_steps 12]
       [--iterations_per_loop 4] [--workers 1]
+  python -m tools.bench_e2e --recipe configs/fashion_mnist.flags --data_dir /usr/share/datasets/fashion-mnist
+      --train_steps 300
 """
 import os
 import re
@@ -50,6 +56,10 @@ def define_flags():
       "precision_mode", "must_keep_origin_dtype", list(PRECISION_MODES), "The trainer's --precision_mode; "
       "tools.bench_model runs in bfloat16 for the reduced-precision modes, else in float32.")
   flags.DEFINE_integer("model_steps", 6, "Timed steps of tools.bench_model.")
+  flags.DEFINE_string(
+      "recipe", "", "A flags file of launch.train (e.g. configs/fashion_mnist.flags) to run on --data_dir for "
+      "--train_steps steps instead of the flags above; bench_model then times its model, size, batch, optimizer.")
+  flags.DEFINE_integer("matmul_size", 2048, "Side of bench_model's reference square matmul (0: none).")
   flags.DEFINE_string("out_dir", os.path.join(tempfile.gettempdir(), "vit_bench_e2e"),
                       "Folder of the trainer's run (model_dir/, replaced on every run) and of bench_model.log.")
 
@@ -74,13 +84,99 @@ def run(argv):
                     ("iterations_per_loop", 1), ("warmup_loops", 0), ("workers", 0), ("model_steps", 1)):
     if FLAGS[name].value < low:
       raise UsageError("--%s=%d: must be at least %d" % (name, FLAGS[name].value, low))
+  model_dir = os.path.join(FLAGS.out_dir, "model_dir")
+  if FLAGS.recipe:
+    trainer_args, model_args, what = _recipe_runs(model_dir)
+  else:
+    trainer_args, model_args, what = _default_runs(model_dir)
+  if os.path.isdir(model_dir):
+    shutil.rmtree(model_dir)
+  _run(trainer_args)
+  e2e = parse_log.summarize(model_dir)[-1]  # the trainer's own throughput definition (launch/metrics.py)
+  summary = [r for r in metrics.read_jsonl(os.path.join(model_dir, metrics.METRICS_FILE)) if r["event"] == "summary"]
+  input_wait = summary[-1].get("input_wait") if summary else None
+  first = _first_loop(model_dir)
+
+  out = _run([
+      "tools.bench_model",
+      "--steps=%d" % FLAGS.model_steps,
+      "--matmul_size=%d" % FLAGS.matmul_size, "--num_classes=10"
+  ] + model_args, os.path.join(FLAGS.out_dir, "bench_model.log"))
+  match = re.search(r"([0-9.]+) img/s", out)
+  compute = float(match.group(1)) if match else float("nan")
+  gap = 1.0 - e2e["mean_ips"] / compute
+  print(bench_common.timed_line(what))
+  version = re.search(r"TF (\S+) \|", out)  # bench_model's line starts with its TensorFlow version
+  print(bench_common.machine_line(("TensorFlow", version.group(1) if version else "?")))
+  ratio = re.search(r"matmul ([0-9.]+) GFLOP/s \(interleaved\), ratio ([0-9.]+)", out)
+  print("compute only (tools.bench_model): %8.2f img/s%s" % (compute, ", %s of a square matmul (%s GFLOP/s)" %
+                                                             (ratio.group(2), ratio.group(1)) if ratio else ""))
+  print("end to end   (launch.train):      %8.2f img/s  (median %.2f)" % (e2e["mean_ips"], e2e["median_ips"]))
+  print("gap (input + loop overhead):      %7.1f %%" % (100.0 * gap))
+  if input_wait is not None:
+    print("waiting for input workers:        %7.1f %% of the run" % (100.0 * input_wait))
+  if first is not None:
+    seconds, steps = first
+    print("first loop:                       %7.1f s for %d steps, %.1f s of it beyond their compute (graph build, "
+          "optimisation, input start)" % (seconds, steps, seconds - steps * _batch_size(model_args) / compute))
+  for line in out.splitlines():
+    if line.startswith("op time by kind"):
+      print(line)
+
+
+def _batch_size(model_args):  # pylint: disable=invalid-name
+  return int([a for a in model_args if a.startswith("--batch_size=")][-1].split("=")[1])
+
+
+def _first_loop(model_dir):
+  """(seconds, steps) of the run's first loop from its train.log, or None."""
+  with open(os.path.join(model_dir, "train.log")) as f:
+    match = re.search(r"first loop \(.*?\): ([0-9.]+) s for (\d+) steps", f.read())
+  return (float(match.group(1)), int(match.group(2))) if match else None
+
+
+def _recipe_runs(model_dir):
+  """(trainer args, bench_model args, description) of --recipe."""
+  from launch import run_record  # pylint: disable=g-import-not-at-top
+  try:
+    with open(FLAGS.recipe) as f:
+      recipe = run_record.parse_flag_lines(f.read().splitlines(), FLAGS.recipe)
+  except (OSError, ValueError) as e:
+    raise UsageError("--recipe %s: %s" % (FLAGS.recipe, e))
+  trainer = [
+      "launch.train",
+      "--flagfile=%s" % FLAGS.recipe,
+      "--data_dir=%s" % FLAGS.data_dir,
+      "--train_steps=%d" % FLAGS.train_steps, "--mode=train",
+      "--model_dir=%s" % model_dir, "--save_every_loops=1000000",
+      "--warmup_loops=%d" % FLAGS.warmup_loops
+  ]
+  dtype = "bfloat16" if recipe.get("precision_mode") in REDUCED_PRECISION_MODES else "float32"
+  optimizer = recipe.get("optimizer", "momentum")
+  model = [
+      "--model=%s" % recipe.get("model", "ViT-B/16"),
+      "--image_size=%s" % recipe.get("image_size", "224"),
+      "--batch_size=%s" % recipe.get("train_batch_size", "8"),
+      "--optimizer=%s" % (optimizer if optimizer in ("adam", "adamw", "sgd", "momentum") else "momentum"),
+      "--dtype=%s" % dtype
+  ]
+  model += [
+      "--%s=%s" % (k, recipe[k])
+      for k in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
+      if k in recipe
+  ]
+  what = "%s on %s, %d train steps (first loop + %d warm-up loops untimed), %s" % (
+      FLAGS.recipe, FLAGS.data_dir, FLAGS.train_steps, FLAGS.warmup_loops, dtype)
+  return trainer, model, what
+
+
+def _default_runs(model_dir):
+  """(trainer args, bench_model args, description) of the model flags, on generated JPEGs."""
   if not os.path.isdir(os.path.join(FLAGS.data_dir, "train")):
     from tools import bench_input  # pylint: disable=g-import-not-at-top
     bench_input.make_fake_data(FLAGS.data_dir, FLAGS.num_images)
-  model_dir = os.path.join(FLAGS.out_dir, "model_dir")
-  if os.path.isdir(model_dir):
-    shutil.rmtree(model_dir)
-  _run([
+  dtype = "bfloat16" if FLAGS.precision_mode in REDUCED_PRECISION_MODES else "float32"
+  trainer = [
       "launch.train",
       "--data_dir=%s" % FLAGS.data_dir,
       "--model=%s" % FLAGS.model,
@@ -92,35 +188,17 @@ def run(argv):
       "--workers=%d" % FLAGS.workers, "--mode=train", "--optimizer=momentum",
       "--precision_mode=%s" % FLAGS.precision_mode, "--augment=inception",
       "--model_dir=%s" % model_dir, "--save_every_loops=1000000", "--lr_warmup_steps=1"
-  ])
-  e2e = parse_log.summarize(model_dir)[-1]  # the trainer's own throughput definition (launch/metrics.py)
-  summary = [r for r in metrics.read_jsonl(os.path.join(model_dir, metrics.METRICS_FILE)) if r["event"] == "summary"]
-  input_wait = summary[-1].get("input_wait") if summary else None
-
-  dtype = "bfloat16" if FLAGS.precision_mode in REDUCED_PRECISION_MODES else "float32"
-  out = _run([
-      "tools.bench_model",
+  ]
+  model = [
       "--model=%s" % FLAGS.model,
       "--image_size=%d" % FLAGS.image_size,
       "--batch_size=%d" % FLAGS.batch_size, "--optimizer=momentum",
-      "--dtype=%s" % dtype,
-      "--steps=%d" % FLAGS.model_steps, "--matmul_size=0", "--num_classes=10"
-  ], os.path.join(FLAGS.out_dir, "bench_model.log"))
-  match = re.search(r"([0-9.]+) img/s", out)
-  compute = float(match.group(1)) if match else float("nan")
-  gap = 1.0 - e2e["mean_ips"] / compute
-  print(
-      bench_common.timed_line(
-          "%s @%d batch %d %s, %d train steps (%d per loop, first loop + %d warm-up loops untimed), "
-          "%d input worker(s)" % (FLAGS.model, FLAGS.image_size, FLAGS.batch_size, dtype, FLAGS.train_steps,
-                                  FLAGS.iterations_per_loop, FLAGS.warmup_loops, FLAGS.workers)))
-  version = re.search(r"TF (\S+) \|", out)  # bench_model's line starts with its TensorFlow version
-  print(bench_common.machine_line(("TensorFlow", version.group(1) if version else "?")))
-  print("compute only (tools.bench_model): %8.2f img/s" % compute)
-  print("end to end   (launch.train):      %8.2f img/s  (median %.2f)" % (e2e["mean_ips"], e2e["median_ips"]))
-  print("gap (input + loop overhead):      %7.1f %%" % (100.0 * gap))
-  if input_wait is not None:
-    print("waiting for input workers:        %7.1f %% of the run" % (100.0 * input_wait))
+      "--dtype=%s" % dtype
+  ]
+  what = "%s @%d batch %d %s, %d train steps (%d per loop, first loop + %d warm-up loops untimed), %d input " \
+         "worker(s)" % (FLAGS.model, FLAGS.image_size, FLAGS.batch_size, dtype, FLAGS.train_steps,
+                        FLAGS.iterations_per_loop, FLAGS.warmup_loops, FLAGS.workers)
+  return trainer, model, what
 
 
 if __name__ == "__main__":
