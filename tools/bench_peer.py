@@ -225,7 +225,7 @@ def fashion_end_to_end(args):
     if ema is not None:
       line += " (EMA %.4f)" % top1(ema.module)
     print("%s, loss %.4f, train %.1f img/s, %.0f s since start" %
-          (line, float(loss), steps_per_epoch * args.batch_size / seconds, time.time() - run_start))
+          (line, loss.item(), steps_per_epoch * args.batch_size / seconds, time.time() - run_start))
   print("wall %.1f s (process %.1f s, first step %.1f s after start), train img/s mean %.1f, incl. eval %.1f, peak "
         "RSS %.0f MB" % (time.time() - run_start, time.time() - process_start, first_step,
                          total * args.batch_size / train_seconds, total * args.batch_size /
