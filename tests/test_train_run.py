@@ -270,7 +270,7 @@ def test_the_summary_says_how_much_of_the_loop_waited_for_slow_input_workers(tmp
   read_encoded = dataset_base.FileDataset.read_encoded
 
   def slow_read(self, i):
-    time.sleep(0.05)  # 0.2 s per batch of 4 against a step of a few milliseconds: the data is the bottleneck
+    time.sleep(0.1)  # 0.4 s per batch of 4 against a step of milliseconds (tens on a loaded machine): data-bound
     return read_encoded(self, i)
 
   monkeypatch.setattr(dataset_base.FileDataset, "read_encoded", slow_read)
