@@ -68,6 +68,13 @@ def define_flags():
       flags.DEFINE_integer(
           "workers", None, "Decode/augment worker processes of the input pipeline (default: one per "
           "usable core; 0 decodes in the trainer's own thread, for debugging)."))
+  _cosmetic(
+      flags.DEFINE_enum(
+          "malloc", "auto", ["auto", "tcmalloc", "system"], "Memory allocator of the trainer's process (on the "
+          "command line, not in a flagfile: it is read before the process restarts): auto uses tcmalloc "
+          "(libtcmalloc-minimal4) when the machine has it, restarting itself once with it preloaded (glibc's "
+          "malloc faults every step's activations in again: up to 2.6x slower here); tcmalloc insists; system "
+          "keeps glibc's. VIT_MALLOC in the environment sets the default."))
   flags.DEFINE_enum(
       "augment", "auto", list(AUGMENT_CROPS), "Training crop: inception (random resized crop, as official "
       "fine-tuning) | crop (pad by --crop_padding and cut a random crop of the input size: the CIFAR standard) | "

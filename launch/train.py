@@ -16,6 +16,10 @@ import signal
 import sys
 import time
 
+if __name__ == "__main__":  # before TensorFlow is imported: a preloaded allocator must be there from the start
+  from launch import allocator as _allocator
+  _allocator.restart_with_tcmalloc()
+
 # TensorFlow's C++ start-up INFO lines would bury a one-line usage error; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
@@ -29,6 +33,7 @@ from input.dataset_base import UnreadableDatasetError
 from input.mixing import MixSpec
 from input.pipeline import InputPipeline
 from input.workers import WorkerStalledError
+from launch import allocator
 from launch import callbacks as callbacks_lib
 from launch import device as device_lib
 from launch import distributed
@@ -456,8 +461,12 @@ def run(f):
   for a bad command line (or a run folder another trainer holds)."""
   flags_lib.resolve_file_urls(f)
   flags_lib.check_flags(f)
+  allocated, allocator_line = allocator.status(f.malloc)
+  if not allocated:
+    raise FlagError("--malloc=tcmalloc: %s" % allocator.why_not())
   # Records from opening the datasets (listing and label warnings) are held until the run starts writing its log.
   log = monitors_lib.RunLog(f.model_dir)
+  logging.info(allocator_line)
   lock = None
   try:
     plan = make_plan(f)
