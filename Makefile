@@ -71,11 +71,15 @@ train-fashion: setup-tf1 tcmalloc fashion-data
 test: setup setup-horovod
 	$(MAKE) test-tf1 test-tf2
 
-test-tf1: setup-tf1 setup-horovod
-	.venv/bin/python -m pytest $(PYTEST_ARGS) tests
+# The suites run with tcmalloc preloaded when the machine has it, as the trainer does (launch/allocator.py): the
+# in-process training tests fault their activations in on every step with glibc's malloc.
+TEST_PRELOAD = LD_PRELOAD=$$(ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 2>/dev/null | head -1)
 
-test-tf2: setup-tf2
-	.venv-tf2/bin/python -m pytest $(PYTEST_ARGS) tests
+test-tf1: setup-tf1 setup-horovod tcmalloc
+	$(TEST_PRELOAD) .venv/bin/python -m pytest $(PYTEST_ARGS) tests
+
+test-tf2: setup-tf2 tcmalloc
+	$(TEST_PRELOAD) .venv-tf2/bin/python -m pytest $(PYTEST_ARGS) tests
 
 # Rewrites every Python file in the project's style (.style.yapf); tests/test_style.py checks it on both stacks.
 format: setup-tf1
