@@ -18,7 +18,8 @@ TCMALLOC_LIB := $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.
 tcmalloc:
 	@if [ -n "$(TCMALLOC_LIB)" ]; then echo "tcmalloc: $(TCMALLOC_LIB)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4; }; \
+	  apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4; } || \
+	  echo "tcmalloc: apt-get could not install libtcmalloc-minimal4; training runs with glibc's malloc"; \
 	else echo "tcmalloc: not installed (apt-get install libtcmalloc-minimal4 as root); training runs with glibc's malloc"; fi
 setup-tf1: .venv/.installed
 setup-tf2: .venv-tf2/.installed

@@ -23,15 +23,21 @@ LIBRARY = "libtcmalloc_minimal.so.4"
 SEARCH_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 
 
+def flag_value(argv, name, default=None):
+  """The value of --name=V or --name V on a command line (the last one given wins), else `default`; read before
+  absl parses the flags (no flagfiles)."""
+  value = default
+  for i, arg in enumerate(argv):
+    if arg.startswith("--%s=" % name):
+      value = arg.split("=", 1)[1]
+    elif arg == "--" + name and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
 def requested(argv, environ):
   """The --malloc choice of a command line (the last one given wins), else $VIT_MALLOC, else "auto"."""
-  choice = environ.get(ENV) or "auto"
-  for i, arg in enumerate(argv):
-    if arg.startswith("--malloc="):
-      choice = arg.split("=", 1)[1]
-    elif arg == "--malloc" and i + 1 < len(argv):
-      choice = argv[i + 1]
-  return choice
+  return flag_value(argv, "malloc", environ.get(ENV) or "auto")
 
 
 def find_library(environ=None, search_dirs=SEARCH_DIRS):

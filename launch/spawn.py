@@ -26,6 +26,8 @@ import sys
 import threading
 import time
 
+from launch import allocator
+
 _HOROVOD_LINE = re.compile(r"^\[(\d+)\]<(stdout|stderr)>:(.*)$")
 
 
@@ -83,13 +85,7 @@ def horovod_installed():
 
 def model_dir_of(train_args):
   """The --model_dir among launch.train's flags (its default otherwise)."""
-  value = "runs/default"
-  for i, arg in enumerate(train_args):
-    if arg.startswith("--model_dir="):
-      value = arg.split("=", 1)[1]
-    elif arg == "--model_dir" and i + 1 < len(train_args):
-      value = train_args[i + 1]
-  return value
+  return allocator.flag_value(train_args, "model_dir", "runs/default")
 
 
 def _die_with_parent():
