@@ -48,6 +48,9 @@ setup-horovod: .venv/.horovod
 	rm -rf .venv-tf2 && $(PY311) -m venv .venv-tf2
 	.venv-tf2/bin/pip install -q --upgrade pip
 	.venv-tf2/bin/pip install -q -r requirements-tf2.txt
+	# TensorFlow 2.21 imports all of Keras 3 at `import tensorflow` (and Keras, all of scikit-learn): 2.3 s of every
+	# process start. Nothing here uses Keras (BUILD_NOTES.md: start-up).
+	.venv-tf2/bin/pip uninstall -y -q keras
 	touch $@
 
 train: setup-tf1 tcmalloc

@@ -47,17 +47,25 @@ def _train_log(model_dir):
   return open(path).read() if os.path.isfile(path) else ""
 
 
-def test_a_second_trainer_on_a_busy_folder_exits_2_and_the_first_finishes(tmp_path):
+def test_a_second_trainer_on_a_busy_folder_exits_2_and_the_first_goes_on(tmp_path):
   d = str(tmp_path / "run")
-  first = _start(d, "--train_steps=3000", "--iterations_per_loop=10", "--mode=train", "--workers=0")
+  first = _start(d, "--train_steps=100000", "--iterations_per_loop=10", "--mode=train", "--workers=0")
   try:
     assert _wait_for(lambda: "train: epoch" in _train_log(d)), first.stderr.read() if first.poll() else "no line"
-    code, err = _run(d, "--train_steps=3000", "--mode=train", "--workers=0")
+    code, err = _run(d, "--train_steps=100000", "--mode=train", "--workers=0")
     lines = [l for l in err.splitlines() if "launch.train: error:" in l]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err
     assert "is in use by another run" in lines[0] and str(first.pid) in lines[0]
-    out, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err[-2000:]
+    # The refused run touched nothing of the first: it keeps training and still stops, checkpoints and exits as
+    # its own run (SIGTERM: exit 143 with the checkpoint of the step it reached).
+    lock = os.path.join(d, ".run.lock")
+    assert open(lock).read().startswith("pid %d " % first.pid)
+    steps = len(_train_log(d).splitlines())
+    assert _wait_for(lambda: len(_train_log(d).splitlines()) > steps) and first.poll() is None
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 143, err[-2000:]
+    assert "interrupted at step" in err and open(lock).read() == ""
   finally:
     if first.poll() is None:
       first.kill()

@@ -27,8 +27,18 @@ def _children(pid):
   return [int(p) for p in out.stdout.split()]
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """The uninterrupted run both signals' resumed runs must match (one for the module: it is the same run)."""
+  straight = str(tmp_path_factory.mktemp("straight") / "run")
+  uninterrupted = _start(straight, workers=0)
+  uninterrupted.communicate(timeout=600)
+  assert uninterrupted.returncode == 0
+  return straight
+
+
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_checkpoints_the_step_it_stopped_at_and_the_resumed_run_matches(tmp_path, signum, code):
+def test_a_signal_checkpoints_the_step_it_stopped_at_and_the_resumed_run_matches(tmp_path, straight_run, signum, code):
   stopped = str(tmp_path / "stopped")
   proc = _start(stopped, workers=1)
   lines, workers = [], []
@@ -52,10 +62,7 @@ def test_a_signal_checkpoints_the_step_it_stopped_at_and_the_resumed_run_matches
   resumed = _start(stopped, workers=2)  # a different worker count: batches do not depend on it
   resumed.communicate(timeout=600)
   assert resumed.returncode == 0
-  straight = str(tmp_path / "straight")
-  uninterrupted = _start(straight, workers=0)
-  uninterrupted.communicate(timeout=600)
-  a, b = compare_checkpoints.load(stopped), compare_checkpoints.load(straight)
+  a, b = compare_checkpoints.load(stopped), compare_checkpoints.load(straight_run)
   both, differences = compare_checkpoints.compare(a, b)
   assert len(both) > 10 and differences == []
 
