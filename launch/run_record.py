@@ -12,8 +12,7 @@ import collections
 import json
 import os
 
-import tensorflow.compat.v1 as tf
-
+from launch import checkpoints
 from vit_raw import configs
 
 FLAGS_FILE = "flags.txt"
@@ -113,4 +112,4 @@ def run_model(model_dir):
   class_names = read_class_names(model_dir)
   if not class_names:
     raise ValueError("%s has no %s: the class count of the run is unknown" % (model_dir, CLASS_NAMES_FILE))
-  return RunModel(config, image_size, len(class_names), class_names, tf.train.latest_checkpoint(model_dir))
+  return RunModel(config, image_size, len(class_names), class_names, checkpoints.newest_readable(model_dir))

@@ -119,15 +119,13 @@ class RankGuard(object):
     cause = re.search(r"aborted by: ([^\n]+)", text)
     lines = [l for l in text.strip().splitlines() if l.strip() and not l.rstrip().endswith(":")]
     first = cause.group(1) if cause else (lines[0].strip() if lines else "no message")
-    import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-    latest = tf.train.latest_checkpoint(self.model_dir)
+    latest = _newest_checkpoint(self.model_dir)
     who = "lost rank %s" % ", ".join(str(r) for r in lost) if lost else "a collective failed"
     return ("%s (%s: %s); rank %d stops too. Rerun the same command to resume from %s" %
             (who, type(error).__name__, first, self.engine.rank, latest or "the start (no checkpoint yet)"))
 
   def _lost(self, rank, address, reason):
-    import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-    latest = tf.train.latest_checkpoint(self.model_dir)
+    latest = _newest_checkpoint(self.model_dir)
     message = ("lost rank %d (%s:%d %s): it died or its machine is gone, and the collectives would wait for it "
                "forever; rank %d stops too. Rerun the same command to resume from %s" %
                (rank, address[0], address[1], reason, self.engine.rank, latest or "the start (no checkpoint yet)"))
@@ -138,3 +136,10 @@ class RankGuard(object):
       with open(os.path.join(self.model_dir, "train.log"), "a") as f:
         f.write(line)
     os._exit(1)  # the main thread is blocked inside a collective; input workers die with us (PR_SET_PDEATHSIG)
+
+
+def _newest_checkpoint(model_dir):
+  """Where a rerun resumes: the newest readable checkpoint, as the trainer's own restore chooses it (a damaged
+  `checkpoint` state file does not hide it)."""
+  from launch import checkpoints  # pylint: disable=g-import-not-at-top (TensorFlow: only when a rank is lost)
+  return checkpoints.newest_readable(model_dir)

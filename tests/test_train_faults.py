@@ -16,10 +16,12 @@ from launch import checkpoints
 from launch import errors
 from launch import metrics
 from launch import monitors
+from launch import run_record
 from launch import storage
 from tests import input_helpers
 from tests import tool_helpers
 from tests.train_helpers import TINY_ARGS, log_text, read_metrics, run_trainer
+from tools import compare_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWO_LOOPS = ["--train_steps=8", "--iterations_per_loop=4", "--save_every_loops=1", "--mode=train"]
@@ -165,6 +167,9 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_usable_one_naming_
     assert tf.train.latest_checkpoint(d) is None  # what TF alone would make of it: a fresh start
   else:
     _other_model_as_step_20(tmp_path, d)
+  if damage in ("truncated data", "missing index", "garbage state file"):  # the tools pick the same checkpoint
+    assert run_record.run_model(d).checkpoint == d + "/model.ckpt-%d" % resumed
+    assert compare_checkpoints.load(d)["global_step"] == resumed
   summary = run_trainer(d, "--train_steps=12", "--iterations_per_loop=4", "--save_every_loops=1", "--mode=train")
   assert summary["steps"] == 12 and _resumed_from(d) == resumed
   warned = [l for l in log_text(d).splitlines() if "cannot be resumed from" in l]

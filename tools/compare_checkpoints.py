@@ -21,7 +21,9 @@ flags.DEFINE_string("ignore", None, "Leave out variables whose name matches this
 def load(path):
   """{name: array} of every variable of a checkpoint prefix or of a run folder's latest checkpoint."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  prefix = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+  from launch import checkpoints  # pylint: disable=g-import-not-at-top
+  # A run folder: its newest readable checkpoint, as the trainer resumes (a damaged state file hides none).
+  prefix = (checkpoints.newest_readable(path) or tf.train.latest_checkpoint(path)) if tf.io.gfile.isdir(path) else path
   if not prefix:
     raise command.UsageError("%s: a folder without a checkpoint; expected a checkpoint prefix or a run folder" % path)
   try:
