@@ -5,7 +5,7 @@
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 PY37 ?= $(PYENV_ROOT)/versions/3.7.16/bin/python3.7
 PY311 ?= $(shell test -x $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 && echo $(PYENV_ROOT)/versions/3.11.7/bin/python3.11 || command -v python3.11)
-PYTEST_ARGS ?= -q
+PYTEST_ARGS ?= -q --durations=25  # the slowest tests in every log: what CI time is made of
 
 .PHONY: setup setup-tf1 setup-tf2 setup-horovod tcmalloc train train-fashion fashion-data test test-tf1 test-tf2 format clean-venvs
 

@@ -1,14 +1,14 @@
 """Times the peer a user would pick instead, PyTorch + timm, on the same training step as tools.bench_model.
 
   python tools/bench_peer.py --image_size 224 --batch_size 8 [--bf16] [--steps 8]
-  python tools/bench_peer.py --fashion_dir /usr/share/datasets/fashion-mnist --epochs 3 [--augment crop]
+  python tools/bench_peer.py --fashion_dir /usr/share/datasets/fashion-mnist --epochs 3 [--augment flip|crop]
 
 The second form trains end to end: the Fashion-MNIST recipe of issue 19 / configs/fashion_mnist.flags in timm, the
 IDX files read into memory as tensors (what a PyTorch user does with MNIST-sized data), same model (patch 4, width
 128, 6 blocks, 4 heads, MLP 256, class token), batch 128, AdamW lr 1e-3 wd 0.05 with biases, norms, position
 embedding and class token spared, 1 warm-up epoch then cosine per step, label smoothing 0.1, clipping 1.0, the
-test set evaluated after every epoch (batch 500); --augment crop adds 2-pixel zero padding + random crop and
-horizontal flip per image, --random_erasing timm's per-pixel erasing, --ema_decay timm's ModelEmaV3 (evaluated
+test set evaluated after every epoch (batch 500); --augment flip mirrors half the images (the recipe's
+--augment=none --hflip=true), crop adds 2-pixel zero padding + random crop to the flip, --random_erasing timm's per-pixel erasing, --ema_decay timm's ModelEmaV3 (evaluated
 too). Prints one line per epoch (test top-1, train img/s) and the wall times.
 
 Run it with a Python that has torch and timm (a throwaway venv outside the project: the project does not depend on
@@ -53,8 +53,8 @@ def main():
   parser.add_argument("--fashion_dir", default=None,
                       help="folder of Fashion-MNIST's four IDX .gz files: train end to end instead of timing a step")
   parser.add_argument("--epochs", type=int, default=3, help="epochs of the end-to-end run")
-  parser.add_argument("--augment", choices=("none", "crop"), default="none", metavar="MODE",
-                      help="end to end: none, or crop (2-pixel pad + random crop + horizontal flip)")
+  parser.add_argument("--augment", choices=("none", "flip", "crop"), default="none", metavar="MODE",
+                      help="end to end: none, flip (horizontal, p 0.5), or crop (2-pixel pad + random crop + flip)")
   parser.add_argument("--random_erasing", type=float, default=0.0, help="end to end: timm's per-pixel erasing prob")
   parser.add_argument("--ema_decay", type=float, default=0.0, help="end to end: timm ModelEmaV3 decay (0: off)")
   parser.add_argument("--seed", type=int, default=0, help="torch seed of the end-to-end run")
@@ -174,8 +174,9 @@ def fashion_end_to_end(args):
     return (images.float() / 127.5 - 1.0).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
 
   def augmented(images):
-    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
-    shifts = torch.randint(0, 5, (len(images), 2))
+    padding = 2 if args.augment == "crop" else 0
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    shifts = torch.randint(0, 2 * padding + 1, (len(images), 2))
     flips = torch.rand(len(images)) < 0.5
     out = torch.empty_like(images)
     for i in range(len(images)):
@@ -206,7 +207,7 @@ def fashion_end_to_end(args):
     for step in range(steps_per_epoch):
       index = order[step * args.batch_size:(step + 1) * args.batch_size]
       images = train_images[index]
-      images = batch_of(augmented(images) if args.augment == "crop" else images)
+      images = batch_of(augmented(images) if args.augment != "none" else images)
       if erase is not None:
         images = erase(images)
       optimizer.zero_grad(set_to_none=True)
