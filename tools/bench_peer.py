@@ -26,6 +26,7 @@ import resource
 import sys
 import time
 
+SMALL = "fashion_small"
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                  "t10k-labels-idx1-ubyte.gz")
 
@@ -40,7 +41,10 @@ class _Parser(argparse.ArgumentParser):
 
 def main():
   parser = _Parser(description=__doc__.split("\n")[0])
-  parser.add_argument("--model", default="vit_base_patch16_224", help="timm model name (random init, 1000 classes)")
+  parser.add_argument(
+      "--model", default="vit_base_patch16_224",
+      help="timm model name (random init, 1000 classes), or %s: the Fashion-MNIST recipe's ViT (patch 4, "
+      "width 128, depth 6, 4 heads, MLP 256, 10 classes; use --image_size 28)" % SMALL)
   parser.add_argument("--image_size", type=int, default=224, help="square input image side in pixels")
   parser.add_argument("--batch_size", type=int, default=None,
                       help="images per training step (default 8; 128 with --fashion_dir)")
@@ -74,11 +78,13 @@ def main():
   import timm  # pylint: disable=g-import-not-at-top
 
   torch.manual_seed(0)
-  net = timm.create_model(args.model, pretrained=False, num_classes=1000, img_size=args.image_size)
+  classes = 10 if args.model == SMALL else 1000
+  net = small_vit() if args.model == SMALL else timm.create_model(args.model, pretrained=False, num_classes=classes,
+                                                                  img_size=args.image_size)
   net.train()
   optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
   images = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-  labels = torch.randint(0, 1000, (args.batch_size,))
+  labels = torch.randint(0, classes, (args.batch_size,))
   matmul_dtype = torch.bfloat16 if args.bf16 else torch.float32
   a = torch.randn(args.matmul_size, args.matmul_size).to(matmul_dtype)
   b = torch.randn(args.matmul_size, args.matmul_size).to(matmul_dtype)
@@ -118,6 +124,13 @@ def main():
          peaks[len(peaks) // 2], torch.get_num_threads(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
 
 
+def small_vit():
+  """timm's ViT as the Fashion-MNIST recipe's model (configs/fashion_mnist.flags), random init."""
+  from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
+  return VisionTransformer(img_size=28, patch_size=4, in_chans=3, num_classes=10, embed_dim=128, depth=6, num_heads=4,
+                           mlp_ratio=2.0)
+
+
 def read_idx(path, magic):
   """The array of one gzipped IDX file (uint8 data), its header checked."""
   import gzip  # pylint: disable=g-import-not-at-top
@@ -139,7 +152,6 @@ def fashion_end_to_end(args):
   import torch  # pylint: disable=g-import-not-at-top
   import timm  # pylint: disable=g-import-not-at-top
   from timm.data.random_erasing import RandomErasing  # pylint: disable=g-import-not-at-top
-  from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
   from timm.utils import ModelEmaV3  # pylint: disable=g-import-not-at-top
 
   def load(split):
@@ -151,8 +163,7 @@ def fashion_end_to_end(args):
   train_images, train_labels = load("train")
   test_images, test_labels = load("t10k")
   torch.manual_seed(args.seed)
-  net = VisionTransformer(img_size=28, patch_size=4, in_chans=3, num_classes=10, embed_dim=128, depth=6, num_heads=4,
-                          mlp_ratio=2.0)
+  net = small_vit()
   spared = [p for n, p in net.named_parameters() if p.ndim <= 1 or n in ("pos_embed", "cls_token")]
   decayed = [p for n, p in net.named_parameters() if not (p.ndim <= 1 or n in ("pos_embed", "cls_token"))]
   optimizer = torch.optim.AdamW([{
