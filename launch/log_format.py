@@ -4,13 +4,15 @@
   train: epoch E step S/T loss L lr R img/s I step_ms M eta H:MM:SS [loss_scale C skipped K]
   eval: epoch E step S top1 A top5 B examples N
   summary: final_top1 A best_top1 B final_top5 C final_loss L mean_img/s I wall_s W steps S [input_wait F]
+           [startup_s U]
 
 Fields are space-separated "name value" pairs after the kind. `loss` is the mean over the steps of the line's
 loops, `img/s` counts images of this rank over the wall time of those loops (input waits included), `step_ms` is
 that time per step; `loss_scale` and `skipped` (loss-scale-skipped steps since the start) appear only when loss
 scaling is on. The summary's mean_img/s is launch.metrics' throughput; input_wait is the fraction of the time since
-the first batch was asked for that the batch generator waited for the input workers (absent with --workers=0): near 0, the step is the
-bottleneck; well above 0, the data is. The console shows a line after an
+the first batch was asked for that the batch generator waited for the input workers (absent with --workers=0):
+near 0, the step is the bottleneck; well above 0, the data is. startup_s is the first loop's time beyond its steps
+at the second loop's pace (graph build, optimisation, compile, input start). The console shows a line after an
 `HH:MM:SS` time; train.log keeps absl's full prefix (I1126 10:00:00.000000 123 train.py:45]).
 tools.parse_log reads metrics.jsonl when it is there and these lines otherwise (ModelZoo logs, captured stderr).
 """
@@ -31,7 +33,7 @@ TRAIN_RE = re.compile(r"train: epoch %s step (\d+)/(\d+) loss %s lr %s img/s %s 
 EVAL_RE = re.compile(r"eval: epoch %s step (\d+) top1 %s top5 %s examples (\d+)(?: ema_top1 %s ema_top5 %s)?" %
                      ((_NUM,) * 5))
 SUMMARY_RE = re.compile(r"summary: final_top1 %s best_top1 %s final_top5 %s final_loss %s mean_img/s %s "
-                        r"wall_s %s steps (\d+)(?: input_wait %s)?" % ((_NUM,) * 7))
+                        r"wall_s %s steps (\d+)(?: input_wait %s)?(?: startup_s %s)?" % ((_NUM,) * 8))
 RESUMED_RE = re.compile(r"resumed from \S+ at step (\d+)")
 RUN_RE = re.compile(r"(?:^|\] |^\d\d:\d\d:\d\d )run: ")
 
@@ -62,9 +64,22 @@ def summary_line(record):
   line = SUMMARY.format(**record)
   if "input_wait" in record:
     line += " input_wait {input_wait:.3f}".format(**record)
+  if "startup_s" in record:
+    line += " startup_s {startup_s:.1f}".format(**record)
   return line
 
 
+_SUMMARY_FIELDS = (
+    ("final_top1", float),
+    ("best_top1", float),
+    ("final_top5", float),
+    ("final_loss", float),
+    ("img_per_sec", float),
+    ("wall_s", float),
+    ("steps", int),
+    ("input_wait", float),
+    ("startup_s", float),
+)
 # The fields each kind of line carries, in the order of its regex groups (absent optional groups are left out).
 _FIELDS = (
     ("train", TRAIN_RE, (("epoch", float), ("step", int), ("total", int), ("loss", float), ("lr", float),
@@ -72,8 +87,7 @@ _FIELDS = (
                                                                                                            int))),
     ("eval", EVAL_RE, (("epoch", float), ("step", int), ("top1", float), ("top5", float), ("examples", int),
                        ("ema_top1", float), ("ema_top5", float))),
-    ("summary", SUMMARY_RE, (("final_top1", float), ("best_top1", float), ("final_top5", float), ("final_loss", float),
-                             ("img_per_sec", float), ("wall_s", float), ("steps", int), ("input_wait", float))),
+    ("summary", SUMMARY_RE, _SUMMARY_FIELDS),
     ("resumed", RESUMED_RE, (("step", int),)),
 )
 

@@ -6,7 +6,8 @@ The trainer writes one JSON object per line to <model_dir>/metrics.jsonl, append
                              step_ms, eta_s, wall_s (since the run started), and loss_scale / skipped when loss
                              scaling is on
   {"event": "eval", ...}     step, epoch, top1, top5, examples
-  {"event": "summary", ...}  final_top1, best_top1, final_top5, final_loss, img_per_sec, wall_s, steps
+  {"event": "summary", ...}  final_top1, best_top1, final_top5, final_loss, img_per_sec, wall_s, steps, and
+                             input_wait, startup_s when measured
 tools.parse_log reads this file; the text lines of train.log carry the same numbers for people and ModelZoo tools.
 
 Throughput is images over seconds of a run's timed train records, never a mean of per-loop rates. The first record

@@ -359,6 +359,8 @@ def summary_record(run, warmup_steps, train_pipe=None):
   best = max(run.best_top1, result["top1"]) if np.isfinite(result["top1"]) else run.best_top1
   waited = train_pipe.wait_fraction() if train_pipe is not None else None
   extra = {"input_wait": waited} if waited is not None else {}
+  if run.startup_s is not None:
+    extra["startup_s"] = run.startup_s
   return dict(
       extra,
       **{

@@ -10,8 +10,8 @@
    cores slowing the step).
 With --recipe a flags file (configs/*.flags) is the trainer's run instead, on --data_dir, for --train_steps steps
 (--mode=train, no checkpoints), and bench_model times that recipe's model, image size, batch and optimizer; the
-first loop's cost beyond its steps (graph build, optimisation, input start) and bench_model's op-time breakdown
-and ratio to a square matmul are printed too.
+first loop's cost beyond its steps (the trainer's startup_s: graph build, optimisation, input start) and
+bench_model's op-time breakdown and ratio to a square matmul are printed too.
 Both are run one after the other in fresh processes; on a busy machine rerun and compare the best.
 
   python -m tools.bench_e2e [--model ViT-B/16] [--image_size 224] [--batch_size 8] [--train_steps 12]
@@ -93,9 +93,9 @@ def run(argv):
     shutil.rmtree(model_dir)
   _run(trainer_args)
   e2e = parse_log.summarize(model_dir)[-1]  # the trainer's own throughput definition (launch/metrics.py)
-  summary = [r for r in metrics.read_jsonl(os.path.join(model_dir, metrics.METRICS_FILE)) if r["event"] == "summary"]
-  input_wait = summary[-1].get("input_wait") if summary else None
-  first = _first_loop(model_dir)
+  records = metrics.read_jsonl(os.path.join(model_dir, metrics.METRICS_FILE))
+  summary = ([r for r in records if r["event"] == "summary"] or [{}])[-1]
+  first = ([r for r in records if r["event"] == "train"] or [None])[0]
 
   out = _run([
       "tools.bench_model",
@@ -113,26 +113,14 @@ def run(argv):
                                                              (ratio.group(2), ratio.group(1)) if ratio else ""))
   print("end to end   (launch.train):      %8.2f img/s  (median %.2f)" % (e2e["mean_ips"], e2e["median_ips"]))
   print("gap (input + loop overhead):      %7.1f %%" % (100.0 * gap))
-  if input_wait is not None:
-    print("waiting for input workers:        %7.1f %% of the run" % (100.0 * input_wait))
-  if first is not None:
-    seconds, steps = first
-    print("first loop:                       %7.1f s for %d steps, %.1f s of it beyond their compute (graph build, "
-          "optimisation, input start)" % (seconds, steps, seconds - steps * _batch_size(model_args) / compute))
+  if "input_wait" in summary:
+    print("waiting for input workers:        %7.1f %% of the run" % (100.0 * summary["input_wait"]))
+  if first is not None and "startup_s" in summary:
+    print("first loop:                       %7.1f s for %d steps, %.1f s of it beyond them at the second loop's "
+          "pace (graph build, optimisation, input start)" % (first["seconds"], first["steps"], summary["startup_s"]))
   for line in out.splitlines():
     if line.startswith("op time by kind"):
       print(line)
-
-
-def _batch_size(model_args):  # pylint: disable=invalid-name
-  return int([a for a in model_args if a.startswith("--batch_size=")][-1].split("=")[1])
-
-
-def _first_loop(model_dir):
-  """(seconds, steps) of the run's first loop from its train.log, or None."""
-  with open(os.path.join(model_dir, "train.log")) as f:
-    match = re.search(r"first loop \(.*?\): ([0-9.]+) s for (\d+) steps", f.read())
-  return (float(match.group(1)), int(match.group(2))) if match else None
 
 
 def _recipe_runs(model_dir):
