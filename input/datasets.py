@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-from input import cifar, digits, filesystem, idx, image_codec, image_folder, image_headers, list_file, tfrecord, tfrecord_index
+from input import cifar, digits, filesystem, idx, image_codec, image_folder, image_headers, list_file, tfrecord
+from input import tfrecord_index
 from input.dataset_base import FileDataset, unreadable
 from input.messages import quote
 from input.errors import DataError

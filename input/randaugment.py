@@ -39,7 +39,10 @@ Attributes:
 
 
 def parse_randaugment(spec):
-  """The RandAugmentSpec of a timm spec string; InputError (a ValueError: one line: what is wrong, what is accepted) otherwise."""
+  """The RandAugmentSpec of a timm spec string.
+
+  Raises InputError (a ValueError: one line: what is wrong, what is accepted) otherwise.
+  """
 
   def refuse(why):
     raise InputError("randaugment spec %r: %s; expected %s" % (spec, why, SPEC_FORMAT))

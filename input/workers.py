@@ -9,7 +9,8 @@ Start method: fork (default). The parent has TensorFlow imported and its thread 
 process is safe as long as the child never touches what those threads may hold locked, and the workers only run
 numpy/OpenCV code (cv2.setNumThreads(1), no TensorFlow). Fork starts a worker in milliseconds and shares the
 in-memory dataset (CIFAR arrays, file lists) copy-on-write; spawn must pickle the dataset to each worker and
-re-import the main module (which imports TensorFlow) - see README.md (Workers: lifetime, failures, fork vs spawn) for the measured start-up.
+re-import the main module (which imports TensorFlow) - see README.md (Workers: lifetime, failures, fork vs spawn) for
+the measured start-up.
 With fork the ring is an anonymous shared mmap (nothing in /dev/shm at all); with spawn it is a
 multiprocessing RawArray, whose backing file is unlinked as soon as it is created. Either way a killed parent leaks
 no shared-memory segment.
@@ -302,7 +303,8 @@ class WorkerPool(object):
   def get_result(self):
     """The next result tuple (kind, gen, batch_id, slot, (final, partner_final), skips).
 
-    Raises WorkerDiedError if a worker died, WorkerStalledError if one stalled, UnreadableDatasetError if a worker met only bad files, RuntimeError
+    Raises WorkerDiedError if a worker died, WorkerStalledError if one stalled, UnreadableDatasetError if a worker
+    met only bad files, RuntimeError
     (with the worker's traceback) for any other exception in a worker.
     """
     self._check_usable()

@@ -47,7 +47,8 @@ def resolve_precision(device, precision_mode):
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # TF 1.x never computes in bfloat16 on the CPU for the allow modes: measured side by side (docs/benchmarks.md,
 # "bfloat16 on the CPU: one rule per stack"), its bf16 step is several times slower while its bf16 matmul ties fp32's.
-TF1_BF16_REASON = "intel-tensorflow 1.15's bfloat16 ViT training step runs 3-7x slower than float32 (docs/benchmarks.md)"
+TF1_BF16_REASON = ("intel-tensorflow 1.15's bfloat16 ViT training step runs 3-7x slower than float32 "
+                   "(docs/benchmarks.md)")
 # The --precision_mode that computes in bfloat16 on the CPU whatever the rule says (where the kernels exist).
 FORCED_BF16_MODE = "force_fp16"
 

@@ -1,4 +1,5 @@
-"""vit_raw.kernels: the plain chains equal NumPy, and every backend's chains equal the plain ones in forward and gradient."""
+"""vit_raw.kernels: the plain chains equal NumPy, and every backend's chains equal the plain ones in forward and
+gradient."""
 import math
 
 import numpy as np
@@ -191,7 +192,8 @@ def test_model_float32_logits_with_each_backend_equal_the_numpy_reference(backen
   params = numpy_vit.random_official_params(16, 2, 2, 32, 4, 5, 5, seed=1)
   images = np.random.RandomState(2).uniform(-1, 1, [3, 8, 8, 3]).astype(np.float32)
   expected = numpy_vit.forward(params, images, patch=4, num_heads=2)
-  sess, x, y = test_model._load_official(params, TINY, 5, (8, 8), kernels=kernel_set)  # pylint: disable=protected-access
+  load = test_model._load_official  # pylint: disable=protected-access
+  sess, x, y = load(params, TINY, 5, (8, 8), kernels=kernel_set)
   got = sess.run(y, {x: images})
   assert np.abs(expected).max() > 0.5
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())

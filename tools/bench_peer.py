@@ -8,8 +8,9 @@ IDX files read into memory as tensors (what a PyTorch user does with MNIST-sized
 128, 6 blocks, 4 heads, MLP 256, class token), batch 128, AdamW lr 1e-3 wd 0.05 with biases, norms, position
 embedding and class token spared, 1 warm-up epoch then cosine per step, label smoothing 0.1, clipping 1.0, the
 test set evaluated after every epoch (batch 500); --augment flip mirrors half the images (the recipe's
---augment=none --hflip=true), crop adds 2-pixel zero padding + random crop to the flip, --random_erasing timm's per-pixel erasing, --ema_decay timm's ModelEmaV3 (evaluated
-too). Prints one line per epoch (test top-1, train img/s) and the wall times.
+--augment=none --hflip=true), crop adds 2-pixel zero padding + random crop to the flip, --random_erasing
+timm's per-pixel erasing, --ema_decay timm's ModelEmaV3 (evaluated too).
+Prints one line per epoch (test top-1, train img/s) and the wall times.
 
 Run it with a Python that has torch and timm (a throwaway venv outside the project: the project does not depend on
 them; the tests run only its command line). Same step as ours: timm's ViT-B/16 (random init, 1000 classes), cross

@@ -2,7 +2,8 @@
 
 pb: the inference graph frozen (tools/inference_graph.py: variables folded, grappler cleanup, TF 1.15-readable);
 saved_model: the inference graph with its variables and a serving_default signature; onnx: the frozen graph through
-tf2onnx; npz: the weights in the official layout (vit_raw/checkpoint_mapping.py). Each is written under a temporary name,
+tf2onnx; npz: the weights in the official layout (vit_raw/checkpoint_mapping.py). Each is written under a temporary
+name,
 loaded back from disk, run on probe images and compared with the checkpoint in a session before it is renamed into
 place.
 """

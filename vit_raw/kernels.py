@@ -82,7 +82,10 @@ def lean_layer_norm(x, scale, bias, out_dtype):
 
 
 def gelu_tanh(x):
-  """flax.linen.gelu default (tanh approximation), as x * sigmoid(2z): identical maths with fewer ops than 0.5x(1+tanh z)."""
+  """flax.linen.gelu default (tanh approximation), as x * sigmoid(2z).
+
+  Identical maths with fewer ops than 0.5x(1+tanh z).
+  """
   c = math.sqrt(2.0 / math.pi)
   z = x * (2.0 * c + (2.0 * c * 0.044715) * tf.square(x))
   return x * tf.sigmoid(z)

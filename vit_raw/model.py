@@ -36,7 +36,10 @@ variable_shapes = parameters.variable_shapes
 
 
 def _xavier_uniform(fan_in, fan_out):
-  """Glorot uniform with explicit fans: the fused QKV kernel must be initialised as three [D,D] kernels, not one [D,3D]."""
+  """Glorot uniform with explicit fans.
+
+  The fused QKV kernel must be initialised as three [D,D] kernels, not one [D,3D].
+  """
   limit = math.sqrt(6.0 / (fan_in + fan_out))
   return tf.random_uniform_initializer(-limit, limit)
 
