@@ -76,8 +76,6 @@ class RunState(object):
     best_top1: the best top-1 over this run and the runs it resumed (-1 before any evaluation).
     last_eval: the latest evaluation result dict (None before one).
     train_records: the "train" records this process emitted (for its throughput).
-    startup_s: seconds of the first loop beyond its steps timed at the second loop's pace (graph build,
-      optimisation, compile, input start); None before the second loop.
     failure: the exception that is ending the loop (None while it runs, and after a normal end); after_train
       sees it, and the callbacks that write results (checkpoints, evaluation) do nothing then.
     interrupted: the interrupts.Interrupted of a run stopped by a signal (not a failure: checkpoints are written,
@@ -91,7 +89,6 @@ class RunState(object):
     self.best_top1 = best_top1
     self.last_eval = None
     self.train_records = []
-    self.startup_s = None
     self.failure = None
     self.interrupted = None
 
@@ -160,23 +157,15 @@ class TrainLogger(Callback):
     self.every_loops, self.images_per_step, self.loss_scaling = every_loops, images_per_step, loss_scaling
     self._pending = []
     self._step_seconds = []
-    self._first = None
 
   def after_loop(self, run, loop):
     self._pending.append(loop)
     if loop.index == 1:
-      self._first = loop
       logging.info(
           "first loop (graph build, optimisation, compile, input start): %.1f s for %d steps; it is left "
           "out of img/s", loop.seconds, loop.steps)
     else:
       self._step_seconds = (self._step_seconds + [loop.seconds / max(loop.steps, 1)])[-50:]
-    if loop.index == 2 and loop.steps:
-      run.startup_s = self._first.seconds - self._first.steps * loop.seconds / loop.steps
-      logging.info(
-          "start-up: %.1f s of the first loop beyond its %d steps at the second loop's %.1f ms per step (graph "
-          "build, optimisation, compile, input start)", run.startup_s, self._first.steps,
-          1000.0 * loop.seconds / loop.steps)
     if loop.index == 1 or loop.index % self.every_loops == 0 or run.step >= run.plan.schedule.total_steps:
       self._emit(run)
 

@@ -12,8 +12,8 @@ that time per step; `loss_scale` and `skipped` (loss-scale-skipped steps since t
 scaling is on. The summary's mean_img/s is launch.metrics' throughput; input_wait is the fraction of the time since
 the first batch was asked for that the batch generator waited for the input workers (absent with --workers=0):
 near 0, the step is the bottleneck; well above 0, the data is. startup_s is the first loop's time beyond its steps
-at the second loop's pace (graph build, optimisation, compile, input start). The console shows a line after an
-`HH:MM:SS` time; train.log keeps absl's full prefix (I1126 10:00:00.000000 123 train.py:45]).
+at the later loops' median pace (graph build, optimisation, compile, input start; launch.metrics). The console
+shows a line after an `HH:MM:SS` time; train.log keeps absl's full prefix (I1126 10:00:00.000000 123 train.py:45]).
 tools.parse_log reads metrics.jsonl when it is there and these lines otherwise (ModelZoo logs, captured stderr).
 """
 import re

@@ -14,7 +14,8 @@ Throughput is images over seconds of a run's timed train records, never a mean o
 of a run holds the first loop, which builds, optimises and compiles the graph and starts the input workers: it is
 never timed. Records ending within `warmup_steps` of the run's first step are warm-up too (tensorpack's "never look
 at the first 50 iterations"), unless that leaves nothing, in which case every record but the first counts; a run of
-one record has only that one.
+one record has only that one. Start-up is what the first record took beyond its steps at the median per-step
+time of the later ones: graph build, optimisation, compile and the input's start, and robust to one slow loop.
 """
 import json
 import os
@@ -42,6 +43,18 @@ def images_per_sec(records):
 def run_images_per_sec(train_records, warmup_steps=DEFAULT_WARMUP_STEPS):
   """The throughput of one run: images per second of its timed records."""
   return images_per_sec(timed_records(train_records, warmup_steps))
+
+
+def startup_seconds(train_records):
+  """Seconds of ONE run's first train record beyond its steps at the median per-step time of its later records
+  (graph build, optimisation, compile, input start); None with fewer than two records."""
+  later = [r["seconds"] / r["steps"] for r in train_records[1:] if r["steps"]]
+  if not later:
+    return None
+  later.sort()
+  middle = len(later) // 2
+  per_step = later[middle] if len(later) % 2 else (later[middle - 1] + later[middle]) / 2.0
+  return train_records[0]["seconds"] - train_records[0]["steps"] * per_step
 
 
 def split_runs(records):

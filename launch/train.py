@@ -353,14 +353,15 @@ def _after_train_quietly(callback, run):
 
 
 def summary_record(run, warmup_steps, train_pipe=None):
-  """The closing record: final and best accuracy, final loss, throughput (launch.metrics), wall time, and the
-  fraction of the run the input workers kept the batch generator waiting (when measured)."""
+  """The closing record: final and best accuracy, final loss, throughput and start-up (launch.metrics), wall time,
+  and the fraction of the run the input workers kept the batch generator waiting (when measured)."""
   result = run.last_eval or {"top1": float("nan"), "top5": float("nan")}
   best = max(run.best_top1, result["top1"]) if np.isfinite(result["top1"]) else run.best_top1
   waited = train_pipe.wait_fraction() if train_pipe is not None else None
   extra = {"input_wait": waited} if waited is not None else {}
-  if run.startup_s is not None:
-    extra["startup_s"] = run.startup_s
+  startup = metrics.startup_seconds(run.train_records)
+  if startup is not None:
+    extra["startup_s"] = startup
   return dict(
       extra,
       **{

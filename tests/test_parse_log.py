@@ -111,6 +111,17 @@ def test_the_throughput_definition_on_records():
   assert metrics.run_images_per_sec(records[:1], 50) == pytest.approx(80 / 9.0)
 
 
+def test_startup_is_the_first_record_beyond_its_steps_at_the_median_pace():
+  first = {"steps": 10, "seconds": 9.0}
+  paced = [{"steps": 10, "seconds": 1.0}, {"steps": 5, "seconds": 0.5}, {"steps": 10, "seconds": 1.0}]
+  # 9 s for 10 steps at 0.1 s a step: 8 s of start-up, whatever one slow loop among the later ones took.
+  assert metrics.startup_seconds([first] + paced) == pytest.approx(8.0)
+  assert metrics.startup_seconds([first] + paced + [{"steps": 10, "seconds": 30.0}]) == pytest.approx(8.0)
+  # An even count takes the middle two: 0.1 and 0.3 s a step.
+  assert metrics.startup_seconds([first, paced[0], {"steps": 10, "seconds": 3.0}]) == pytest.approx(7.0)
+  assert metrics.startup_seconds([first]) is None
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top

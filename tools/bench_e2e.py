@@ -116,8 +116,9 @@ def run(argv):
   if "input_wait" in summary:
     print("waiting for input workers:        %7.1f %% of the run" % (100.0 * summary["input_wait"]))
   if first is not None and "startup_s" in summary:
-    print("first loop:                       %7.1f s for %d steps, %.1f s of it beyond them at the second loop's "
-          "pace (graph build, optimisation, input start)" % (first["seconds"], first["steps"], summary["startup_s"]))
+    print("first loop:                       %7.1f s for %d steps, %.1f s of it beyond them at the later loops' "
+          "median pace (graph build, optimisation, input start)" %
+          (first["seconds"], first["steps"], summary["startup_s"]))
   for line in out.splitlines():
     if line.startswith("op time by kind"):
       print(line)
