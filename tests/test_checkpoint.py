@@ -165,6 +165,22 @@ def test_nonexistent_path_is_a_clear_error():
     checkpoint.init_from_checkpoint("/nonexistent/vit.npz", TINY, 5, 8)
 
 
+def test_a_tf_checkpoint_cut_short_is_one_line_naming_it():
+  directory = tempfile.mkdtemp()
+  with tf.Graph().as_default():
+    _build()
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      prefix = tf.train.Saver().save(sess, os.path.join(directory, "model.ckpt"), global_step=1)
+  data = prefix + ".data-00000-of-00001"
+  with open(data, "r+b") as f:  # the index is intact, the data file lost its second half (a copy cut short)
+    f.truncate(os.path.getsize(data) // 2)
+  with pytest.raises(ValueError) as e:
+    checkpoint.read_checkpoint(prefix, TINY)
+  assert str(e.value).startswith("TensorFlow checkpoint %s cannot be read: tensor vit/" % prefix)
+  assert "\n" not in str(e.value)
+
+
 def test_our_tf_checkpoint_loads_exactly_and_ignores_optimizer_slots():
   directory = tempfile.mkdtemp()
   with tf.Graph().as_default():

@@ -53,7 +53,13 @@ def read_tf_checkpoint(prefix, scope="vit"):
   out = {}
   for name in shapes:
     if name.startswith(head) and name.split("/")[-1] in parameters.WEIGHT_LEAVES:
-      out[name[len(head):]] = reader.get_tensor(name)
+      try:
+        out[name[len(head):]] = reader.get_tensor(name)
+      except Exception as e:  # pylint: disable=broad-except
+        # A data file cut short or damaged after its index was written: an OpError on TF 1.15, on TF 2.x what its
+        # pybind layer makes of the status (IndexError for "Read less bytes than requested").
+        raise ModelError("TensorFlow checkpoint %s cannot be read: tensor %s: %s" %
+                         (prefix, name, str(e).splitlines()[0] if str(e) else type(e).__name__))
   if not out:
     raise ModelError("TensorFlow checkpoint %s holds no variables under scope %r (found e.g. %s)" %
                      (prefix, scope, ", ".join(sorted(shapes)[:3]) or "nothing"))
