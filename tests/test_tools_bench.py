@@ -116,15 +116,17 @@ def test_bench_e2e_times_a_recipe_file_and_its_first_loop(tmp_path):
   recipe = tmp_path / "small.flags"
   recipe.write_text("# a recipe as under configs/\n--model=tiny\n--image_size=16\n--patch_size=8\n--hidden_size=16\n"
                     "--num_layers=1\n--num_heads=2\n--mlp_dim=32\n--train_batch_size=4\n--optimizer=adamw\n"
-                    "--iterations_per_loop=2\n--workers=1\n--augment=crop\n")
+                    "--iterations_per_loop=2\n--workers=1\n--augment=crop\n--num_epochs=300\n")
   out = _run("tools.bench_e2e", "--recipe=%s" % recipe, "--data_dir=%s" % data, "--train_steps=8", "--model_steps=2",
              "--matmul_size=128", "--out_dir=%s" % (tmp_path / "out"))
   compute = _number(r"compute only \(tools.bench_model\): +([0-9.]+) img/s, [0-9.]+ of a square matmul", out)
   seconds, steps, beyond = re.search(r"first loop: +([0-9.]+) s for (\d+) steps, (-?[0-9.]+) s of it beyond",
                                      out).groups()
   assert int(steps) == 2  # the recipe's iterations_per_loop reached the trainer
-  # The trainer's own start-up figure: the first loop beyond its steps at the later loops' median pace.
   records = metrics.read_jsonl(str(tmp_path / "out" / "model_dir" / metrics.METRICS_FILE))
+  # --train_steps replaced the recipe's own length (--num_epochs) rather than conflicting with it.
+  assert [r["step"] for r in records if r["event"] == "summary"] == [8]
+  # The trainer's own start-up figure: the first loop beyond its steps at the later loops' median pace.
   first, *later = [r for r in records if r["event"] == "train"]
   assert float(seconds) == pytest.approx(first["seconds"], abs=0.06)
   pace = statistics.median(r["seconds"] / r["steps"] for r in later)

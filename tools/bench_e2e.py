@@ -132,9 +132,16 @@ def _recipe_runs(model_dir):
       recipe = run_record.parse_flag_lines(f.read().splitlines(), FLAGS.recipe)
   except (OSError, ValueError) as e:
     raise UsageError("--recipe %s: %s" % (FLAGS.recipe, e))
+  # The recipe's own length (--num_epochs or --train_steps) gives way to --train_steps: launch.train refuses both.
+  with open(FLAGS.recipe) as f:
+    lines = [l for l in f if not l.strip().startswith(("--num_epochs", "--train_steps"))]
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  shortened = os.path.join(FLAGS.out_dir, os.path.basename(FLAGS.recipe))
+  with open(shortened, "w") as f:
+    f.writelines(lines)
   trainer = [
       "launch.train",
-      "--flagfile=%s" % FLAGS.recipe,
+      "--flagfile=%s" % shortened,
       "--data_dir=%s" % FLAGS.data_dir,
       "--train_steps=%d" % FLAGS.train_steps, "--mode=train",
       "--model_dir=%s" % model_dir, "--save_every_loops=1000000",
