@@ -3,8 +3,7 @@
 Format: UTF-8 text (a byte-order mark is allowed and dropped), one `path label` per line; the label is the last
 whitespace-separated field and an ASCII integer >= 0, so paths may hold spaces; blank lines and lines starting with
 # are ignored. Relative paths are resolved against the list file's own folder (a URL's too); absolute paths and URLs
-are used as
-they are.
+are used as they are.
 Anything else (Latin-1 bytes, a label like "²", "--3" or "-1", a NUL in a path) is a ValueError naming the file and
 the line.
 Classes: classes.txt beside the list names them (one per line). Without it num_classes is 1 + the largest label

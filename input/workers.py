@@ -304,8 +304,7 @@ class WorkerPool(object):
     """The next result tuple (kind, gen, batch_id, slot, (final, partner_final), skips).
 
     Raises WorkerDiedError if a worker died, WorkerStalledError if one stalled, UnreadableDatasetError if a worker
-    met only bad files, RuntimeError
-    (with the worker's traceback) for any other exception in a worker.
+    met only bad files, RuntimeError (with the worker's traceback) for any other exception in a worker.
     """
     self._check_usable()
     # Checked on every call, not only when the queue runs dry: the other workers may keep the queue busy

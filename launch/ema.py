@@ -2,11 +2,10 @@
 
 shadow <- d * shadow + (1 - d) * weight after each update, with d = min(decay, (1 + n) / (10 + n)) at global step n
 (TensorFlow's ExponentialMovingAverage num_updates rule, n counted after the update, so a short run's average is not
-stuck near the initial
-weights). The update is a step hook, so it runs inside the in-graph N-step loop too, and the shadows are global
-variables named ema/<weight name>: checkpoints hold them, a resumed run restores them, and tools.export /
-tools.infer use them when a checkpoint has them. Evaluation reports the shadows as the view "ema" (ema_top1) in the
-same pass as the trained weights.
+stuck near the initial weights). The update is a step hook, so it runs inside the in-graph N-step loop too, and
+the shadows are global variables named ema/<weight name>: checkpoints hold them, a resumed run restores them, and
+tools.export / tools.infer use them when a checkpoint has them. Evaluation reports the shadows as the view "ema"
+(ema_top1) in the same pass as the trained weights.
 """
 import tensorflow.compat.v1 as tf
 

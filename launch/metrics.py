@@ -19,6 +19,7 @@ time of the later ones: graph build, optimisation, compile and the input's start
 """
 import json
 import os
+import statistics
 
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_WARMUP_STEPS = 50
@@ -51,10 +52,7 @@ def startup_seconds(train_records):
   later = [r["seconds"] / r["steps"] for r in train_records[1:] if r["steps"]]
   if not later:
     return None
-  later.sort()
-  middle = len(later) // 2
-  per_step = later[middle] if len(later) % 2 else (later[middle - 1] + later[middle]) / 2.0
-  return train_records[0]["seconds"] - train_records[0]["steps"] * per_step
+  return train_records[0]["seconds"] - train_records[0]["steps"] * statistics.median(later)
 
 
 def split_runs(records):

@@ -8,11 +8,10 @@ auto: horovod where it is installed for this TensorFlow, else collective (BUILD_
 
 With the collective engine each rank gets its own share of the cores (CPU affinity), so its TensorFlow threads and
 input workers size themselves to it. Each rank's output goes to <model_dir>/rank_<r>.log; rank 0's is also shown
-here, and so is every error line of
-the others. When a rank fails the others get `--grace` seconds to notice and stop by themselves (their last line
-names the lost rank), then they are terminated; Ctrl-C terminates all of them. No rank outlives the launcher, even a
-launcher killed with SIGKILL (the kernel signals its children). The exit code is the first failing rank's (1 for
-a signal), 0 when every rank succeeded.
+here, and so is every error line of the others. When a rank fails the others get `--grace` seconds to notice and
+stop by themselves (their last line names the lost rank), then they are terminated; Ctrl-C terminates all of them.
+No rank outlives the launcher, even a launcher killed with SIGKILL (the kernel signals its children). The exit
+code is the first failing rank's (1 for a signal), 0 when every rank succeeded.
 """
 import argparse
 import ctypes

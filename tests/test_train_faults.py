@@ -1,7 +1,7 @@
 """Storage faults: a full disk while writing (one line, exit 1, the previous checkpoint restores, the same command
 resumes once space is freed; an export leaves nothing), damaged checkpoints (the newest usable one is resumed, the
-broken ones named; none
-usable: one line, exit 2, nothing deleted), a read-only run folder at start and one that vanishes mid-run."""
+broken ones named; none usable: one line, exit 2, nothing deleted), a read-only run folder at start and one that
+vanishes mid-run."""
 import glob
 import os
 import shutil

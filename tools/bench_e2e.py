@@ -129,16 +129,15 @@ def _recipe_runs(model_dir):
   from launch import run_record  # pylint: disable=g-import-not-at-top
   try:
     with open(FLAGS.recipe) as f:
-      recipe = run_record.parse_flag_lines(f.read().splitlines(), FLAGS.recipe)
+      lines = f.read().splitlines()
+    recipe = run_record.parse_flag_lines(lines, FLAGS.recipe)
   except (OSError, ValueError) as e:
     raise UsageError("--recipe %s: %s" % (FLAGS.recipe, e))
   # The recipe's own length (--num_epochs or --train_steps) gives way to --train_steps: launch.train refuses both.
-  with open(FLAGS.recipe) as f:
-    lines = [l for l in f if not l.strip().startswith(("--num_epochs", "--train_steps"))]
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   shortened = os.path.join(FLAGS.out_dir, os.path.basename(FLAGS.recipe))
   with open(shortened, "w") as f:
-    f.writelines(lines)
+    f.writelines(l + "\n" for l in lines if not l.strip().startswith(("--num_epochs", "--train_steps")))
   trainer = [
       "launch.train",
       "--flagfile=%s" % shortened,
