@@ -160,6 +160,15 @@ def test_tf_dataset_static_shapes_and_values(digits):
   assert sc.dtype == np.float16
 
 
+def test_tf_dataset_runs_without_tf_data_autotuning(digits):
+  # With autotuning on, TF 2.21 re-initialised the eval iterator only after the old one's model thread woke from
+  # its growing sleep: 4-18 s per evaluation in the trainer (docs/benchmarks.md). Nothing here is tunable.
+  with InputPipeline(digits, 8, 50, False, workers=0) as pipe:
+    options = pipe.tf_dataset().options()
+  autotune = options.autotune.enabled if hasattr(options, "autotune") else options.experimental_optimization.autotune
+  assert autotune is False
+
+
 def test_scale_input_maps_0_and_255_to_minus_one_and_one():
   value = tf.constant([[0, 255, 128]], tf.uint8)
   with tf.Session() as sess:

@@ -13,10 +13,12 @@ import sys
 import pytest
 
 from launch import metrics
+from launch import spawn
 from vit_raw import configs
 from vit_raw import model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DISTRIBUTED_ENGINES = ["collective"] + (["horovod"] if spawn.horovod_installed() else [])
 
 
 def _run(*args):
@@ -137,14 +139,16 @@ def test_bench_e2e_times_a_recipe_file_and_its_first_loop(tmp_path):
     assert "tiny @16 batch 4 float32 adamw" in f.read()
 
 
-def test_bench_distributed_starts_its_ranks_and_reports_both(tmp_path):
-  # The command re-invokes itself with --worker for each rank: 1 rank alone, then 2 ranks of the collective engine.
+@pytest.mark.parametrize("engine", DISTRIBUTED_ENGINES)
+def test_bench_distributed_starts_its_ranks_and_reports_both(engine):
+  # The command re-invokes itself with --worker for each rank: 1 rank alone, then 2 ranks of the engine (horovod's
+  # through horovodrun, where the stack has it).
   out = _run("tools.bench_distributed", "--models=tiny", "--batch_sizes=2", "--image_size=16", "--iterations=1",
-             "--repeats=1", "--allreduce_buckets=0,4", "--engines=collective", "--timeout=300")
+             "--repeats=1", "--allreduce_buckets=0,4", "--engines=" + engine, "--timeout=300")
   (row,) = [line for line in out.splitlines() if line.startswith("| tiny |")]
   cells = [c.strip() for c in row.strip("|").split("|")]
   one, two = float(cells[4]), float(cells[5])
-  assert cells[2].endswith(" collective") and cells[3] == "2"
+  assert cells[2].endswith(" " + engine) and cells[3] == "2"
   # efficiency = t(1) / t(2), from the unrounded times: within what the 3-decimal rounding of both allows.
   low, high = 100 * (one - 5e-4) / (two + 5e-4), 100 * (one + 5e-4) / max(two - 5e-4, 1e-9)
   assert low - 0.5 <= float(cells[6].rstrip(" %")) <= high + 0.5
