@@ -13,6 +13,7 @@ from input import filesystem
 from input.datasets import DATASET_NAMES
 from input.errors import InputError
 from launch import errors
+from vit_raw import configs
 
 PRECISION_MODES = ("auto", "allow_mix_precision", "force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
                    "force_fp32")
@@ -141,6 +142,11 @@ def define_flags():
   flags.DEFINE_integer("num_layers", None, "Override the model's number of encoder blocks.")
   flags.DEFINE_integer("num_heads", None, "Override the model's attention heads.")
   flags.DEFINE_integer("mlp_dim", None, "Override the model's MLP width.")
+  flags.DEFINE_enum(
+      "stem", "patch", list(configs.STEMS), "How pixels become tokens: patch, the official linear patch embedding; "
+      "conv, a convolutional stem of log2(patch) 3x3 stride-2 convolutions with layer norm and ReLU, then a 1x1 "
+      "projection (Xiao et al. 2021: it learns faster from small data; official .npz checkpoints have no such stem, "
+      "so --init_checkpoint of one and --format npz export refuse it).")
   _cosmetic(
       flags.DEFINE_string(
           "init_checkpoint", None, "Start from an official .npz or a checkpoint of ours (prefix or "

@@ -161,7 +161,7 @@ Attributes:
 
 def _model_config(f):
   try:
-    config = configs.get_config(f.model, **{k: getattr(f, k) for k in configs.SHAPE_FIELDS})
+    config = configs.get_config(f.model, **{k: getattr(f, k) for k in configs.CONFIG_FIELDS})
   except ValueError as e:
     raise FlagError("--model: %s" % e)
   if f.image_size % config.patch_size:

@@ -106,7 +106,7 @@ def run_model(model_dir):
   if not os.path.isdir(model_dir):
     raise ValueError("--model_dir=%s is not a folder" % model_dir)
   values = read_flags(model_dir)
-  shape = {k: values[k] for k in configs.SHAPE_FIELDS if k in values}
+  shape = {k: values[k] for k in configs.CONFIG_FIELDS if k in values}
   config = configs.get_config(values.get("model", "tiny"), **shape)
   image_size = int(values.get("image_size", 16))
   class_names = read_class_names(model_dir)

@@ -83,6 +83,12 @@ def horovod_installed():
   return os.path.isdir(folder) and any(name.startswith("mpi_lib") for name in os.listdir(folder))
 
 
+def installed_engines():
+  """The CPU/GPU data-parallel engines this interpreter can run: TensorFlow's collective ops always, Horovod where
+  it is built."""
+  return ["collective"] + (["horovod"] if horovod_installed() else [])
+
+
 def model_dir_of(train_args):
   """The --model_dir among launch.train's flags (its default otherwise)."""
   return allocator.flag_value(train_args, "model_dir", "runs/default")

@@ -385,7 +385,8 @@ def run_start_record(plan, start_step, warmup_steps):
   text = ("%s (%s parameters, %.3g GFLOP per image forward) on %s, %s compute (%s, loss scale %s) | %s: %d "
           "classes, %d train / %s test images of %d px, %s augmentation | global batch %s%s, %d steps (%d per "
           "epoch), %d per sess.run%s | %s lr %g %s, warm-up %d steps | writes to %s" %
-          (model.config.name, "%.2f M" % (params / 1e6) if params >= 1e6 else "{:,}".format(params), gflop, plan.device,
+          (model.config.name + (" with a conv stem" if model.config.stem == "conv" else ""), "%.2f M" %
+           (params / 1e6) if params >= 1e6 else "{:,}".format(params), gflop, plan.device,
            tf.as_dtype(precision.compute_dtype).name,
            precision.mode, precision.loss_scale_mode, data.train_ds.name, model.num_classes, len(data.train_ds),
            len(data.eval_ds) if data.eval_ds is not None else "-", model.image_size, describe_augment(plan),
@@ -401,6 +402,7 @@ def run_start_record(plan, start_step, warmup_steps):
       "total": schedule.total_steps,
       "mode": plan.mode,
       "model": model.config.name,
+      "stem": model.config.stem,
       "parameters": params,
       "gflop_per_image": gflop,
       "device": plan.device,

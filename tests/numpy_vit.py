@@ -111,3 +111,24 @@ def to_big_vision(params):
       key, value = "pos_embedding", value[:, 1:]
     out["params/" + key] = value
   return out
+
+
+def conv_stem_tokens(params, images):
+  """Tokens [B, N, D] of vit_raw's conv stem in float64 from {our name: array} (stem_i/..., embedding/...): each
+  3x3 stride-2 SAME convolution written out as a sum over its nine taps, then the per-pixel layer norm and ReLU."""
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  x = np.asarray(images, np.float64)
+  i = 0
+  while "stem_%d/kernel" % i in p:
+    kernel = p["stem_%d/kernel" % i]
+    b, h, w, _ = x.shape
+    # SAME with stride 2 on an even size pads one row and column after the image, none before (TensorFlow's rule).
+    padded = np.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)])
+    y = np.zeros((b, h // 2, w // 2, kernel.shape[-1]))
+    for dy in range(3):
+      for dx in range(3):
+        y += padded[:, dy:dy + h:2, dx:dx + w:2, :] @ kernel[dy, dx]
+    x = np.maximum(_layer_norm(y, p["stem_%d/norm/scale" % i], p["stem_%d/norm/bias" % i]), 0.0)
+    i += 1
+  x = x @ p["embedding/kernel"][0, 0] + p["embedding/bias"]
+  return x.reshape(x.shape[0], -1, x.shape[-1])

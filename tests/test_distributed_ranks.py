@@ -19,7 +19,7 @@ from launch import spawn
 from tests.train_helpers import TINY_ARGS, read_log, run_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENGINES = ["collective"] + (["horovod"] if spawn.horovod_installed() else [])
+ENGINES = spawn.installed_engines()
 RUN_TIMEOUT = 240
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_DISABLE_MKL="1", PYTHONPATH=REPO)
 

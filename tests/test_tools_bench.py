@@ -18,7 +18,7 @@ from vit_raw import configs
 from vit_raw import model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DISTRIBUTED_ENGINES = ["collective"] + (["horovod"] if spawn.horovod_installed() else [])
+DISTRIBUTED_ENGINES = spawn.installed_engines()
 
 
 def _run(*args):
@@ -116,9 +116,10 @@ def test_bench_e2e_times_a_recipe_file_and_its_first_loop(tmp_path):
   data = str(tmp_path / "jpegs")
   bench_input.make_fake_data(data, 24)
   recipe = tmp_path / "small.flags"
-  recipe.write_text("# a recipe as under configs/\n--model=tiny\n--image_size=16\n--patch_size=8\n--hidden_size=16\n"
-                    "--num_layers=1\n--num_heads=2\n--mlp_dim=32\n--train_batch_size=4\n--optimizer=adamw\n"
-                    "--iterations_per_loop=2\n--workers=1\n--augment=crop\n--num_epochs=300\n")
+  recipe.write_text(
+      "# a recipe as under configs/\n--model=tiny\n--image_size=16\n--patch_size=8\n--hidden_size=16\n"
+      "--num_layers=1\n--num_heads=2\n--mlp_dim=32\n--stem=conv\n--train_batch_size=4\n--optimizer=adamw\n"
+      "--iterations_per_loop=2\n--workers=1\n--augment=crop\n--num_epochs=300\n")
   out = _run("tools.bench_e2e", "--recipe=%s" % recipe, "--data_dir=%s" % data, "--train_steps=8", "--model_steps=2",
              "--matmul_size=128", "--out_dir=%s" % (tmp_path / "out"))
   compute = _number(r"compute only \(tools.bench_model\): +([0-9.]+) img/s, [0-9.]+ of a square matmul", out)
@@ -136,7 +137,7 @@ def test_bench_e2e_times_a_recipe_file_and_its_first_loop(tmp_path):
   assert compute > 0
   assert "op time by kind" in out and "small.flags on %s, 8 train steps" % data in out
   with open(str(tmp_path / "out" / "bench_model.log")) as f:
-    assert "tiny @16 batch 4 float32 adamw" in f.read()
+    assert "tiny conv-stem @16 batch 4 float32 adamw" in f.read()  # the recipe's stem reached bench_model too
 
 
 @pytest.mark.parametrize("engine", DISTRIBUTED_ENGINES)

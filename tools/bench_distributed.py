@@ -332,7 +332,7 @@ def run(argv):
     raise UsageError("--batch_sizes=%s: expected one batch of at least 1 per model of --models=%s" %
                      (",".join(FLAGS.batch_sizes), ",".join(FLAGS.models)))
   from launch import spawn  # pylint: disable=g-import-not-at-top
-  engines = FLAGS.engines or ["collective"] + (["horovod"] if spawn.horovod_installed() else [])
+  engines = FLAGS.engines or spawn.installed_engines()
   unknown = sorted(set(engines) - set(ENGINES))
   if unknown:
     raise UsageError("--engines: unknown %s; expected some of %s" % (", ".join(unknown), ", ".join(ENGINES)))

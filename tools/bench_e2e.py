@@ -35,6 +35,7 @@ from tools import bench_common
 from tools import command
 from tools import parse_log
 from tools.command import UsageError
+from vit_raw import configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -155,11 +156,7 @@ def _recipe_runs(model_dir):
       "--optimizer=%s" % (optimizer if optimizer in ("adam", "adamw", "sgd", "momentum") else "momentum"),
       "--dtype=%s" % dtype
   ]
-  model += [
-      "--%s=%s" % (k, recipe[k])
-      for k in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
-      if k in recipe
-  ]
+  model += ["--%s=%s" % (k, recipe[k]) for k in configs.CONFIG_FIELDS if k in recipe]
   what = "%s on %s, %d train steps (first loop + %d warm-up loops untimed), %s" % (
       FLAGS.recipe, FLAGS.data_dir, FLAGS.train_steps, FLAGS.warmup_loops, dtype)
   return trainer, model, what

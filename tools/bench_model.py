@@ -33,6 +33,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "ViT-B/16", "Model variant, e.g. ViT-B/16, ViT-Ti/16.")
 for _field in configs.SHAPE_FIELDS:
   flags.DEFINE_integer(_field, None, "Override the model's %s (as the trainer's flag of that name)." % _field)
+flags.DEFINE_enum("stem", None, list(configs.STEMS), "Override the model's stem (as the trainer's --stem).")
 flags.DEFINE_integer("image_size", 224, "Square input image side in pixels.")
 flags.DEFINE_integer("batch_size", 8, "Images per training step.")
 flags.DEFINE_integer("num_classes", 1000, "Classes of the head.")
@@ -167,7 +168,7 @@ def main(argv):
   for name in ("image_size", "batch_size", "num_classes", "steps"):
     if FLAGS[name].value < 1:
       raise UsageError("--%s=%d: must be at least 1" % (name, FLAGS[name].value))
-  config = configs.get_config(FLAGS.model, **{k: FLAGS[k].value for k in configs.SHAPE_FIELDS})
+  config = configs.get_config(FLAGS.model, **{k: FLAGS[k].value for k in configs.CONFIG_FIELDS})
   dtype = tf.as_dtype(FLAGS.dtype)
   sess_config = cpu_config.fast_cpu_config(FLAGS.intra_op_threads or None, FLAGS.inter_op_threads or None,
                                            xla=FLAGS.xla, xla_fusible_only=FLAGS.xla_fusible,
@@ -209,9 +210,10 @@ def main(argv):
       (",".join(lean) or "none"), "" if FLAGS.ln_one_pass else " ln_two_pass", "" if FLAGS.softmax_f32 else
       " softmax_in_compute_dtype", " MKL_DEBUG_CPU_TYPE=%s" % os.environ.get("MKL_DEBUG_CPU_TYPE", "unset"))
   line = ("%s @%d batch %d %s %s%s: %.3f s/step median (best %.3f), %.2f img/s (best %.2f), %.1f GFLOP/s "
-          "(%.1f GFLOP/img)" % (config.name, FLAGS.image_size, FLAGS.batch_size, FLAGS.dtype,
-                                "forward" if FLAGS.forward_only else FLAGS.optimizer, levers, median, best,
-                                FLAGS.batch_size / median, FLAGS.batch_size / best, achieved, flops / 1e9))
+          "(%.1f GFLOP/img)" %
+          (config.name + (" conv-stem" if config.stem == "conv" else ""), FLAGS.image_size, FLAGS.batch_size,
+           FLAGS.dtype, "forward" if FLAGS.forward_only else FLAGS.optimizer, levers, median, best,
+           FLAGS.batch_size / median, FLAGS.batch_size / best, achieved, flops / 1e9))
   if probe:
     # Step i is compared with the matmul timed right after it, then the median of those ratios is reported.
     ratios = [flops * FLAGS.batch_size / t / 1e9 / p for t, p in zip(step_times, peaks)]

@@ -63,6 +63,11 @@ def main():
   parser.add_argument("--random_erasing", type=float, default=0.0, help="end to end: timm's per-pixel erasing prob")
   parser.add_argument("--ema_decay", type=float, default=0.0, help="end to end: timm ModelEmaV3 decay (0: off)")
   parser.add_argument("--seed", type=int, default=0, help="torch seed of the end-to-end run")
+  parser.add_argument(
+      "--stem", choices=("patch", "conv"), default="patch",
+      help="%s's stem: patch (timm's patch embedding) or conv (our --stem=conv: two 3x3 stride-2 "
+      "convolutions, 64 and 128 channels, each with a channel layer norm and ReLU, then a 1x1 "
+      "projection)" % SMALL)
   args = parser.parse_args()
   if args.batch_size is None:
     args.batch_size = 128 if args.fashion_dir else 8
@@ -80,8 +85,8 @@ def main():
 
   torch.manual_seed(0)
   classes = 10 if args.model == SMALL else 1000
-  net = small_vit() if args.model == SMALL else timm.create_model(args.model, pretrained=False, num_classes=classes,
-                                                                  img_size=args.image_size)
+  net = small_vit(args.stem) if args.model == SMALL else timm.create_model(
+      args.model, pretrained=False, num_classes=classes, img_size=args.image_size)
   net.train()
   optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
   images = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
@@ -125,11 +130,26 @@ def main():
          peaks[len(peaks) // 2], torch.get_num_threads(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
 
 
-def small_vit():
-  """timm's ViT as the Fashion-MNIST recipe's model (configs/fashion_mnist.flags), random init."""
+def small_vit(stem="patch"):
+  """timm's ViT as the Fashion-MNIST recipe's model (configs/fashion_mnist.flags), random init; with stem "conv" its
+  patch projection replaced by vit_raw's conv stem (TensorFlow's SAME padding: one zero row and column after)."""
   from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
-  return VisionTransformer(img_size=28, patch_size=4, in_chans=3, num_classes=10, embed_dim=128, depth=6, num_heads=4,
-                           mlp_ratio=2.0)
+  net = VisionTransformer(img_size=28, patch_size=4, in_chans=3, num_classes=10, embed_dim=128, depth=6, num_heads=4,
+                          mlp_ratio=2.0)
+  if stem == "conv":
+    import torch  # pylint: disable=g-import-not-at-top
+    from timm.layers import LayerNorm2d  # pylint: disable=g-import-not-at-top
+    layers, channels = [], 3
+    for width in (64, 128):
+      layers += [
+          torch.nn.ZeroPad2d((0, 1, 0, 1)),
+          torch.nn.Conv2d(channels, width, 3, stride=2, bias=False),
+          LayerNorm2d(width, eps=1e-6),
+          torch.nn.ReLU()
+      ]
+      channels = width
+    net.patch_embed.proj = torch.nn.Sequential(*layers, torch.nn.Conv2d(channels, 128, 1))
+  return net
 
 
 def read_idx(path, magic):
@@ -164,7 +184,7 @@ def fashion_end_to_end(args):
   train_images, train_labels = load("train")
   test_images, test_labels = load("t10k")
   torch.manual_seed(args.seed)
-  net = small_vit()
+  net = small_vit(args.stem)
   spared = [p for n, p in net.named_parameters() if p.ndim <= 1 or n in ("pos_embed", "cls_token")]
   decayed = [p for n, p in net.named_parameters() if not (p.ndim <= 1 or n in ("pos_embed", "cls_token"))]
   optimizer = torch.optim.AdamW([{
@@ -207,9 +227,9 @@ def fashion_end_to_end(args):
     return right / float(len(test_labels))
 
   print("torch %s timm %s | Fashion-MNIST end to end: ViT patch 4 width 128 depth 6 @28, batch %d, %d epochs, "
-        "augment %s, erasing %g, EMA %g, %d threads" %
+        "augment %s, erasing %g, EMA %g, %s stem, %d threads" %
         (torch.__version__, timm.__version__, args.batch_size, args.epochs, args.augment, args.random_erasing,
-         args.ema_decay, torch.get_num_threads()))
+         args.ema_decay, args.stem, torch.get_num_threads()))
   run_start = time.time()
   train_seconds = 0.0
   first_step = None

@@ -12,6 +12,7 @@ import os
 from absl import flags
 
 from tools.command import UsageError
+from vit_raw import configs
 
 CLASS_NAMES_FILE = "class_names.txt"
 
@@ -52,6 +53,8 @@ def define_flags():
       "ViT-B/32, ViT-B/8, ViT-L/16, ViT-L/32, ViT-H/14 (also B_16, b/16, ...).")
   for name in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"):
     flags.DEFINE_integer(name, None, "Shape override of --model (as in launch.train).")
+  flags.DEFINE_enum("stem", None, list(configs.STEMS), "Stem of --model (as in launch.train); default: the "
+                    "model's own (patch).")
   flags.DEFINE_string(
       "image_size", None, "Model input size with --checkpoint: an int or HxW (e.g. 224x320). Default: "
       "the size the checkpoint's position embedding was made for.")
@@ -66,7 +69,7 @@ def define_flags():
       "checkpoint holds one, else raw. An official .npz holds one set (raw).")
 
 
-_SHAPE_FLAGS = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
+_SHAPE_FLAGS = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "stem")
 
 
 def parse_size(text):
@@ -136,7 +139,6 @@ def from_run(model_dir, checkpoint=None, scope="vit", weights="auto"):
 def from_checkpoint(path, model_name, image_size=None, num_classes=None, shape=None, resize_pos_embedding=False,
                     scope="vit", weights="auto"):
   """ModelSource of a checkpoint of ours or an official .npz, for the model `model_name` (+ shape overrides)."""
-  from vit_raw import configs  # pylint: disable=g-import-not-at-top
   try:
     config = configs.get_config(model_name, **(shape or {}))
   except ValueError as e:

@@ -193,7 +193,11 @@ def read_official_npz(path, config):
 
 def save_official_npz(values, config, path):
   """Writes {our name: array} as an official original-layout .npz (loadable by the official code and by us)."""
-  official = ours_to_official(values, configs.get_config(config))
+  config = configs.get_config(config)
+  if config.stem != "patch":
+    raise ModelError("the official .npz layout has the patch embedding only; this %s has a %s stem (export it as pb, "
+                     "saved_model or onnx)" % (config.name, config.stem))
+  official = ours_to_official(values, config)
   directory = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(directory):
     os.makedirs(directory)
@@ -248,7 +252,11 @@ def ours_to_official(ours, config):
 
 
 def likely_cause(values, config):
-  """A short diagnosis of a checkpoint that does not fit `config`: other hidden size, patch size or depth."""
+  """A short diagnosis of a checkpoint that does not fit `config`: other stem, hidden size, patch size or depth."""
+  has_conv_stem = "stem_0/kernel" in values
+  if has_conv_stem != (config.stem == "conv"):
+    return "checkpoint has %s, model %s has %s (--stem=%s)" % (
+        _STEM_TEXT[has_conv_stem], config.name, _STEM_TEXT[not has_conv_stem], "conv" if has_conv_stem else "patch")
   kernel = values.get("embedding/kernel")
   if kernel is not None and kernel.ndim == 4:
     hidden, patch = kernel.shape[-1], kernel.shape[0]
@@ -262,6 +270,9 @@ def likely_cause(values, config):
   if layers and layers != config.num_layers:
     return "checkpoint has %d encoder blocks, model %s has %d" % (layers, config.name, config.num_layers)
   return "checkpoint and model %s differ in shape (another variant or a changed config?)" % config.name
+
+
+_STEM_TEXT = {True: "a convolutional stem (stem_0/...)", False: "the patch embedding"}
 
 
 def resize_pos_embedding(posemb, new_grid, old_grid=None):

@@ -3,6 +3,8 @@
 Variable layout under `scope` (float32 masters; parameters.py lists them without TensorFlow, checkpoint_mapping.py
 maps them to the official names):
   embedding/kernel [p,p,3,D], embedding/bias [D], cls [1,1,D], pos_embedding [1,T,D],
+  (with stem "conv" instead of the patch embedding: stem_{i}/kernel [3,3,C_in,C_i], stem_{i}/norm/{scale,bias} [C_i]
+  for i < log2(p), then embedding/kernel [1,1,C_last,D], embedding/bias [D]),
   encoderblock_{i}/{ln_attn,ln_mlp}/{scale,bias} [D],
   encoderblock_{i}/attention/qkv/kernel [D,3D] (columns: query | key | value, each head-major), qkv/bias [3D],
   encoderblock_{i}/attention/out/kernel [D,D], out/bias [D],
@@ -23,6 +25,7 @@ import math
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from vit_raw import configs
 from vit_raw import kernels as kernels_lib
 from vit_raw import parameters
 from vit_raw.configs import image_hw
@@ -177,6 +180,36 @@ def _embed_patches(images, config, dtype):
   return tf.reshape(x, [-1, gh * gw, d]), gh, gw
 
 
+def _conv_stem(images, config, dtype, kernels):
+  """Tokens from a convolutional stem: log2(p) 3x3 stride-2 SAME convolutions (no bias), each followed by a layer
+  norm over its channels and a ReLU, then a 1x1 projection to D (Xiao et al. 2021). Normalising per pixel instead of
+  over the batch (their BatchNorm) keeps training and inference the same graph, with no statistics to update inside
+  the N-step loop or to reduce across ranks.
+
+  Returns ([B, N, D], grid height, grid width), as _embed_patches.
+  """
+  p, d = config.patch_size, config.hidden_size
+  h, w = [int(s) for s in images.shape[1:3]]
+  if h % p or w % p:
+    raise ModelError("image size %dx%d is not divisible by the patch size %d of %s" % (h, w, p, config.name))
+  x = images
+  for i, width in enumerate(configs.conv_stem_widths(config)):
+    cin = int(x.shape[-1])
+    with tf.variable_scope("stem_%d" % i):
+      kernel = _variable("kernel", [3, 3, cin, width], tf.variance_scaling_initializer(2.0, "fan_in", "normal"))
+      x = tf.nn.conv2d(x, tf.cast(kernel, dtype), [1, 2, 2, 1], "SAME")
+      with tf.variable_scope("norm"):
+        x = tf.nn.relu(layer_norm(x, dtype, kernels))
+  cin = int(x.shape[-1])
+  with tf.variable_scope("embedding"):
+    kernel = _variable("kernel", [1, 1, cin, d], _lecun_normal(cin))
+    bias = _variable("bias", [d], tf.zeros_initializer())
+  gh, gw = h // p, w // p
+  x = tf.matmul(tf.reshape(x, [-1, cin]), tf.cast(tf.reshape(kernel, [cin, d]), dtype))
+  x = tf.nn.bias_add(x, tf.cast(bias, dtype))
+  return tf.reshape(x, [-1, gh * gw, d]), gh, gw
+
+
 def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dropout_rate=0.0,
         representation_size=None, compute_dtype=tf.float32, gelu="tanh", return_attention=False, scope="vit",
         kernels=None, drop_path_rate=0.0, rng_seed=None):
@@ -211,7 +244,10 @@ def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dr
   attentions = []
   with tf.variable_scope(scope, reuse=tf.AUTO_REUSE):
     x = tf.cast(images, dtype)
-    tokens, gh, gw = _embed_patches(x, config, dtype)
+    if config.stem == "conv":
+      tokens, gh, gw = _conv_stem(x, config, dtype, kernels)
+    else:
+      tokens, gh, gw = _embed_patches(x, config, dtype)
     batch = tf.shape(tokens)[0]
     seq = gh * gw + 1
     cls = _variable("cls", [1, 1, d], tf.zeros_initializer())
@@ -268,4 +304,18 @@ def forward_flops(config, image_size, num_classes=1000, representation_size=None
   t = n + 1
   per_layer = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * m
   head = 2 * d * (representation_size or 0) + 2 * (representation_size or d) * num_classes
-  return 2 * n * p * p * 3 * d + config.num_layers * per_layer + head
+  return _stem_flops(config, h, w) + config.num_layers * per_layer + head
+
+
+def _stem_flops(config, h, w):
+  """FLOPs of the patch embedding, or of the conv stem's convolutions (at 1/2, 1/4, ... of the input size) and its
+  1x1 projection."""
+  p, d = config.patch_size, config.hidden_size
+  n = (h // p) * (w // p)
+  if config.stem == "patch":
+    return 2 * n * p * p * 3 * d
+  flops, cin = 0, 3
+  for i, width in enumerate(configs.conv_stem_widths(config)):
+    flops += 2 * (h >> (i + 1)) * (w >> (i + 1)) * 9 * cin * width
+    cin = width
+  return flops + 2 * n * cin * d
