@@ -32,6 +32,8 @@ def _cli(*args):
     (["--layer_decay=1.2"], "--layer_decay=1.2: expected a factor in (0, 1]"),
     (["--random_erasing=2"], "--random_erasing=2.0: expected a probability in [0, 1]"),
     (["--drop_path=1"], "--drop_path must be in [0, 1)"),
+    (["--stem=conv", "--patch_size=6", "--image_size=12"], "--stem=conv halves the image"),
+    (["--stem=hybrid"], "--stem=hybrid: value should be one of <patch|conv>"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, expected):
   result = _cli("--model_dir=%s" % tmp_path, *args)

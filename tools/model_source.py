@@ -51,7 +51,7 @@ def define_flags():
   flags.DEFINE_string(
       "model", None, "Model variant with --checkpoint: tiny, ViT-Ti/16, ViT-S/16, ViT-S/32, ViT-B/16, "
       "ViT-B/32, ViT-B/8, ViT-L/16, ViT-L/32, ViT-H/14 (also B_16, b/16, ...).")
-  for name in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"):
+  for name in configs.SHAPE_FIELDS:
     flags.DEFINE_integer(name, None, "Shape override of --model (as in launch.train).")
   flags.DEFINE_enum("stem", None, list(configs.STEMS), "Stem of --model (as in launch.train); default: the "
                     "model's own (patch).")
@@ -69,7 +69,7 @@ def define_flags():
       "checkpoint holds one, else raw. An official .npz holds one set (raw).")
 
 
-_SHAPE_FLAGS = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "stem")
+_SHAPE_FLAGS = configs.CONFIG_FIELDS
 
 
 def parse_size(text):

@@ -159,25 +159,38 @@ def _mlp(x2d, config, dtype, gelu, dropout_rate, is_training, kernels):
                   matmul=tf.matmul if dropped else lambda y, k: kernels.gelu_matmul(y, k, approximate))
 
 
+def _patch_grid(images, config):
+  """(rows, cols) of patches of `images` [B,H,W,C]; ModelError when H or W is not a multiple of the patch."""
+  p = config.patch_size
+  h, w = [int(s) for s in images.shape[1:3]]
+  if h % p or w % p:
+    raise ModelError("image size %dx%d is not divisible by the patch size %d of %s" % (h, w, p, config.name))
+  return h // p, w // p
+
+
+def _project_tokens(rows, kernel_shape, grid, dtype):
+  """embedding/: one [B*N, K] x [K, D] matmul + bias on `rows` [B*N, K], K the product of the kernel's first three
+  dimensions; returns the tokens [B, N, D]."""
+  k, d = int(np.prod(kernel_shape[:3])), kernel_shape[3]
+  with tf.variable_scope("embedding"):
+    kernel = _variable("kernel", kernel_shape, _lecun_normal(k))
+    bias = _variable("bias", [d], tf.zeros_initializer())
+  x = tf.matmul(rows, tf.cast(tf.reshape(kernel, [k, d]), dtype))
+  x = tf.nn.bias_add(x, tf.cast(bias, dtype))
+  return tf.reshape(x, [-1, grid[0] * grid[1], d])
+
+
 def _embed_patches(images, config, dtype):
   """Patch embedding as reshape + one [B*N, p*p*3] x [p*p*3, D] matmul (equal to the stride-p VALID conv).
 
   Returns ([B, N, D], grid height, grid width).
   """
-  p, d = config.patch_size, config.hidden_size
-  h, w, c = [int(s) for s in images.shape[1:]]
-  if h % p or w % p:
-    raise ModelError("image size %dx%d is not divisible by the patch size %d of %s" % (h, w, p, config.name))
-  gh, gw = h // p, w // p
-  with tf.variable_scope("embedding"):
-    kernel = _variable("kernel", [p, p, c, d], _lecun_normal(p * p * c))
-    bias = _variable("bias", [d], tf.zeros_initializer())
+  p, c = config.patch_size, int(images.shape[-1])
+  gh, gw = _patch_grid(images, config)
   x = tf.reshape(images, [-1, gh, p, gw, p, c])
   x = tf.transpose(x, [0, 1, 3, 2, 4, 5])  # (patch row, patch col, pixel row, pixel col, channel)
   x = tf.reshape(x, [-1, p * p * c])
-  x = tf.matmul(x, tf.cast(tf.reshape(kernel, [p * p * c, d]), dtype))
-  x = tf.nn.bias_add(x, tf.cast(bias, dtype))
-  return tf.reshape(x, [-1, gh * gw, d]), gh, gw
+  return _project_tokens(x, [p, p, c, config.hidden_size], (gh, gw), dtype), gh, gw
 
 
 def _conv_stem(images, config, dtype, kernels):
@@ -188,10 +201,7 @@ def _conv_stem(images, config, dtype, kernels):
 
   Returns ([B, N, D], grid height, grid width), as _embed_patches.
   """
-  p, d = config.patch_size, config.hidden_size
-  h, w = [int(s) for s in images.shape[1:3]]
-  if h % p or w % p:
-    raise ModelError("image size %dx%d is not divisible by the patch size %d of %s" % (h, w, p, config.name))
+  gh, gw = _patch_grid(images, config)
   x = images
   for i, width in enumerate(configs.conv_stem_widths(config)):
     cin = int(x.shape[-1])
@@ -201,13 +211,7 @@ def _conv_stem(images, config, dtype, kernels):
       with tf.variable_scope("norm"):
         x = tf.nn.relu(layer_norm(x, dtype, kernels))
   cin = int(x.shape[-1])
-  with tf.variable_scope("embedding"):
-    kernel = _variable("kernel", [1, 1, cin, d], _lecun_normal(cin))
-    bias = _variable("bias", [d], tf.zeros_initializer())
-  gh, gw = h // p, w // p
-  x = tf.matmul(tf.reshape(x, [-1, cin]), tf.cast(tf.reshape(kernel, [cin, d]), dtype))
-  x = tf.nn.bias_add(x, tf.cast(bias, dtype))
-  return tf.reshape(x, [-1, gh * gw, d]), gh, gw
+  return _project_tokens(tf.reshape(x, [-1, cin]), [1, 1, cin, config.hidden_size], (gh, gw), dtype), gh, gw
 
 
 def vit(images, config, num_classes, is_training, dropout_rate=0.0, attention_dropout_rate=0.0,
