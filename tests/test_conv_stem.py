@@ -130,15 +130,19 @@ def test_a_conv_stem_run_trains_and_its_run_folder_exports_it(tmp_path):
   assert summary["steps"] == 6 and np.isfinite(summary["final_loss"])
   source = model_source.from_run(run)
   assert source.config.stem == "conv" and "stem_1/kernel" in source.values
-  out = str(tmp_path / "vit.pb")
-  exporters.export(source, "pb", out, batch_size=0, log=lambda *_: None)
   images = tool_helpers.uint8_images(3)
   reference = runtimes.session_runner(source)
   expected = reference.logits(images)
   reference.close()
-  exported = runtimes.open_export(out)
-  np.testing.assert_allclose(exported.logits(images), expected, rtol=0, atol=1e-5 * max(1.0, np.abs(expected).max()))
-  exported.close()
+  # The frozen graph always; ONNX too where tf2onnx and onnxruntime are installed (make setup installs both).
+  for fmt, name, rtol in (("pb", "vit.pb", 1e-5), ("onnx", "vit.onnx", 1e-4)):
+    if fmt == "onnx" and not tool_helpers.has_onnx():
+      continue
+    out = str(tmp_path / name)
+    exporters.export(source, fmt, out, batch_size=0, log=lambda *_: None)
+    exported = runtimes.open_export(out)
+    np.testing.assert_allclose(exported.logits(images), expected, rtol=0, atol=rtol * max(1.0, np.abs(expected).max()))
+    exported.close()
   # The checkpoint alone needs the stem named next to the model; without it the error says which flag.
   shape = dict(patch_size=4, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
   assert model_source.from_checkpoint(source.checkpoint, "tiny", shape=dict(shape, stem="conv")).config.stem == "conv"

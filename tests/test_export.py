@@ -18,15 +18,6 @@ FLOAT32_RTOL = {"pb": 1e-5, "saved_model": 1e-5, "npz": 1e-5, "onnx": 1e-4}
 FILE_NAMES = {"pb": "vit.pb", "saved_model": "vit_saved_model", "onnx": "vit.onnx", "npz": "vit.npz"}
 
 
-def _has_onnx():
-  try:
-    import onnxruntime  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
-    import tf2onnx  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
-    return True
-  except ImportError:
-    return False
-
-
 @pytest.fixture(scope="module")
 def work():
   """A tiny model as an official .npz and as a run folder with a TF checkpoint of ours (same weights)."""
@@ -50,7 +41,7 @@ def _quiet(*_):
 @pytest.mark.parametrize("batch_size", [0, 3], ids=["dynamic", "static3"])
 @pytest.mark.parametrize("fmt", exporters.FORMATS)
 def test_exported_logits_equal_checkpoint_in_session(work, fmt, batch_size):
-  if fmt == "onnx" and not _has_onnx():
+  if fmt == "onnx" and not tool_helpers.has_onnx():
     pytest.skip("tf2onnx/onnxruntime are not installed in this environment")
   source = model_source.from_run(work["run"])
   out = os.path.join(tempfile.mkdtemp(), FILE_NAMES[fmt])

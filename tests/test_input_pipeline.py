@@ -163,9 +163,15 @@ def test_tf_dataset_static_shapes_and_values(digits):
 def test_tf_dataset_runs_without_tf_data_autotuning(digits):
   # With autotuning on, TF 2.21 re-initialised the eval iterator only after the old one's model thread woke from
   # its growing sleep: 4-18 s per evaluation in the trainer (docs/benchmarks.md). Nothing here is tunable.
-  with InputPipeline(digits, 8, 50, False, workers=0) as pipe:
-    options = pipe.tf_dataset().options()
-  autotune = options.autotune.enabled if hasattr(options, "autotune") else options.experimental_optimization.autotune
+  with tf.Graph().as_default() as graph, InputPipeline(digits, 8, 50, False, workers=0) as pipe:
+    dataset = pipe.tf_dataset()
+    carried = [op for op in graph.get_operations() if op.type == "OptionsDataset"]
+    if carried:  # TF 2.x: the options live in the graph, as the dataset op the session runs
+      from tensorflow.core.framework import dataset_options_pb2  # pylint: disable=g-import-not-at-top
+      options = dataset_options_pb2.Options.FromString(carried[-1].get_attr("serialized_options"))
+      autotune = options.autotune_options.enabled
+    else:  # TF 1.15: the options are the dataset object's
+      autotune = dataset.options().experimental_optimization.autotune
   assert autotune is False
 
 

@@ -17,6 +17,16 @@ CLASS_NAMES = ["zero", "one", "two"]
 MODEL_FLAGS = ["--model", "tiny"] + ["--%s=%d" % (k, v) for k, v in sorted(SHAPE.items())]
 
 
+def has_onnx():
+  """Whether tf2onnx and onnxruntime import here (tools.export --format onnx and its check need both)."""
+  try:
+    import onnxruntime  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
+    import tf2onnx  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
+    return True
+  except ImportError:
+    return False
+
+
 def tiny_params(seed=0):
   """Random official-layout weights of the tiny model (non-zero head)."""
   return numpy_vit.random_official_params(SHAPE["hidden_size"], SHAPE["num_layers"], SHAPE["num_heads"],

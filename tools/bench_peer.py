@@ -9,7 +9,8 @@ IDX files read into memory as tensors (what a PyTorch user does with MNIST-sized
 embedding and class token spared, 1 warm-up epoch then cosine per step, label smoothing 0.1, clipping 1.0, the
 test set evaluated after every epoch (batch 500); --augment flip mirrors half the images (the recipe's
 --augment=none --hflip=true), crop adds 2-pixel zero padding + random crop to the flip, --random_erasing
-timm's per-pixel erasing, --ema_decay timm's ModelEmaV3 (evaluated too).
+timm's per-pixel erasing, --ema_decay timm's ModelEmaV3 (evaluated too), --bf16 the forward passes and the loss
+under torch.autocast("cpu", torch.bfloat16) (the evaluation's too).
 Prints one line per epoch (test top-1, train img/s) and the wall times.
 
 Run it with a Python that has torch and timm (a throwaway venv outside the project: the project does not depend on
@@ -221,15 +222,16 @@ def fashion_end_to_end(args):
     right = 0
     with torch.no_grad():
       for start in range(0, len(test_labels), 500):
-        logits = model(batch_of(test_images[start:start + 500]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+          logits = model(batch_of(test_images[start:start + 500]))
         right += int((logits.argmax(-1) == test_labels[start:start + 500]).sum())
     model.train()
     return right / float(len(test_labels))
 
   print("torch %s timm %s | Fashion-MNIST end to end: ViT patch 4 width 128 depth 6 @28, batch %d, %d epochs, "
-        "augment %s, erasing %g, EMA %g, %s stem, %d threads" %
+        "augment %s, erasing %g, EMA %g, %s stem, %s, %d threads" %
         (torch.__version__, timm.__version__, args.batch_size, args.epochs, args.augment, args.random_erasing,
-         args.ema_decay, args.stem, torch.get_num_threads()))
+         args.ema_decay, args.stem, "bf16-autocast" if args.bf16 else "float32", torch.get_num_threads()))
   run_start = time.time()
   train_seconds = 0.0
   first_step = None
@@ -243,7 +245,8 @@ def fashion_end_to_end(args):
       if erase is not None:
         images = erase(images)
       optimizer.zero_grad(set_to_none=True)
-      loss = torch.nn.functional.cross_entropy(net(images), train_labels[index], label_smoothing=0.1)
+      with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        loss = torch.nn.functional.cross_entropy(net(images), train_labels[index], label_smoothing=0.1)
       loss.backward()
       torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
       optimizer.step()
