@@ -11,6 +11,7 @@ A save that fails for lack of space (or a read-only or vanished folder) removes 
 raises launch.storage.StorageFailed; the previous checkpoint stays valid because tf.train.Saver writes the data and
 the index under temporary names and renames them, and rewrites the state file the same way.
 """
+import errno
 import os
 import re
 
@@ -64,6 +65,13 @@ class Checkpoints(object):
       if failed is None:
         raise
       raise failed from None
+    except ValueError:
+      # TF's Saver says "Parent directory of ... doesn't exist, can't save" when the folder vanished mid-save.
+      if os.path.isdir(self.model_dir):
+        raise
+      gone = OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+      raise storage.failure(gone, "checkpoint %s-%d" % (NAME, step), self.model_dir, self.last_saved_path or
+                            "") from None
     self.last_saved_step, self.last_saved_path = step, path
     logging.info("checkpoint: %s", path)
     return path
