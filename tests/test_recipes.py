@@ -1,10 +1,12 @@
 """Every recipe file under configs/ parses and trains a few steps, with its data and model size overridden."""
 import glob
+import json
 import math
 import os
 
 import pytest
 
+from launch import device
 from tests.train_helpers import read_metrics, run_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,3 +51,15 @@ def test_recipe_trains_a_few_steps_on_tiny_data(tmp_path, recipe):
   for name, value in values.items():  # what the recipe sets reaches the run, unless the test overrode it
     if "--%s" % name not in " ".join(a.split("=")[0] for a in SMALL + length) and name != "model_dir":
       assert name in flags, "--%s of %s did not reach the run" % (name, os.path.basename(recipe))
+
+
+def test_the_fashion_recipe_computes_in_bfloat16_exactly_where_the_cpu_rule_allows_it(tmp_path):
+  # TF 1.15 and CPUs without native bf16: float32; TF 2.x with avx512_bf16/amx_bf16: bfloat16 (docs/benchmarks.md).
+  recipe = [p for p in RECIPES if os.path.basename(p) == "fashion_mnist.flags"][0]
+  model_dir = str(tmp_path / "run")
+  run_trainer(model_dir, "--flagfile=%s" % recipe,
+              *(SMALL + ["--num_epochs=0.02", "--model_dir=%s" % model_dir]), tiny=False)
+  with open(os.path.join(model_dir, "plan.json")) as f:
+    precision = json.load(f)["precision"]
+  assert precision["mode"] == "allow_mix_precision"
+  assert precision["compute_dtype"] == ("bfloat16" if device.cpu_has_bfloat16() else "float32")
