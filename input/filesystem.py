@@ -35,6 +35,12 @@ Stat.__doc__ = """What a listing needs of a file: size in bytes, modification ti
 keeps none, as ram://), whether it is a directory."""
 
 
+def cache_base(base=None):
+  """The base folder of the on-disk caches (listings, shard indexes, compiled XLA clusters): `base`, else
+  $XDG_CACHE_HOME, else ~/.cache."""
+  return base or os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+
 def scheme(path):
   """The lower-case scheme of a URL ("gs", "file", ...), or "" for a plain path."""
   m = _SCHEME.match(path or "")

@@ -27,6 +27,7 @@ import zipfile
 
 import numpy as np
 
+from input import filesystem
 from input.dataset_base import PathTable
 
 LISTING_VERSION = 2  # 2: the paths as a PathTable (blob, offsets)
@@ -57,8 +58,7 @@ def folder_state(path, info):
 
 def cache_folder(base=None):
   """Where listings go: <base>/vit_listing; base None = $XDG_CACHE_HOME, else ~/.cache."""
-  base = base or os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "vit_listing")
+  return os.path.join(filesystem.cache_base(base), "vit_listing")
 
 
 def cache_path(root, base=None):

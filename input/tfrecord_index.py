@@ -68,8 +68,7 @@ class ShardIndex(object):
 def cache_folder(base=None):
   """Where indexes of read-only or remote shards go: <base>/vit_tfrecord_index; base None = $XDG_CACHE_HOME, else
   ~/.cache."""
-  base = base or os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "vit_tfrecord_index")
+  return os.path.join(filesystem.cache_base(base), "vit_tfrecord_index")
 
 
 def index_paths(shard, cache_dir=None):

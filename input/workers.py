@@ -28,6 +28,11 @@ it when the batch is done; with `stall_seconds` set, the parent raises WorkerSta
 the file once a worker's stamp has stayed the same (and non-zero) for that long. The parent measures that time
 itself, on its own clock between its own checks, a gap longer than _MAX_CHECK_GAP counting as _MAX_CHECK_GAP: a
 job suspended with Ctrl-Z and resumed an hour later is not a stall. A worker waiting for work is never stalled.
+
+Lost batches: the parent counts the batches it has submitted and not yet had back. When some are outstanding while
+every worker is idle, the task queue is empty and no result arrives, for _LOST_SECONDS of the parent's own waiting
+(counted as for stalls), the batches were lost between the processes (seen once in a test run: both workers idle,
+the parent waiting for a result that never came). That raises BatchLostError, one line, where it would hang forever.
 """
 import atexit
 import contextlib
@@ -52,6 +57,7 @@ from input.errors import DataError
 
 _POLL_SECONDS = 0.25
 _MAX_CHECK_GAP = 10.0  # seconds of the parent's own absence that count towards a stall
+_LOST_SECONDS = 30.0  # outstanding batches, idle workers, nothing queued and no result for this long: lost
 _CURRENT_BYTES = 1024  # per worker: the path it is reading, NUL-terminated (the tail of a longer one)
 _live_pools = weakref.WeakSet()
 
@@ -107,6 +113,10 @@ class WorkerDiedError(RuntimeError):
 
 class WorkerStalledError(RuntimeError):
   """A worker made no progress on its batch for longer than the pool's stall_seconds."""
+
+
+class BatchLostError(RuntimeError):
+  """Batches were submitted and never came back although every worker was idle with nothing queued."""
 
 
 def _shared_bytes(size, ctx, start_method):
@@ -218,6 +228,9 @@ class WorkerPool(object):
     self._seen = [0.0] * num_workers  # the stamp each worker had at the last check
     self._stuck = [0.0] * num_workers  # seconds it has kept that stamp, as the parent saw it
     self._last_check = time.monotonic()
+    self._outstanding = 0  # batches submitted and not yet answered
+    self._idle_waiting = 0.0  # seconds get_result has waited with those outstanding and every worker idle
+    self._last_idle_check = time.monotonic()
     self._tasks = ctx.Queue()
     self._results = ctx.Queue()
     self._generation = ctx.RawValue(ctypes.c_long, 0)
@@ -263,6 +276,7 @@ class WorkerPool(object):
     """Queues one batch; mix: None or the batch's batch.MixTask."""
     self._check_usable()
     self._tasks.put((gen, batch_id, slot, epoch, np.asarray(indices, dtype=np.int64), mix))
+    self._outstanding += 1
 
   def current_files(self):
     """What each worker is reading right now (a path, or None when it is between batches)."""
@@ -300,22 +314,48 @@ class WorkerPool(object):
              self.stall_seconds))
         raise self._error
 
+  def _check_lost(self):
+    """Called while no result arrives: raises BatchLostError once batches are outstanding, every worker idle and
+    the task queue empty for _LOST_SECONDS of the parent's own waiting."""
+    now = time.monotonic()
+    gap = min(now - self._last_idle_check, _MAX_CHECK_GAP)
+    self._last_idle_check = now
+    try:
+      queued = self._tasks.qsize()
+    except NotImplementedError:  # no sem_getvalue (macOS): the check cannot tell queued from lost
+      return
+    if self._outstanding <= 0 or queued > 0 or np.any(self._stamps != 0.0):
+      self._idle_waiting = 0.0
+      return
+    self._idle_waiting += gap
+    if self._idle_waiting > _LOST_SECONDS:
+      self._error = BatchLostError(
+          "input pipeline: %d batch(es) were sent to the workers and never came back, with every worker idle and "
+          "nothing queued for %.0f s (a message lost between the processes); the input pipeline stops here" %
+          (self._outstanding, self._idle_waiting))
+      raise self._error
+
   def get_result(self):
     """The next result tuple (kind, gen, batch_id, slot, (final, partner_final), skips).
 
-    Raises WorkerDiedError if a worker died, WorkerStalledError if one stalled, UnreadableDatasetError if a worker
-    met only bad files, RuntimeError (with the worker's traceback) for any other exception in a worker.
+    Raises WorkerDiedError if a worker died, WorkerStalledError if one stalled, BatchLostError if batches went
+    missing, UnreadableDatasetError if a worker met only bad files, RuntimeError (with the worker's traceback) for
+    any other exception in a worker.
     """
     self._check_usable()
     # Checked on every call, not only when the queue runs dry: the other workers may keep the queue busy
     # while the batch a dead worker held never arrives.
     self._check_workers()
+    self._last_idle_check = time.monotonic()
+    self._idle_waiting = 0.0
     while True:
       try:
         result = self._results.get(timeout=_POLL_SECONDS)
       except queue.Empty:
         self._check_workers()
+        self._check_lost()
         continue
+      self._outstanding -= 1
       if result[0] == "unreadable":
         self._error = UnreadableDatasetError(result[5])
         raise self._error

@@ -32,6 +32,7 @@ import tensorflow.compat.v1 as tf
 from input.dataset_base import UnreadableDatasetError
 from input.mixing import MixSpec
 from input.pipeline import InputPipeline
+from input.workers import BatchLostError
 from input.workers import WorkerStalledError
 from launch import allocator
 from launch import callbacks as callbacks_lib
@@ -49,6 +50,7 @@ from launch import run_record
 from launch import storage
 from launch import train_graph
 from launch import watchdog
+from launch import xla_cache
 from launch.checkpoints import Checkpoints, checkpoint_prefixes, newest_readable, step_of_checkpoint
 from launch.flags import FlagError
 from launch.plan import make_plan
@@ -255,6 +257,8 @@ def raise_input_failure(graph):
       if isinstance(error, WorkerStalledError):
         raise errors.InputFailed("%s; --input_timeout sets the limit; the checkpoints so far are intact: rerun the "
                                  "same command to resume once the data is readable" % error)
+      if isinstance(error, BatchLostError):
+        raise errors.InputFailed("%s; the checkpoints so far are intact: rerun the same command to resume" % error)
       lines = str(error).strip().splitlines()
       if len(lines) > 1:  # a worker's exception: its traceback at debug level (--verbosity=1), its last line here
         logging.debug(str(error))
@@ -472,6 +476,8 @@ def run(f):
   # Records from opening the datasets (listing and label warnings) are held until the run starts writing its log.
   log = monitors_lib.RunLog(f.model_dir)
   logging.info(allocator_line)
+  if xla_cache.enabled_line():  # enabled by parse_flags (TensorFlow reads TF_XLA_FLAGS before main runs)
+    logging.info(xla_cache.enabled_line())
   lock = None
   try:
     plan = make_plan(f)
@@ -558,9 +564,12 @@ def parse_flags(argv):
     sys.stdout.write("%s\nEvery flag, absl's and TensorFlow's included:\n\n%s\n" % (__doc__, FLAGS.get_help()))
     sys.exit(0)
   try:
-    return FLAGS(argv)
+    argv = FLAGS(argv)
   except flags.Error as e:
     fail(str(e))
+  if FLAGS.xla_cache:
+    xla_cache.enable(FLAGS.cache_dir)
+  return argv
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from input.datasets import open_dataset
 from input.pipeline import InputPipeline
 from input import workers as workers_lib
 from input.workers import WorkerDiedError
-from tests.input_helpers import noisy, write_image
+from tests.input_helpers import DroppingQueue, noisy, write_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -236,6 +236,47 @@ def test_the_parents_own_absence_counts_only_up_to_a_cap(tmp_path, monkeypatch):
     _alarm(30)
     with pytest.raises(workers_lib.WorkerStalledError):
       list(batches)  # waiting in earnest: the stall is reported about 1.5 s later
+    signal.alarm(0)
+  finally:
+    signal.alarm(0)
+    pipe.close()
+
+
+def test_a_batch_lost_between_the_processes_is_one_line_not_a_hang(monkeypatch):
+  monkeypatch.setattr(workers_lib, "_LOST_SECONDS", 1.0)
+  pipe = InputPipeline(open_dataset("digits"), 8, 32, False, workers=2)
+  try:
+    pipe._pool._tasks = DroppingQueue(pipe._pool._tasks, lose=3)
+    batches = pipe.batches()
+    _alarm(30)
+    started = time.time()
+    got = []
+    with pytest.raises(workers_lib.BatchLostError) as info:
+      for batch in batches:
+        got.append(batch)
+    waited = time.time() - started
+    signal.alarm(0)
+  finally:
+    signal.alarm(0)
+    pipe.close()
+  assert len(got) == 3  # every batch before the lost one came back, in order
+  message = str(info.value)
+  assert message.startswith("input pipeline: 1 batch(es) were sent to the workers and never came back")
+  assert "\n" not in message and pipe.error is info.value
+  assert 1.0 <= waited < 10
+
+
+def test_a_worker_busy_on_a_long_batch_is_not_a_lost_batch(tmp_path, monkeypatch):
+  # The hung read keeps the worker's stamp set: busy, not idle, so only the stall timeout may end the wait.
+  monkeypatch.setattr(workers_lib, "_LOST_SECONDS", 0.5)
+  dataset, paths = _hung_folder(tmp_path)
+  pipe = InputPipeline(dataset, 8, 2, False, workers=1, stall_seconds=3.0)
+  try:
+    batches = pipe.batches()
+    next(batches)
+    _alarm(30)
+    with pytest.raises(workers_lib.WorkerStalledError):
+      list(batches)
     signal.alarm(0)
   finally:
     signal.alarm(0)

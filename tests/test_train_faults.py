@@ -13,6 +13,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from input import dataset_base
+from input import workers as workers_lib
 from launch import checkpoints
 from launch import errors
 from launch import metrics
@@ -308,3 +309,25 @@ def test_a_stalled_input_worker_stops_the_run_naming_the_worker_and_the_file(tmp
   assert "reading %s (the input timeout is 2 s)" % hung in message and "\n" not in message
   assert message.endswith("--input_timeout sets the limit; the checkpoints so far are intact: rerun the same command "
                           "to resume once the data is readable")
+
+
+def test_a_batch_lost_by_the_input_workers_stops_the_run_with_one_line(tmp_path, monkeypatch):
+  """A task that never reaches the workers (a stand-in queue drops the train pipeline's 6th) stops the run with the
+  pipeline's one line after the lost-batch wait, instead of hanging it forever."""
+  monkeypatch.setattr(workers_lib, "_LOST_SECONDS", 1.0)
+  init = workers_lib.WorkerPool.__init__
+
+  def init_losing_a_task(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self._tasks = input_helpers.DroppingQueue(self._tasks, lose=5)
+
+  monkeypatch.setattr(workers_lib.WorkerPool, "__init__", init_losing_a_task)
+  d = str(tmp_path / "run")
+  started = time.time()
+  with pytest.raises(errors.InputFailed) as info:
+    run_trainer(d, "--workers=1", "--iterations_per_loop=1", "--mode=train")
+  assert time.time() - started < 120
+  message = str(info.value)
+  assert message.startswith("input pipeline: 1 batch(es) were sent to the workers and never came back")
+  assert "\n" not in message
+  assert message.endswith("the checkpoints so far are intact: rerun the same command to resume")
