@@ -76,14 +76,16 @@ def _kb_field(path, name):
 
 def process_sample(pid):
   """RSS and PSS in MB, open fds and threads of pid; None once it has gone."""
+  # The fds are counted before the memory is read: an exiting process releases its memory before it closes its
+  # files, so a count taken on the way out (0 open) is caught by the VmRSS that is gone by then.
+  try:
+    fds = len(os.listdir("/proc/%d/fd" % pid))
+  except OSError:
+    return None
   rss = _kb_field("/proc/%d/status" % pid, "VmRSS")
   if rss is None:
     return None
   pss = _kb_field("/proc/%d/smaps_rollup" % pid, "Pss")
-  try:
-    fds = len(os.listdir("/proc/%d/fd" % pid))
-  except OSError:
-    fds = -1
   threads = _kb_field("/proc/%d/status" % pid, "Threads")
   return {
       "pid": pid,
