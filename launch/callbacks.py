@@ -201,8 +201,8 @@ class Evaluator(Callback):
   too); keeps the best top-1 of the trained weights in the graph (so it is checkpointed) and in `run.best_top1`.
   Builds the eval pipeline and graph itself."""
 
-  def __init__(self, trigger):
-    self.trigger = trigger
+  def __init__(self, trigger, hflip=False):
+    self.trigger, self.hflip = trigger, hflip
     self.pipeline = self.graph = None
     self._best = None
     self._evaluated_step = None
@@ -214,7 +214,7 @@ class Evaluator(Callback):
                                   num_ranks=plan.dist.num_ranks, max_pixels=data.max_image_pixels,
                                   stall_seconds=data.input_timeout)
     ctx.pipelines.append(self.pipeline)
-    self.graph = evaluation.build_eval(self.pipeline, ctx.eval_views, ctx.parallel.allreduce_sum)
+    self.graph = evaluation.build_eval(self.pipeline, ctx.eval_views, ctx.parallel.allreduce_sum, hflip=self.hflip)
     self._best = ctx.best
 
   def stop_at(self, run):
@@ -363,7 +363,7 @@ def make_callbacks(plan):
   averaging = [ema.WeightAverage(plan.optim.ema_decay)] if plan.optim.ema_decay else []
   evaluating = plan.mode != "train" and plan.data.eval_ds is not None
   if plan.mode == "eval":
-    return averaging + [Evaluator(trigger=None)]
+    return averaging + [Evaluator(trigger=None, hflip=plan.loop.eval_hflip)]
   loss_scaling = plan.precision.loss_scale_mode != "off"
   # Throughput counts every rank's images: the global batch of a step.
   global_batch = plan.data.train_batch_size * plan.data.accum_steps * plan.dist.num_ranks
@@ -376,7 +376,7 @@ def make_callbacks(plan):
   callbacks += averaging
   steps_per_epoch = plan.schedule.steps_per_epoch
   if evaluating:
-    callbacks.append(Evaluator(Trigger(plan.loop.eval_every_loops, steps_per_epoch)))
+    callbacks.append(Evaluator(Trigger(plan.loop.eval_every_loops, steps_per_epoch), plan.loop.eval_hflip))
   callbacks.append(StorageGuard(plan.model_dir))
   callbacks.append(CheckpointSaver(Trigger(plan.loop.save_every_loops, steps_per_epoch)))
   return callbacks

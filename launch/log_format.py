@@ -2,7 +2,7 @@
 
   run: <what trains, where it writes>
   train: epoch E step S/T loss L lr R img/s I step_ms M eta H:MM:SS [loss_scale C skipped K]
-  eval: epoch E step S top1 A top5 B examples N
+  eval: epoch E step S top1 A top5 B examples N [V_top1 A V_top5 B for each further view V: ema, hflip, ema_hflip]
   summary: final_top1 A best_top1 B final_top5 C final_loss L mean_img/s I wall_s W steps S [input_wait F]
            [startup_s U]
 
@@ -30,8 +30,8 @@ RESUMED = "resumed from {path} at step {step} (epoch {epoch:.2f})"
 _NUM = r"([-+0-9.eEinfaN]+)"
 TRAIN_RE = re.compile(r"train: epoch %s step (\d+)/(\d+) loss %s lr %s img/s %s step_ms %s eta (\S+)"
                       r"(?: loss_scale %s skipped (\d+))?" % ((_NUM,) * 6))
-EVAL_RE = re.compile(r"eval: epoch %s step (\d+) top1 %s top5 %s examples (\d+)(?: ema_top1 %s ema_top5 %s)?" %
-                     ((_NUM,) * 5))
+EVAL_RE = re.compile(r"eval: epoch %s step (\d+) top1 %s top5 %s examples (\d+)" % ((_NUM,) * 3))
+VIEW_RE = re.compile(r" ([a-z]+(?:_[a-z]+)*_top[15]) %s" % _NUM)  # the further views' fields after the examples
 SUMMARY_RE = re.compile(r"summary: final_top1 %s best_top1 %s final_top5 %s final_loss %s mean_img/s %s "
                         r"wall_s %s steps (\d+)(?: input_wait %s)?(?: startup_s %s)?" % ((_NUM,) * 8))
 RESUMED_RE = re.compile(r"resumed from \S+ at step (\d+)")
@@ -53,10 +53,12 @@ def train_line(record):
 
 
 def eval_line(record):
-  """The eval line; with the weights' EMA, its accuracy follows (an optional part of the regular expression)."""
+  """The eval line; the accuracy of each further view (the weights' EMA, flip averaging) follows in the record's
+  order, as <view>_top1 A <view>_top5 B."""
   line = EVAL.format(**record)
-  if "ema_top1" in record:
-    line += " ema_top1 {ema_top1:.5f} ema_top5 {ema_top5:.5f}".format(**record)
+  for name in record:
+    if name.endswith("_top1") and name[:-1] + "5" in record:
+      line += " {0} {1:.5f} {2} {3:.5f}".format(name, record[name], name[:-1] + "5", record[name[:-1] + "5"])
   return line
 
 
@@ -85,8 +87,7 @@ _FIELDS = (
     ("train", TRAIN_RE, (("epoch", float), ("step", int), ("total", int), ("loss", float), ("lr", float),
                          ("img_per_sec", float), ("step_ms", float), ("eta", str), ("loss_scale", float), ("skipped",
                                                                                                            int))),
-    ("eval", EVAL_RE, (("epoch", float), ("step", int), ("top1", float), ("top5", float), ("examples", int),
-                       ("ema_top1", float), ("ema_top5", float))),
+    ("eval", EVAL_RE, (("epoch", float), ("step", int), ("top1", float), ("top5", float), ("examples", int))),
     ("summary", SUMMARY_RE, _SUMMARY_FIELDS),
     ("resumed", RESUMED_RE, (("step", int),)),
 )
@@ -101,7 +102,10 @@ def parse_line(line):
   for kind, regex, fields in _FIELDS:
     m = regex.search(line)
     if m:
-      return kind, {name: convert(value) for (name, convert), value in zip(fields, m.groups()) if value is not None}
+      values = {name: convert(value) for (name, convert), value in zip(fields, m.groups()) if value is not None}
+      if kind == "eval":
+        values.update((name, float(value)) for name, value in VIEW_RE.findall(line[m.end():]))
+      return kind, values
   m = RUN_RE.search(line)
   if m:
     return "run", {"text": line[m.end():].rstrip("\n")}

@@ -176,7 +176,7 @@ class TensorBoardMonitor(object):
   what = "TensorBoard events"
   SCALARS = {
       "train": ("loss", "lr", "img_per_sec", "loss_scale", "skipped"),
-      "eval": ("top1", "top5", "ema_top1", "ema_top5"),
+      "eval": ("top1", "top5", "ema_top1", "ema_top5", "hflip_top1", "hflip_top5", "ema_hflip_top1", "ema_hflip_top5"),
   }
 
   def __init__(self, log_dir, graph=None):

@@ -135,12 +135,14 @@ Attributes:
 """)
 
 LoopPlan = _record(
-    "LoopPlan", ["log_every_loops", "eval_every_loops", "save_every_loops", "keep_checkpoints", "warmup_loops"],
+    "LoopPlan",
+    ["log_every_loops", "eval_every_loops", "save_every_loops", "keep_checkpoints", "warmup_loops", "eval_hflip"],
     """When the callbacks fire.
 
 Attributes:
   log_every_loops, eval_every_loops, save_every_loops: in loops (0 for eval / save: once per epoch).
   keep_checkpoints: how many are kept; warmup_loops: loops left out of img/s besides the first.
+  eval_hflip: each evaluation also reports the views' accuracy with flip averaging (launch/evaluation.py).
 """)
 
 RunPlan = _record(
@@ -288,7 +290,8 @@ def make_plan(f):
                             loss_scale_init=ls_init, loss_scale_growth_steps=f.loss_scale_growth_steps)
   dist = DistPlan(engine=engine, rank=rank, num_ranks=num_ranks, allreduce_bucket_mb=f.allreduce_bucket_mb)
   loop = LoopPlan(log_every_loops=f.log_every_loops, eval_every_loops=f.eval_every_loops,
-                  save_every_loops=f.save_every_loops, keep_checkpoints=f.keep_checkpoints, warmup_loops=f.warmup_loops)
+                  save_every_loops=f.save_every_loops, keep_checkpoints=f.keep_checkpoints, warmup_loops=f.warmup_loops,
+                  eval_hflip=f.eval_hflip)
   return RunPlan(
       mode=f.mode, device=device, model_dir=f.model_dir, seed=f.seed, model=model, data=data, optim=optim,
       schedule=schedule, precision=precision, debug=_debug(f, device, rank, num_ranks), dist=dist, loop=loop,
@@ -442,4 +445,4 @@ def synthetic_plan(config, image_size, num_classes, batch_size, iterations=1, de
   return RunPlan(mode="train", device=device, model_dir="", seed=seed, model=model, data=data, optim=optim,
                  schedule=schedule_plan, precision=precision, debug=DebugPlan(None, None, [], "", None, None, 0, None),
                  dist=DistPlan(engine=None, rank=0, num_ranks=1,
-                               allreduce_bucket_mb=None), loop=LoopPlan(1, 0, 0, 1, 0), notes=[], flag_lines=[])
+                               allreduce_bucket_mb=None), loop=LoopPlan(1, 0, 0, 1, 0, False), notes=[], flag_lines=[])

@@ -7,7 +7,8 @@ metrics.jsonl beside it counts as its folder); other logs are parsed from the do
 
 Per run: final and best top-1, final top-5, img/s (mean: images over seconds of the timed loops, the definition of
 launch/metrics.py that the trainer's summary uses; median over those loops), final loss, median step time, steps,
-skipped steps, wall time.
+skipped steps, wall time; final and best top-1 of each further view the run evaluated (the weights' EMA, flip
+averaging: --ema_decay, --eval_hflip).
 --json prints one JSON object per run, --get KEY one value of the last run, --plot OUT.png the curves; --help
 explains every flag.
 """
@@ -24,6 +25,13 @@ from tools import command
 from tools.command import UsageError
 
 FLAGS = flags.FLAGS
+# The further views an evaluation may report (launch/evaluation.py): key prefix, table label, what it is.
+VIEWS_SHOWN = (
+    ("ema", "EMA", "the weights' moving average"),
+    ("hflip", "flip TTA", "softmax averaged with the mirror image"),
+    ("ema_hflip", "EMA+flip", "both"),
+)
+VIEWS = [view for view, _, _ in VIEWS_SHOWN]
 
 
 def resolve(path):
@@ -96,23 +104,26 @@ def summarize_run(records, warmup_steps=None):
   summaries = [r for r in records if r.get("event") == "summary"]
   timed = metrics.timed_records(train, warmup_steps)
   top1 = [e["top1"] for e in evals if not math.isnan(e["top1"])]
-  averaged = [e["ema_top1"] for e in evals if not math.isnan(e.get("ema_top1", nan))]
-  return {
-      "steps": train[-1]["step"] if train else (summaries[-1]["steps"] if summaries else 0),
-      "final_top1": evals[-1]["top1"] if evals else nan,
-      "best_top1": max(top1) if top1 else nan,
-      "final_top5": evals[-1]["top5"] if evals else nan,
-      "final_ema_top1": evals[-1].get("ema_top1", nan) if evals else nan,
-      "best_ema_top1": max(averaged) if averaged else nan,
-      "mean_ips": metrics.images_per_sec(timed) if timed else nan,
-      "median_ips": _median([r["img_per_sec"] for r in timed]),
-      "final_loss": train[-1]["loss"] if train else nan,
-      "median_step_ms": _median([r["step_ms"] for r in timed]),
-      "skipped_steps": train[-1].get("skipped", 0) if train else 0,
-      "wall_s": summaries[-1]["wall_s"] if summaries else nan,
-      "trainer_mean_ips": summaries[-1]["img_per_sec"] if summaries else nan,
-      "mode": start.get("mode", "train" if train else ("eval" if evals else "?")),
-  }
+  views = {}
+  for view in VIEWS:
+    values = [e[view + "_top1"] for e in evals if not math.isnan(e.get(view + "_top1", nan))]
+    views["final_%s_top1" % view] = evals[-1].get(view + "_top1", nan) if evals else nan
+    views["best_%s_top1" % view] = max(values) if values else nan
+  return dict(
+      views, **{
+          "steps": train[-1]["step"] if train else (summaries[-1]["steps"] if summaries else 0),
+          "final_top1": evals[-1]["top1"] if evals else nan,
+          "best_top1": max(top1) if top1 else nan,
+          "final_top5": evals[-1]["top5"] if evals else nan,
+          "mean_ips": metrics.images_per_sec(timed) if timed else nan,
+          "median_ips": _median([r["img_per_sec"] for r in timed]),
+          "final_loss": train[-1]["loss"] if train else nan,
+          "median_step_ms": _median([r["step_ms"] for r in timed]),
+          "skipped_steps": train[-1].get("skipped", 0) if train else 0,
+          "wall_s": summaries[-1]["wall_s"] if summaries else nan,
+          "trainer_mean_ips": summaries[-1]["img_per_sec"] if summaries else nan,
+          "mode": start.get("mode", "train" if train else ("eval" if evals else "?")),
+      })
 
 
 def summarize(path, warmup_steps=None, all_runs=False):
@@ -139,9 +150,10 @@ def print_table(results, out=sys.stdout):
               (r["log"], r["run"], r["runs"], r["mode"], os.path.basename(r["source"])))
     out.write("  accuracy  final %s  best %s  (top-5 %s)\n" %
               (_fmt(r["final_top1"], 4), _fmt(r["best_top1"], 4), _fmt(r["final_top5"], 4)))
-    if not math.isnan(r["final_ema_top1"]):
-      out.write("  EMA       final %s  best %s  (the weights' moving average)\n" %
-                (_fmt(r["final_ema_top1"], 4), _fmt(r["best_ema_top1"], 4)))
+    for view, label, what in VIEWS_SHOWN:
+      if not math.isnan(r["final_%s_top1" % view]):
+        out.write("  %-9s final %s  best %s  (%s)\n" %
+                  (label, _fmt(r["final_%s_top1" % view], 4), _fmt(r["best_%s_top1" % view], 4), what))
     out.write("  img/s     mean %s  median %s  (first loop and warm-up excluded)\n" %
               (_fmt(r["mean_ips"], 1), _fmt(r["median_ips"], 1)))
     out.write(
@@ -163,11 +175,12 @@ def plot(paths, out_path):
     evals = sorted({r["step"]: r for r in records if r.get("event") == "eval"}.values(), key=lambda r: r["step"])
     axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=path)
     line, = axes[1].plot([e["step"] for e in evals], [e["top1"] for e in evals], marker=".", label=path)
-    averaged = [e for e in evals if "ema_top1" in e]
-    if averaged:
-      axes[1].plot([e["step"] for e in averaged], [e["ema_top1"] for e in averaged], linestyle="--",
-                   color=line.get_color(), label=path + " (EMA)")
-      axes[1].legend(fontsize="small")
+    for (view, label, _), style in zip(VIEWS_SHOWN, ("--", ":", "-.")):
+      shown = [e for e in evals if view + "_top1" in e]
+      if shown:
+        axes[1].plot([e["step"] for e in shown], [e[view + "_top1"] for e in shown], linestyle=style,
+                     color=line.get_color(), label="%s (%s)" % (path, label))
+        axes[1].legend(fontsize="small")
     axes[2].plot([r["step"] for r in train[1:]], [r["img_per_sec"] for r in train[1:]], label=path)
   for ax, title in zip(axes, ("training loss", "test top-1", "img/s (first loop left out)")):
     ax.set_title(title)
