@@ -96,6 +96,27 @@ def test_run_folder_folder_argument_and_list_file(workdir):
     assert item["top_k"][0]["name"] == tool_helpers.CLASS_NAMES[int(np.argmax(row))]
 
 
+def test_hflip_averages_each_images_softmax_with_its_mirror_images(workdir):
+  directory = tempfile.mkdtemp()
+  out, plain_out = os.path.join(directory, "flip.npy"), os.path.join(directory, "plain.npy")
+  images = workdir["images"]
+  flipped = _infer("--model_dir", workdir["run"], "--hflip", "--out", out, *images)
+  plain = _infer("--model_dir", workdir["run"], "--out", plain_out, *images)
+  assert flipped.returncode == 0 and plain.returncode == 0, flipped.stderr + plain.stderr
+  reference = _reference_inputs(images, 8)
+  forward = lambda x: numpy_vit.forward(workdir["tiny"], x, patch=4, num_heads=2)
+
+  def probabilities(logits):
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+  expected = 0.5 * (probabilities(forward(reference)) + probabilities(forward(reference[:, :, ::-1])))
+  np.testing.assert_allclose(np.exp(np.load(out)), expected, rtol=0, atol=1e-5)
+  assert not np.allclose(probabilities(np.load(plain_out)), expected, rtol=0, atol=1e-3)  # the mirror mattered
+  top = [line.split(": ", 1)[1].split(" ") for line in _printed(flipped.stdout, workdir["dir"])]
+  assert [float(t[1].rstrip(",")) for t in top] == pytest.approx(expected.max(1), abs=1e-4)
+
+
 @pytest.mark.parametrize("fmt", ["pb", "onnx"])
 def test_exported_model_gives_the_checkpoint_results(workdir, fmt):
   if fmt == "onnx":

@@ -8,7 +8,8 @@ Arguments are image files, folders (searched recursively for .jpg .jpeg .png .bm
 path per line, an optional integer label last). Images are decoded by the training pipeline's decoder, resized as
 in evaluation and run in batches; a file that cannot be decoded is skipped with a line on stderr. Prints the top-k
 classes of each image with names from the run's class_names.txt (class ids when there is none); --out writes the
-results as .npy (float32 logits, one row per classified image, in the printed order), .json or .csv.
+results as .npy (float32 logits, one row per classified image, in the printed order), .json or .csv. --hflip
+averages each image's softmax with its mirror image's (the trainer's --eval_hflip).
 """
 import csv
 import io
@@ -40,6 +41,9 @@ flags.DEFINE_string(
     "out", None, "Write the results here: .npy (float32 logits [images, classes]), .json (path, top-k "
     "classes and probabilities, logits) or .csv (path and top-k classes with probabilities).")
 flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+flags.DEFINE_bool(
+    "hflip", False, "Flip averaging, as the trainer's --eval_hflip: each image's softmax averaged with that of its "
+    "mirror image (two forward passes). The printed probabilities are that mean; --out's logits are its log.")
 flags.DEFINE_enum("precision", "float32", ["float32", "float16", "bfloat16"], "Compute dtype when running a checkpoint "
                   "(an export runs as exported).")
 
@@ -52,6 +56,16 @@ def read_class_names(path):
 def softmax(logits):
   shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
   return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def log_softmax(logits):
+  shifted = logits - logits.max(axis=1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def flip_averaged(logits, mirrored):
+  """The log of the mean of two softmaxes, in log space (no -inf where a probability underflows)."""
+  return (np.logaddexp(log_softmax(logits), log_softmax(mirrored)) - np.log(2.0)).astype(np.float32)
 
 
 def open_model(fv):
@@ -84,11 +98,15 @@ def _quiet_tensorflow():
   tf.disable_v2_behavior()
 
 
-def classify(runner, paths, batch_size, report):
-  """(classified paths, float32 logits [n, classes]) of the decodable images among `paths`."""
+def classify(runner, paths, batch_size, report, hflip=False):
+  """(classified paths, float32 logits [n, classes]) of the decodable images among `paths`; with hflip, the log of
+  each image's softmax averaged with its mirror image's."""
   done, rows = [], []
   for chunk_paths, chunk in images_lib.batches(paths, runner.image_size, runner.batch_size or batch_size, report):
-    rows.append(runner.logits(chunk))
+    logits = runner.logits(chunk)
+    if hflip:
+      logits = flip_averaged(logits, runner.logits(np.ascontiguousarray(chunk[:, :, ::-1])))
+    rows.append(logits)
     done.extend(chunk_paths)
   logits = np.concatenate(rows) if rows else np.zeros([0, runner.num_classes], np.float32)
   return done, logits
@@ -173,7 +191,7 @@ def run(argv):
     skipped.append(line)
     sys.stderr.write(line + "\n")
 
-  done, logits = classify(runner, paths, FLAGS.batch_size, report)
+  done, logits = classify(runner, paths, FLAGS.batch_size, report, FLAGS.hflip)
   runner.close()
   if not done:
     raise UsageError("none of the %d images could be decoded" % len(paths))
