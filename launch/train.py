@@ -568,6 +568,10 @@ def parse_flags(argv):
   except flags.Error as e:
     fail(str(e))
   if FLAGS.xla_cache:
+    try:  # a command line run() would refuse leaves no cache folder behind
+      flags_lib.check_flags(FLAGS)
+    except FlagError as e:
+      fail(str(e))
     xla_cache.enable(FLAGS.cache_dir)
   return argv
 

@@ -100,6 +100,19 @@ def _train(model_dir, cache_dir):
   return done.stderr
 
 
+def test_a_refused_command_line_leaves_no_cache_folder_behind(tmp_path):
+  cache = str(tmp_path / "cache")
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  done = subprocess.run([
+      sys.executable, "-m", "launch.train",
+      "--model_dir=%s" % (tmp_path / "run"), "--xla_cache",
+      "--cache_dir=%s" % cache, "--malloc=system", "--train_steps=5", "--num_epochs=1"
+  ], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+  assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+      "launch.train: error: --num_epochs and --train_steps conflict: give one of them")
+  assert not os.path.exists(cache) and not os.path.exists(str(tmp_path / "run"))
+
+
 @pytest.mark.skipif(not TF2, reason="TF 1.15 has no persistent XLA cache")
 def test_a_second_run_loads_every_cluster_the_first_compiled_and_trains_the_same(tmp_path):
   cache = str(tmp_path / "cache")
