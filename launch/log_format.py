@@ -4,7 +4,7 @@
   train: epoch E step S/T loss L lr R img/s I step_ms M eta H:MM:SS [loss_scale C skipped K]
   eval: epoch E step S top1 A top5 B examples N [V_top1 A V_top5 B for each further view V: ema, hflip, ema_hflip]
   summary: final_top1 A best_top1 B final_top5 C final_loss L mean_img/s I wall_s W steps S [input_wait F]
-           [startup_s U]
+           [startup_s U] [final_V_top1 A for each further view V of the last evaluation]
 
 Fields are space-separated "name value" pairs after the kind. `loss` is the mean over the steps of the line's
 loops, `img/s` counts images of this rank over the wall time of those loops (input waits included), `step_ms` is
@@ -32,6 +32,7 @@ TRAIN_RE = re.compile(r"train: epoch %s step (\d+)/(\d+) loss %s lr %s img/s %s 
                       r"(?: loss_scale %s skipped (\d+))?" % ((_NUM,) * 6))
 EVAL_RE = re.compile(r"eval: epoch %s step (\d+) top1 %s top5 %s examples (\d+)" % ((_NUM,) * 3))
 VIEW_RE = re.compile(r" ([a-z]+(?:_[a-z]+)*_top[15]) %s" % _NUM)  # the further views' fields after the examples
+FINAL_VIEW_RE = re.compile(r" (final_[a-z]+(?:_[a-z]+)*_top1) %s" % _NUM)  # and the summary's
 SUMMARY_RE = re.compile(r"summary: final_top1 %s best_top1 %s final_top5 %s final_loss %s mean_img/s %s "
                         r"wall_s %s steps (\d+)(?: input_wait %s)?(?: startup_s %s)?" % ((_NUM,) * 8))
 RESUMED_RE = re.compile(r"resumed from \S+ at step (\d+)")
@@ -68,6 +69,9 @@ def summary_line(record):
     line += " input_wait {input_wait:.3f}".format(**record)
   if "startup_s" in record:
     line += " startup_s {startup_s:.1f}".format(**record)
+  for name in record:
+    if name.startswith("final_") and name.endswith("_top1") and name != "final_top1":
+      line += " {0} {1:.5f}".format(name, record[name])
   return line
 
 
@@ -103,8 +107,9 @@ def parse_line(line):
     m = regex.search(line)
     if m:
       values = {name: convert(value) for (name, convert), value in zip(fields, m.groups()) if value is not None}
-      if kind == "eval":
-        values.update((name, float(value)) for name, value in VIEW_RE.findall(line[m.end():]))
+      if kind in ("eval", "summary"):
+        views = VIEW_RE if kind == "eval" else FINAL_VIEW_RE
+        values.update((name, float(value)) for name, value in views.findall(line[m.end():]))
       return kind, values
   m = RUN_RE.search(line)
   if m:

@@ -357,28 +357,30 @@ def _after_train_quietly(callback, run):
 
 
 def summary_record(run, warmup_steps, train_pipe=None):
-  """The closing record: final and best accuracy, final loss, throughput and start-up (launch.metrics), wall time,
-  and the fraction of the run the input workers kept the batch generator waiting (when measured)."""
+  """The closing record: final and best accuracy (and the final accuracy of each further view: final_ema_top1,
+  final_hflip_top1, ...), final loss, throughput and start-up (launch.metrics), wall time, and the fraction of the
+  run the input workers kept the batch generator waiting (when measured)."""
   result = run.last_eval or {"top1": float("nan"), "top5": float("nan")}
   best = max(run.best_top1, result["top1"]) if np.isfinite(result["top1"]) else run.best_top1
+  record = {
+      "event": "summary",
+      "step": run.step,
+      "final_top1": result["top1"],
+      "final_top5": result["top5"],
+      "best_top1": best if best >= 0 else float("nan"),  # the stored best starts at -1: nothing was evaluated
+      "final_loss": run.train_records[-1]["loss"] if run.train_records else float("nan"),
+      "img_per_sec": metrics.run_images_per_sec(run.train_records, warmup_steps),
+      "wall_s": time.time() - run.start_time,
+      "steps": run.step
+  }
   waited = train_pipe.wait_fraction() if train_pipe is not None else None
-  extra = {"input_wait": waited} if waited is not None else {}
+  if waited is not None:
+    record["input_wait"] = waited
   startup = metrics.startup_seconds(run.train_records)
   if startup is not None:
-    extra["startup_s"] = startup
-  return dict(
-      extra,
-      **{
-          "event": "summary",
-          "step": run.step,
-          "final_top1": result["top1"],
-          "final_top5": result["top5"],
-          "best_top1": best if best >= 0 else float("nan"),  # the stored best starts at -1: nothing was evaluated
-          "final_loss": run.train_records[-1]["loss"] if run.train_records else float("nan"),
-          "img_per_sec": metrics.run_images_per_sec(run.train_records, warmup_steps),
-          "wall_s": time.time() - run.start_time,
-          "steps": run.step
-      })
+    record["startup_s"] = startup
+  record.update(("final_" + name, value) for name, value in result.items() if name.endswith("_top1"))
+  return record
 
 
 def run_start_record(plan, start_step, warmup_steps):

@@ -106,6 +106,10 @@ def test_a_run_with_eval_hflip_logs_the_flip_views_and_parse_log_reports_them(tm
   } for e in train_helpers.read_log(model_dir)[1]] == [{
       k: round(e[k], 5) for k in views
   } for e in evals]
+  (summary,) = train_helpers.read_metrics(model_dir, "summary")
+  assert [summary["final_" + k] for k in views] == [evals[-1][k] for k in views]
+  (line,) = train_helpers.read_log(model_dir)[2]  # the text line carries them too
+  assert [line["final_" + k] for k in views] == [round(evals[-1][k], 5) for k in views]
   (result,) = parse_log.summarize(model_dir)
   assert result["final_hflip_top1"] == evals[-1]["hflip_top1"]
   assert result["final_ema_hflip_top1"] == evals[-1]["ema_hflip_top1"]
