@@ -265,7 +265,7 @@ def define_flags():
           "eval_hflip", False, "Also report each evaluation with test-time flip averaging: the softmax of every "
           "test image and of its mirror image averaged, as hflip_top1/hflip_top5 (ema_hflip_* for the EMA). The "
           "mirror images go through the same forward pass, so the eval batch is twice --eval_batch_size; top1 and "
-          "the best checkpoint stay the plain ones. Pays where the training flips: +0.4 point on Fashion-MNIST."))
+          "the best checkpoint stay the plain ones. Pays where the training flips: +0.5 point on Fashion-MNIST."))
   _cosmetic(
       flags.DEFINE_string(
           "model_dir", "runs/default", "The run folder: checkpoints, TensorBoard events, train.log, "
